@@ -1,0 +1,1 @@
+"""The `aitb` command line."""

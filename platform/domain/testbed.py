@@ -1,0 +1,146 @@
+"""Federation description (nodes -> clusters -> pools), loaded from hand-written YAML."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SLUG = r"^[a-z][a-z0-9-]{0,62}$"
+_SLUG = re.compile(SLUG)
+KNOWN_NODES = ("stockholm", "goteborg", "orebro", "lund", "lulea", "linkoping")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pool(_Strict):
+    name: str = Field(pattern=SLUG)
+    hosts: int = Field(ge=0, le=100_000)
+    cpu: float = Field(gt=0, description="CPUs per host")
+    memory_gib: float = Field(gt=0, description="memory per host, GiB")
+    gpus: int = Field(default=0, ge=0, le=64, description="GPUs per host")
+    gpu_type: str | None = None
+    labels: dict[str, str | bool | int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _gpu_type_with_gpus(self) -> Pool:
+        if self.gpus and not self.gpu_type:
+            raise ValueError("gpu_type is required when gpus > 0")
+        if not self.gpus and self.gpu_type:
+            raise ValueError("gpu_type given but gpus is 0")
+        return self
+
+    @property
+    def secure(self) -> bool:
+        value = self.labels.get("secure", False)
+        return value is True or str(value).lower() == "true"
+
+    def capacity(self) -> dict[str, float]:
+        cap = {"cpu": self.cpu * self.hosts, "memory_gib": self.memory_gib * self.hosts}
+        if self.gpus:
+            cap["gpu"] = float(self.gpus * self.hosts)
+            cap[f"gpu:{self.gpu_type}"] = float(self.gpus * self.hosts)
+        return cap
+
+
+class Cluster(_Strict):
+    name: str = Field(pattern=SLUG)
+    backend: Literal["kuberay", "ray", "sim"]
+    connection: dict[str, Any] = Field(default_factory=dict)
+    pools: list[Pool] = Field(min_length=1)
+
+    @field_validator("pools")
+    @classmethod
+    def _unique_pools(cls, pools: list[Pool]) -> list[Pool]:
+        _unique([p.name for p in pools], "pool")
+        return pools
+
+
+class Node(_Strict):
+    name: str = Field(pattern=SLUG)
+    display_name: str | None = None
+    clusters: list[Cluster] = Field(min_length=1)
+
+
+class Federation(_Strict):
+    federation: str = Field(pattern=SLUG)
+    nodes: list[Node] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Federation:
+        _unique([n.name for n in self.nodes], "node")
+        _unique([c.name for n in self.nodes for c in n.clusters], "cluster")
+        return self
+
+    def node(self, name: str) -> Node | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def cluster(self, name: str) -> tuple[Node, Cluster] | None:
+        for node in self.nodes:
+            for cluster in node.clusters:
+                if cluster.name == name:
+                    return node, cluster
+        return None
+
+    def clusters(self) -> list[tuple[Node, Cluster]]:
+        return [(n, c) for n in self.nodes for c in n.clusters]
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {what} name {name!r}")
+        seen.add(name)
+
+
+class TestbedError(ValueError):
+    """A testbed file that cannot be used; the message names file, place and problem."""
+
+
+def _location(loc: tuple[Any, ...], data: Any) -> str:
+    """Render a pydantic error location with names instead of bare indices."""
+    parts: list[str] = []
+    cursor = data
+    for item in loc:
+        if isinstance(item, int) and isinstance(cursor, list):
+            element = cursor[item] if item < len(cursor) else None
+            name = element.get("name") if isinstance(element, dict) else None
+            parts[-1] = f"{parts[-1]}[{item}]" + (f"({name})" if name else "")
+            cursor = element
+        else:
+            parts.append(str(item))
+            cursor = cursor.get(item) if isinstance(cursor, dict) else None
+    return ".".join(parts) or "(top level)"
+
+
+def parse_testbed(data: Any, source: str = "<testbed>") -> Federation:
+    if not isinstance(data, dict):
+        raise TestbedError(f"{source}: expected a mapping with 'federation' and 'nodes'")
+    try:
+        return Federation.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"{source}: {_location(err['loc'], data)}: {err['msg']}" for err in exc.errors()
+        ]
+        raise TestbedError("\n".join(lines)) from None
+
+
+def load_testbed(path: str | Path) -> Federation:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TestbedError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TestbedError(f"{path}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_testbed(data, str(path))

@@ -1,0 +1,117 @@
+"""One nested settings tree for the control plane.
+
+Top-level names are part of the contract (``AITB_DATA_DIR``, ``AITB_DATABASE_URL``,
+``AITB_TESTBED``, ``AITB_BOOTSTRAP_ADMIN_TOKEN``); nested groups take
+``AITB_<GROUP>__<FIELD>`` (e.g. ``AITB_SERVER__PORT``). A TOML file named by
+``AITB_CONFIG`` (default ``$AITB_DATA_DIR/config.toml``) fills what the
+environment leaves unset.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_TESTBED = "testbeds/local.yaml"
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8600, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: str = "info"
+
+
+class PackageSettings(BaseModel):
+    max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    max_files: int = Field(default=20_000, gt=0)
+
+
+class SchedulerSettings(BaseModel):
+    enabled: bool = True
+    interval_s: float = Field(default=1.0, gt=0)
+    aging_threshold_s: float = Field(default=1800.0, ge=0)
+    lease_s: float = Field(default=15.0, gt=0)
+
+
+class TrackingSettings(BaseModel):
+    tracking_uri: str | None = None  # None: no MLflow tracking
+    admin_user: str = "aitb-admin"
+    admin_password: str | None = None
+    outbox_interval_s: float = Field(default=1.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AITB_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".aitb")
+    database_url: str | None = None
+    testbed: str = DEFAULT_TESTBED
+    bootstrap_admin_token: str | None = None
+    token_ttl_days: int = Field(default=365, ge=1)
+
+    server: ServerSettings = ServerSettings()
+    packages: PackageSettings = PackageSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    tracking: TrackingSettings = TrackingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'aitb.db'}"
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.data_dir / "packages"
+
+    def testbed_path(self) -> Path:
+        return resolve_testbed_path(self.testbed)
+
+
+def config_file_path() -> Path:
+    explicit = os.environ.get("AITB_CONFIG")
+    if explicit:
+        return Path(explicit)
+    data_dir = os.environ.get("AITB_DATA_DIR") or str(Path.home() / ".aitb")
+    return Path(data_dir) / "config.toml"
+
+
+def resolve_testbed_path(name: str) -> Path:
+    """A path as given, else the testbed shipped inside the package (found after `pip install .`)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    shipped = resources.files("aitb.testbeds") / Path(name).name
+    if shipped.is_file():
+        return Path(str(shipped))
+    return path
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
