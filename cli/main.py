@@ -1,11 +1,91 @@
-"""Entry point of the `aitb` command (placeholder until the CLI lands)."""
+"""Entry point of the `aitb` command.
+
+Commands load lazily (``aitb --version`` and ``aitb jobs`` never import
+mlflow, ray, fastapi or sqlalchemy); a command whose module is not there or
+fails to import is left out instead of breaking the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 import click
 
+from aitb.cli.context import OUTPUT_CHOICES, AppContext
 
-@click.group()
-def main() -> None:
-    """aitb: run experiments across the testbed federation."""
+#: command name -> "module:attribute" under aitb.cli.commands
+COMMANDS: dict[str, str] = {
+    "login": "auth:login",
+    "logout": "auth:logout",
+    "whoami": "auth:whoami",
+    "profiles": "auth:profiles",
+    "submit": "submit:submit",
+    "jobs": "jobs:jobs",
+    "status": "jobs:status",
+    "cancel": "jobs:cancel",
+    "logs": "jobs:logs",
+    "queue": "queue:queue",
+    "quota": "queue:quota",
+    "admin": "admin:admin",
+}
+#: commands owned by other modules that may not exist yet: tolerated when missing.
+OPTIONAL_COMMANDS: dict[str, str] = {
+    "up": "local:up",
+    "down": "local:down",
+    "ps": "local:ps",
+    "demo": "demo:demo",
+    "sim": "sim:sim",
+    "server": "server:server",
+}
+
+
+def _load(spec: str) -> click.Command | None:
+    module_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(f"aitb.cli.commands.{module_name}")
+    except ImportError:
+        return None
+    command = getattr(module, attr, None)
+    return command if isinstance(command, click.Command) else None
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(OPTIONAL_COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        spec = COMMANDS.get(cmd_name) or OPTIONAL_COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        if cmd_name in COMMANDS:  # our own: an import error is a bug and must show
+            module_name, attr = spec.split(":")
+            return getattr(importlib.import_module(f"aitb.cli.commands.{module_name}"), attr)
+        return _load(spec)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--profile", default=None, help="Use this profile from the CLI config file.")
+@click.option("--url", default=None, help="Server URL (overrides profile and AITB_URL).")
+@click.option("--token", default=None, help="API token (overrides profile and AITB_TOKEN).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(OUTPUT_CHOICES),
+    default="table",
+    show_default=True,
+    help="table for people, json for scripts (prints only JSON).",
+)
+@click.version_option(package_name="aitb", prog_name="aitb")
+@click.pass_context
+def main(ctx: click.Context, profile: str | None, url: str | None, token: str | None, output: str) -> None:
+    """aitb: run experiments across the AI testbed federation.
+
+    Profiles live in ~/.config/aitb/config.toml (or $AITB_CLI_CONFIG);
+    AITB_URL and AITB_TOKEN override the active profile.
+    """
+    ctx.obj = AppContext(profile=profile, url=url, token=token, output=output)
 
 
 if __name__ == "__main__":

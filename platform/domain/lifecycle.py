@@ -24,7 +24,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # ADMITTED -> FAILED: the backend refused the dispatch for good.
     S.ADMITTED: frozenset({S.RUNNING, S.PREEMPTED, S.CANCELLED, S.FAILED}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.PREEMPTED}),
-    S.PREEMPTED: frozenset({S.QUEUED}),
+    # PREEMPTED -> CANCELLED: a user cancels before the requeue happens.
+    S.PREEMPTED: frozenset({S.QUEUED, S.CANCELLED}),
     # FAILED -> QUEUED only while retries remain (checked by the caller's guard).
     S.FAILED: frozenset({S.QUEUED}),
     S.SUCCEEDED: frozenset(),

@@ -1,0 +1,107 @@
+"""The FastAPI application: wiring of state, routers and the error contract."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aitb.api.deps import AppState
+from aitb.api.metrics import Metrics
+from aitb.api.routers import accounts, capacity, datasets, jobs, system
+from aitb.domain.testbed import load_testbed
+from aitb.services import accounts as account_service
+from aitb.services.errors import ServiceError
+from aitb.settings import Settings, get_settings
+from aitb.store.db import Database
+
+try:
+    VERSION = version("aitb")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    VERSION = "0+unknown"
+
+log = logging.getLogger("aitb.api")
+
+
+def build_state(settings: Settings) -> AppState:
+    federation = load_testbed(settings.testbed_path())
+    db = Database(settings.resolved_database_url)
+    if settings.bootstrap_admin_token:
+        with db.session() as session:
+            account_service.bootstrap_admin(session, settings.bootstrap_admin_token)
+    return AppState(settings=settings, db=db, federation=federation)
+
+
+def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    state = state or build_state(settings)
+    metrics = Metrics(state.db)
+    state.extras["metrics"] = metrics
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        for stop in state.extras.get("on_shutdown", []):
+            stop()
+        state.db.dispose()
+
+    app = FastAPI(
+        title="aitb",
+        version=VERSION,
+        summary="Control plane of the AI testbed federation",
+        description="Schedules experiments as Ray jobs across the federation's nodes, "
+        "tracks them in MLflow and enforces quotas and data governance. See docs/api.md.",
+        lifespan=lifespan,
+    )
+    app.state.aitb = state
+    app.middleware("http")(metrics.middleware)
+    for module in (system, accounts, capacity, datasets, jobs):
+        app.include_router(module.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"loc": ".".join(str(p) for p in err["loc"] if p != "body"), "msg": _message(err)}
+            for err in exc.errors()
+        ]
+        summary = "; ".join(f"{p['loc']}: {p['msg']}" if p["loc"] else p["msg"] for p in problems[:5])
+        return JSONResponse({"detail": f"invalid request: {summary}", "errors": problems}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "unknown path: see /docs for the API"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:8]
+        log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error (incident {incident}); the server log has the details"},
+            status_code=500,
+        )
+
+
+def _message(err: dict) -> str:
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") == "missing":
+        return "field required"
+    if err.get("type") == "extra_forbidden":
+        return "unknown field"
+    return msg.removeprefix("Value error, ")

@@ -1,0 +1,59 @@
+"""Request-scoped dependencies: the application state, a DB session, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from aitb.domain.testbed import Federation
+from aitb.services import accounts
+from aitb.services.authz import Principal
+from aitb.services.jobs import JobHook
+from aitb.settings import Settings
+from aitb.store.db import Database
+
+ERROR_CODES = (401, 403, 404, 409, 422)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    federation: Federation
+    # Hooks the run/tracking layers plug in; None where not configured.
+    on_job_created: JobHook | None = None
+    on_job_changed: JobHook | None = None
+    log_reader: Any = None  # callable(job, offset) -> (bytes, next_offset)
+    queue_view: Any = None  # callable(session) -> list[dict]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.aitb
+
+
+def get_session(state: Annotated[AppState, Depends(get_state)]) -> Iterator[Session]:
+    with state.db.session() as session:
+        yield session
+
+
+_bearer = HTTPBearer(auto_error=False, description="token from `POST /v1/users`")
+
+
+def get_principal(
+    session: Annotated[Session, Depends(get_session, scope="function")],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return accounts.authenticate(session, credentials.credentials if credentials else None)
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+# "function" scope: the transaction commits before the response is sent, so a
+# client never sees success for a write that then fails to commit.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+CallerDep = Annotated[Principal, Depends(get_principal)]

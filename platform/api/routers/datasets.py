@@ -1,0 +1,41 @@
+"""Datasets and grants."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from aitb.api.deps import CallerDep, SessionDep, StateDep
+from aitb.api.routers import errors
+from aitb.api.schemas import DatasetIn, DatasetOut, GrantIn, GrantOut
+from aitb.domain.models import Dataset, Grant
+from aitb.services import datasets
+
+router = APIRouter(prefix="/v1", tags=["datasets"])
+
+
+@router.post("/datasets", status_code=201, response_model=DatasetOut, responses=errors(401, 403, 404, 409, 422))
+def create_dataset(body: DatasetIn, session: SessionDep, caller: CallerDep, state: StateDep) -> DatasetOut:
+    row = datasets.create_dataset(session, caller, state.federation, Dataset(**body.model_dump()))
+    return DatasetOut.model_validate(row)
+
+
+@router.get("/datasets", response_model=list[DatasetOut], responses=errors(401))
+def list_datasets(session: SessionDep, caller: CallerDep) -> list[DatasetOut]:
+    return [DatasetOut.model_validate(r) for r in datasets.list_datasets(session, caller)]
+
+
+@router.put("/datasets/{dataset}/grants/{project}", response_model=GrantOut, responses=errors(401, 403, 404, 422))
+def set_grant(dataset: str, project: str, body: GrantIn, session: SessionDep, caller: CallerDep) -> GrantOut:
+    grant = Grant(dataset=dataset, project=project, purpose=body.purpose, expires_at=body.expires_at)
+    return GrantOut.model_validate(datasets.set_grant(session, caller, grant))
+
+
+@router.get("/datasets/{dataset}/grants", response_model=list[GrantOut], responses=errors(401, 404))
+def list_grants(dataset: str, session: SessionDep, caller: CallerDep) -> list[GrantOut]:
+    return [GrantOut.model_validate(r) for r in datasets.list_grants(session, caller, dataset)]
+
+
+@router.delete("/datasets/{dataset}/grants/{project}", status_code=204, responses=errors(401, 403, 404))
+def revoke_grant(dataset: str, project: str, session: SessionDep, caller: CallerDep) -> Response:
+    datasets.revoke_grant(session, caller, dataset, project)
+    return Response(status_code=204)

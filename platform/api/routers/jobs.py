@@ -1,0 +1,170 @@
+"""Code packages, jobs, logs and the pending queue."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from aitb.api.deps import CallerDep, SessionDep, StateDep
+from aitb.api.routers import errors
+from aitb.api.schemas import JobIn, JobOut, PackageOut, QueueEntryOut
+from aitb.domain.lifecycle import JobState
+from aitb.domain.models import JobSpec
+from aitb.services import jobs, packages
+from aitb.services.errors import Invalid, NotFound, TooLarge
+from aitb.store import jobs as job_store
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+@router.post(
+    "/packages",
+    status_code=201,
+    response_model=PackageOut,
+    responses={200: {"model": PackageOut, "description": "already stored"}, **errors(401, 413, 422)},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
+)
+async def upload_package(request: Request, response: Response, state: StateDep) -> PackageOut:
+    # Authenticate before reading the body, so anonymous uploads cost nothing.
+    from aitb.services import accounts
+
+    token = request.headers.get("authorization", "")
+    token = token[7:] if token.lower().startswith("bearer ") else None
+    limit = state.settings.packages.max_bytes
+    declared = request.headers.get("content-length")
+    with state.db.session() as session:
+        caller = accounts.authenticate(session, token)
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"package is {declared} bytes; the limit is {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"package exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if not data:
+        raise Invalid("empty body: send the zip file as the request body (Content-Type: application/zip)")
+    with state.db.session() as session:
+        row, created = packages.store_package(
+            session, caller, data, state.settings.packages_dir, limit, state.settings.packages.max_files
+        )
+        out = PackageOut(digest=row.digest, size=row.size, files=row.files)
+    response.status_code = 201 if created else 200
+    return out
+
+
+@router.head("/packages/{digest}", responses=errors(401, 404))
+def has_package(digest: str, session: SessionDep, caller: CallerDep) -> Response:
+    if not packages.has_package(session, digest):
+        raise NotFound(f"unknown package {digest}")
+    return Response(status_code=200)
+
+
+@router.post("/jobs", status_code=201, response_model=JobOut, responses=errors(401, 403, 404, 422))
+def submit(body: JobIn, session: SessionDep, caller: CallerDep, state: StateDep) -> JobOut:
+    try:
+        spec = JobSpec(
+            project=body.project,
+            name=body.name,
+            entrypoint=body.entrypoint,
+            gang=body.gang(),
+            datasets=body.datasets,
+            priority=body.priority,
+            max_runtime_s=body.max_runtime_s,
+            nodes=body.nodes,
+            code=body.code,
+            env=body.env,
+            max_retries=body.max_retries,
+        )
+    except ValueError as exc:
+        raise Invalid(str(exc).splitlines()[-1].strip() if "\n" in str(exc) else str(exc)) from None
+    job = jobs.submit(session, caller, state.federation, spec, on_created=state.on_job_created)
+    return JobOut.of(job)
+
+
+@router.get("/jobs", response_model=list[JobOut], responses=errors(401, 422))
+def list_jobs(
+    response: Response,
+    session: SessionDep,
+    caller: CallerDep,
+    project: str | None = None,
+    state: Annotated[list[JobState] | None, Query()] = None,
+    node: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> list[JobOut]:
+    try:
+        after = job_store.Cursor.decode(cursor) if cursor else None
+    except ValueError:
+        raise Invalid("invalid cursor: use the X-Next-Cursor header of the previous page") from None
+    visible_projects = None
+    visible_nodes = None
+    if not caller.is_platform_admin:
+        from aitb.services.accounts import list_projects
+
+        visible_projects = [p.name for p in list_projects(session, caller) if caller.can_read_job(p.name, p.partner, None)]
+        visible_nodes = sorted(caller.admin_nodes())
+    items, next_cursor = job_store.list_jobs(
+        session, projects=visible_projects, project=project, states=state, node=node,
+        limit=limit, cursor=after, visible_nodes=visible_nodes,
+    )
+    if next_cursor:
+        response.headers["X-Next-Cursor"] = next_cursor.encode()
+    return [JobOut.of(j) for j in items]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(401, 404))
+def get_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
+    job = jobs.visible_job(session, caller, job_id)
+    return JobOut.of(job, job_store.job_events(session, job.id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=errors(401, 403, 404, 409))
+def cancel(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep) -> JobOut:
+    job = jobs.cancel(session, caller, job_id, on_changed=state.on_job_changed)
+    return JobOut.of(job)
+
+
+@router.get(
+    "/jobs/{job_id}/logs",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "driver log from `offset`"}, **errors(401, 404)},
+)
+def logs(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep,
+         offset: Annotated[int, Query(ge=0)] = 0) -> PlainTextResponse:
+    job = jobs.visible_job(session, caller, job_id)
+    data, next_offset = (b"", offset)
+    if state.log_reader is not None:
+        data, next_offset = state.log_reader(job, offset)
+    return PlainTextResponse(
+        data.decode("utf-8", errors="replace"),
+        headers={"X-Log-Offset": str(next_offset), "X-Job-State": job.state.value},
+    )
+
+
+@router.get("/queue", response_model=list[QueueEntryOut], responses=errors(401))
+def queue(session: SessionDep, caller: CallerDep, state: StateDep,
+          node: str | None = None, project: str | None = None) -> list[QueueEntryOut]:
+    from aitb.services.accounts import list_projects
+
+    entries = state.queue_view(session, node=node) if state.queue_view else _fifo_queue(session)
+    if not caller.is_platform_admin and not caller.admin_nodes():
+        visible = {p.name for p in list_projects(session, caller)}
+        entries = [e for e in entries if e["project"] in visible]
+    if project:
+        entries = [e for e in entries if e["project"] == project]
+    return [QueueEntryOut(**e) for e in entries]
+
+
+def _fifo_queue(session) -> list[dict]:
+    queued = job_store.jobs_in_states(session, [JobState.QUEUED])
+    queued.sort(key=lambda j: (-j.spec.priority, j.created_at))
+    return [
+        {"position": i + 1, "job": j.id, "project": j.project, "partner": j.partner,
+         "priority": j.spec.priority, "submitted_at": j.created_at, "pending_reason": j.pending_reason}
+        for i, j in enumerate(queued)
+    ]

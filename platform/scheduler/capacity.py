@@ -1,0 +1,170 @@
+"""Mutable working copy of host capacity for one cycle, indexed for fast placement.
+
+Hosts of a pool sit in buckets by how many whole GPUs they have idle (GPU
+pools) or how many CPUs (CPU pools), and partly used GPU devices sit in an
+index by their free fraction. Placement then looks at a handful of buckets
+instead of scanning every host. Every change goes through ``take``/``give``
+so it can be undone exactly: that is how preemption is simulated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from aitb.scheduler.shape import Demand
+from aitb.scheduler.snapshot import Host, labels_match
+
+EPS = 1e-9
+
+
+def _q(x: float) -> float:
+    """Round away float noise so 0.1+0.2 style sums compare and index stably."""
+    return round(x, 9)
+
+
+class Slot:
+    """One host's free capacity during a cycle."""
+
+    __slots__ = ("id", "index", "pool", "cpu", "mem", "dev", "whole", "reserved_for", "bucket")
+
+    def __init__(self, host: Host, index: int, pool: PoolState) -> None:
+        self.id = host.id
+        self.index = index
+        self.pool = pool
+        self.cpu = host.cpu_free
+        self.mem = host.memory_free
+        self.dev = [_q(f) for f in host.gpu_free]
+        self.whole = sum(1 for f in self.dev if f >= 1 - EPS)
+        self.reserved_for: str | None = None
+        self.bucket = -1
+
+    def fits(self, demand: Demand) -> bool:
+        return self.cpu + EPS >= demand.cpu and self.mem + EPS >= demand.memory_gib
+
+    def gpu_free(self) -> float:
+        return sum(self.dev)
+
+
+class PoolState:
+    """A pool's hosts in one cluster, bucketed for best-fit lookups."""
+
+    def __init__(self, node: str, cluster: str, name: str, first: Host) -> None:
+        self.node = node
+        self.cluster = cluster
+        self.name = name
+        self.labels: Mapping[str, object] = first.labels
+        self.gpu_type = first.gpu_type if first.gpu_free else None
+        self.gpus = len(first.gpu_free)
+        self.cpu_cap = first.cpu
+        self.mem_cap = first.memory_gib
+        self.slots: list[Slot] = []
+        nb = self.gpus + 1 if self.gpus else int(first.cpu) + 2
+        self.buckets: list[dict[Slot, None]] = [dict() for _ in range(nb)]
+        self.partial: dict[float, dict[tuple[Slot, int], None]] = {}
+        self.free_gpu = 0.0
+        self.free_whole = 0
+
+    def bucket_of(self, slot: Slot) -> int:
+        if self.gpus:
+            return slot.whole
+        return max(0, min(int(slot.cpu + EPS), len(self.buckets) - 1))
+
+    def add(self, slot: Slot) -> None:
+        self.slots.append(slot)
+        slot.bucket = self.bucket_of(slot)
+        self.buckets[slot.bucket][slot] = None
+        for d, f in enumerate(slot.dev):
+            if EPS < f < 1 - EPS:
+                self.partial.setdefault(f, {})[(slot, d)] = None
+        self.free_gpu += sum(slot.dev)
+        self.free_whole += slot.whole
+
+    def rebucket(self, slot: Slot) -> None:
+        b = self.bucket_of(slot)
+        if b != slot.bucket:
+            del self.buckets[slot.bucket][slot]
+            self.buckets[b][slot] = None
+            slot.bucket = b
+
+    def set_device(self, slot: Slot, d: int, new: float) -> None:
+        old = slot.dev[d]
+        new = _q(new)
+        if new < EPS:
+            new = 0.0
+        elif new > 1 - EPS:
+            new = 1.0
+        if old == new:
+            return
+        if 0.0 < old < 1.0:
+            entries = self.partial[old]
+            del entries[(slot, d)]
+            if not entries:
+                del self.partial[old]
+        if 0.0 < new < 1.0:
+            self.partial.setdefault(new, {})[(slot, d)] = None
+        slot.whole += (new == 1.0) - (old == 1.0)
+        self.free_whole += (new == 1.0) - (old == 1.0)
+        self.free_gpu += new - old
+        slot.dev[d] = new
+
+
+class Capacity:
+    """All hosts of a snapshot as slots, grouped by cluster and pool."""
+
+    def __init__(self, hosts: Iterable[Host]) -> None:
+        self.slots: dict[str, Slot] = {}
+        self.pools: dict[tuple[str, str], PoolState] = {}
+        self.cluster_node: dict[str, str] = {}
+        self.cluster_pools: dict[str, list[PoolState]] = {}
+        for host in hosts:
+            key = (host.cluster, host.pool)
+            pool = self.pools.get(key)
+            if pool is None:
+                pool = self.pools[key] = PoolState(host.node, host.cluster, host.pool, host)
+                self.cluster_pools.setdefault(host.cluster, []).append(pool)
+                self.cluster_node[host.cluster] = host.node
+            slot = Slot(host, len(self.slots), pool)
+            self.slots[host.id] = slot
+            pool.add(slot)
+        self.node_clusters: dict[str, list[str]] = {}
+        for cluster, node in self.cluster_node.items():
+            self.node_clusters.setdefault(node, []).append(cluster)
+
+    # -- changes -----------------------------------------------------------
+    def take(self, slot: Slot, demand: Demand, devices: Sequence[int]) -> None:
+        pool = slot.pool
+        slot.cpu = _q(slot.cpu - demand.cpu)
+        slot.mem = _q(slot.mem - demand.memory_gib)
+        amount = demand.gpu if demand.fractional else 1.0
+        for d in devices:
+            pool.set_device(slot, d, slot.dev[d] - amount)
+        pool.rebucket(slot)
+
+    def give(self, slot: Slot, demand: Demand, devices: Sequence[int]) -> None:
+        pool = slot.pool
+        slot.cpu = _q(slot.cpu + demand.cpu)
+        slot.mem = _q(slot.mem + demand.memory_gib)
+        amount = demand.gpu if demand.fractional else 1.0
+        for d in devices:
+            pool.set_device(slot, d, slot.dev[d] + amount)
+        pool.rebucket(slot)
+
+    # -- queries -----------------------------------------------------------
+    def eligible_pools(self, cluster: str, labels: Mapping[str, object]) -> list[PoolState]:
+        pools = self.cluster_pools.get(cluster, [])
+        if not labels:
+            return pools
+        return [p for p in pools if labels_match(p.labels, labels)]
+
+    def gpu_types(self, pools: Iterable[PoolState]) -> list[str]:
+        return sorted({p.gpu_type for p in pools if p.gpu_type})
+
+    def totals(self) -> dict[str, float]:
+        """Capacity of the whole federation per base resource (for fair share)."""
+        out = {"cpu": 0.0, "memory_gib": 0.0, "gpu": 0.0}
+        for pool in self.pools.values():
+            n = len(pool.slots)
+            out["cpu"] += pool.cpu_cap * n
+            out["memory_gib"] += pool.mem_cap * n
+            out["gpu"] += float(pool.gpus * n)
+        return out

@@ -1,0 +1,94 @@
+"""Quota accounting per project per node: nominal, borrowing, and the limit check.
+
+Usage beyond ``nominal`` is borrowed. A resource a quota does not mention is
+not limited. A project without a quota at a node may not run there unless the
+policy says quotas are optional.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from aitb.domain.models import Quota
+from aitb.scheduler.snapshot import RunningJob
+
+EPS = 1e-9
+INF = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCheck:
+    ok: bool
+    borrowing: bool = False
+    within_nominal: bool = True
+    problem: str = ""  # why not ok, for pending reasons
+
+
+class QuotaLedger:
+    """Usage per (project, node) plus the limits; changed as the cycle admits and preempts."""
+
+    def __init__(
+        self,
+        quotas: Mapping[tuple[str, str], Quota],
+        running: Iterable[RunningJob],
+        *,
+        borrowing: bool = True,
+        require_quota: bool = True,
+    ) -> None:
+        self.nominal: dict[tuple[str, str], dict[str, float]] = {}
+        self.limit: dict[tuple[str, str], dict[str, float]] = {}
+        for key, q in quotas.items():
+            keys = set(q.nominal) | set(q.borrowing_limit)
+            self.nominal[key] = {r: q.nominal.get(r, 0.0) for r in keys}
+            self.limit[key] = {
+                r: q.nominal.get(r, 0.0) + (q.borrowing_limit.get(r, 0.0) if borrowing else 0.0)
+                for r in keys
+            }
+        self.require_quota = require_quota
+        self.usage: dict[tuple[str, str], dict[str, float]] = {}
+        for job in running:
+            self.add(job.project, job.node, job.usage)
+
+    def add(self, project: str, node: str, usage: Mapping[str, float], sign: float = 1.0) -> None:
+        held = self.usage.setdefault((project, node), {})
+        for r, v in usage.items():
+            held[r] = held.get(r, 0.0) + sign * v
+
+    def has_quota(self, project: str, node: str) -> bool:
+        return (project, node) in self.limit or not self.require_quota
+
+    def check(self, project: str, node: str, demand: Mapping[str, float]) -> QuotaCheck:
+        key = (project, node)
+        limit = self.limit.get(key)
+        if limit is None:
+            if self.require_quota:
+                return QuotaCheck(False, problem=f"project {project} has no quota at {node}")
+            return QuotaCheck(True)
+        nominal = self.nominal[key]
+        held = self.usage.get(key, {})
+        borrowing = False
+        for r, v in demand.items():
+            cap = limit.get(r)
+            if cap is None:
+                continue
+            after = held.get(r, 0.0) + v
+            if after > cap + EPS:
+                over = "nominal quota" if cap <= nominal[r] + EPS else "borrowing limit"
+                return QuotaCheck(
+                    False,
+                    within_nominal=False,
+                    problem=f"over {over} at {node} ({r}: {held.get(r, 0.0):g} used"
+                    f" + {v:g} asked > {cap:g})",
+                )
+            if after > nominal[r] + EPS:
+                borrowing = True
+        return QuotaCheck(True, borrowing=borrowing, within_nominal=not borrowing)
+
+    def borrows(self, project: str, node: str) -> bool:
+        """True while the project uses more than its nominal quota of something at ``node``."""
+        nominal = self.nominal.get((project, node))
+        if nominal is None:
+            return False
+        held = self.usage.get((project, node), {})
+        return any(held.get(r, 0.0) > v + EPS for r, v in nominal.items())

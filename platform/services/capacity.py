@@ -1,0 +1,146 @@
+"""Quotas, and the capacity/usage views of the federation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aitb.domain.lifecycle import ACTIVE_STATES
+from aitb.domain.models import Job, Quota
+from aitb.domain.resources import ResourceMap, add
+from aitb.domain.testbed import Federation
+from aitb.services.accounts import require_project
+from aitb.services.authz import Principal
+from aitb.services.errors import Forbidden, NotFound
+from aitb.store import audit
+from aitb.store.jobs import jobs_in_states
+from aitb.store.tables import ProjectRow, QuotaRow
+
+
+def pool_of_host(host: str) -> tuple[str, str]:
+    """Host ids are ``<cluster>/<pool>/<index>``."""
+    cluster, pool, *_ = host.split("/")
+    return cluster, pool
+
+
+def job_usage(job: Job, federation: Federation) -> tuple[ResourceMap, dict[tuple[str, str], ResourceMap]]:
+    """What an active job holds: its quota usage, and usage per (cluster, pool)."""
+    total: ResourceMap = {}
+    per_pool: dict[tuple[str, str], ResourceMap] = defaultdict(dict)
+    replicas = job.spec.gang.replicas()
+    hosts = job.placement.hosts if job.placement else []
+    for index, replica in enumerate(replicas):
+        demand = replica.quota_demand()
+        key = pool_of_host(hosts[index]) if index < len(hosts) else None
+        if key and replica.gpu.count:
+            found = federation.cluster(key[0])
+            pool = next((p for p in found[1].pools if p.name == key[1]), None) if found else None
+            if pool is not None and pool.gpu_type:
+                demand[f"gpu:{pool.gpu_type}"] = replica.gpu.count
+        total = add(total, demand)
+        if key:
+            per_pool[key] = add(per_pool[key], demand)
+    return total, dict(per_pool)
+
+
+def active_usage(session: Session, federation: Federation) -> tuple[
+    dict[tuple[str, str], ResourceMap], dict[tuple[str, str], ResourceMap]
+]:
+    """Usage per (project, node) and per (cluster, pool) of every admitted or running job."""
+    by_project: dict[tuple[str, str], ResourceMap] = defaultdict(dict)
+    by_pool: dict[tuple[str, str], ResourceMap] = defaultdict(dict)
+    for job in jobs_in_states(session, ACTIVE_STATES):
+        if job.node is None:
+            continue
+        total, per_pool = job_usage(job, federation)
+        by_project[(job.project, job.node)] = add(by_project[(job.project, job.node)], total)
+        for key, used in per_pool.items():
+            by_pool[key] = add(by_pool[key], used)
+    return dict(by_project), dict(by_pool)
+
+
+def set_quota(session: Session, who: Principal, federation: Federation, quota: Quota) -> QuotaRow:
+    if federation.node(quota.node) is None:
+        raise NotFound(
+            f"unknown node {quota.node!r}: known nodes are {', '.join(n.name for n in federation.nodes)}"
+        )
+    project = require_project(session, quota.project)
+    if not who.is_node_admin(quota.node):
+        raise Forbidden(f"only a node admin of {quota.node!r} or a platform admin may set its quotas")
+    row = session.get(QuotaRow, (quota.project, quota.node))
+    before = {"nominal": row.nominal, "borrowing_limit": row.borrowing_limit} if row else None
+    if row is None:
+        row = QuotaRow(project=quota.project, node=quota.node)
+        session.add(row)
+    row.nominal = dict(quota.nominal)
+    row.borrowing_limit = dict(quota.borrowing_limit)
+    audit.append(
+        session, who.name, "quota.set", f"quota/{quota.project}/{quota.node}",
+        {"before": before, "nominal": row.nominal, "borrowing_limit": row.borrowing_limit},
+        node=quota.node, partner=project.partner,
+    )
+    session.flush()
+    return row
+
+
+def list_quotas(
+    session: Session, who: Principal, node: str | None = None, project: str | None = None
+) -> list[QuotaRow]:
+    query = select(QuotaRow)
+    if node:
+        query = query.where(QuotaRow.node == node)
+    if project:
+        query = query.where(QuotaRow.project == project)
+    rows = list(session.scalars(query.order_by(QuotaRow.project, QuotaRow.node)))
+    if who.is_platform_admin or who.admin_nodes():
+        return rows
+    partners = {p.name: p.partner for p in session.scalars(select(ProjectRow))}
+    return [r for r in rows if who.can_read_project(r.project, partners.get(r.project, ""))]
+
+
+def all_quotas(session: Session) -> list[Quota]:
+    return [
+        Quota(project=r.project, node=r.node, nominal=r.nominal, borrowing_limit=r.borrowing_limit)
+        for r in session.scalars(select(QuotaRow))
+    ]
+
+
+def testbed_view(session: Session, federation: Federation) -> dict:
+    _, by_pool = active_usage(session, federation)
+    nodes = []
+    for node in federation.nodes:
+        node_cap: ResourceMap = {}
+        node_used: ResourceMap = {}
+        clusters = []
+        for cluster in node.clusters:
+            cap: ResourceMap = {}
+            used: ResourceMap = {}
+            pools = []
+            for pool in cluster.pools:
+                pool_used = by_pool.get((cluster.name, pool.name), {})
+                pools.append(
+                    {
+                        **pool.model_dump(mode="json"),
+                        "capacity": pool.capacity(),
+                        "used": pool_used,
+                    }
+                )
+                cap = add(cap, pool.capacity())
+                used = add(used, pool_used)
+            clusters.append(
+                {"name": cluster.name, "backend": cluster.backend, "capacity": cap, "used": used, "pools": pools}
+            )
+            node_cap = add(node_cap, cap)
+            node_used = add(node_used, used)
+        nodes.append(
+            {
+                "name": node.name,
+                "display_name": node.display_name or node.name,
+                "capacity": node_cap,
+                "used": node_used,
+                "clusters": clusters,
+            }
+        )
+    return {"federation": federation.federation, "nodes": nodes}

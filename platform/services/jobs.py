@@ -1,0 +1,126 @@
+"""Submitting, reading and cancelling jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from aitb.domain.lifecycle import ACTIVE_STATES, CANCELLABLE_STATES, JobState
+from aitb.domain.models import Job, JobSpec
+from aitb.domain.resources import ReplicaSpec
+from aitb.domain.testbed import Federation
+from aitb.services.accounts import require_project
+from aitb.services.authz import Principal
+from aitb.services.datasets import require_dataset
+from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
+from aitb.store import jobs as store
+from aitb.store.tables import PackageRow
+
+#: Called inside the submit/transition transaction (e.g. to enqueue tracking events).
+JobHook = Callable[[Session, Job], None]
+
+
+def _largest_fit(federation: Federation, replica: ReplicaSpec, nodes: set[str] | None) -> str | None:
+    """None when some host could ever hold the replica, else why none can."""
+    gpu = replica.gpu
+    pools = [
+        p
+        for n in federation.nodes
+        if nodes is None or n.name in nodes
+        for c in n.clusters
+        for p in c.pools
+        if p.hosts > 0
+    ]
+    for pool in pools:
+        if pool.cpu < replica.cpu or pool.memory_gib < replica.memory_gib:
+            continue
+        if gpu.count == 0:
+            return None
+        if pool.gpus >= max(1.0, gpu.count) and gpu.accepts(pool.gpu_type):
+            return None
+    where = f"on nodes {', '.join(sorted(nodes))}" if nodes else "in the federation"
+    wanted = f"{replica.cpu:g} cpu, {replica.memory_gib:g} GiB"
+    if gpu.count:
+        kinds = "|".join(sorted(gpu.types)) if gpu.types else "any type"
+        wanted += f", {gpu.count:g} gpu ({kinds})"
+    return f"no host {where} can ever hold a replica of {wanted}"
+
+
+def validate_submission(session: Session, federation: Federation, spec: JobSpec) -> None:
+    for dataset in spec.datasets:
+        require_dataset(session, dataset)
+    known = {n.name for n in federation.nodes}
+    unknown = [n for n in spec.nodes if n not in known]
+    if unknown:
+        raise Invalid(f"unknown node(s) {', '.join(unknown)}: known nodes are {', '.join(sorted(known))}")
+    gpu_types = {p.gpu_type for _, c in federation.clusters() for p in c.pools if p.gpu_type}
+    for replica in spec.gang.replicas()[:2]:
+        missing = replica.gpu.types - gpu_types
+        if replica.gpu.count and replica.gpu.types and not (replica.gpu.types & gpu_types):
+            raise Invalid(
+                f"no pool offers gpu type {', '.join(sorted(missing))}: available types are "
+                f"{', '.join(sorted(gpu_types)) or 'none'}"
+            )
+        problem = _largest_fit(federation, replica, set(spec.nodes) or None)
+        if problem:
+            raise Invalid(problem)
+    if spec.code is not None and session.get(PackageRow, spec.code) is None:
+        raise Invalid(f"unknown code package {spec.code}: upload it with POST /v1/packages first")
+
+
+def submit(
+    session: Session,
+    who: Principal,
+    federation: Federation,
+    spec: JobSpec,
+    on_created: JobHook | None = None,
+) -> Job:
+    project = require_project(session, spec.project)
+    if not who.can_submit(project.name, project.partner):
+        raise Forbidden(f"only researchers and leads of project {spec.project!r} may submit to it")
+    validate_submission(session, federation, spec)
+    job = store.create_job(session, spec, partner=project.partner, submitter=who.name)
+    if on_created:
+        on_created(session, job)
+    return job
+
+
+def visible_job(session: Session, who: Principal, job_id: str) -> Job:
+    job = store.get_job(session, job_id)
+    if job is None or not who.can_read_job(job.project, job.partner, job.node):
+        # Same answer for "absent" and "not yours": ids of others' jobs are not disclosed.
+        raise NotFound(f"unknown job {job_id!r}")
+    return job
+
+
+def cancel(
+    session: Session, who: Principal, job_id: str, on_changed: JobHook | None = None
+) -> Job:
+    job = visible_job(session, who, job_id)
+    if not who.can_cancel_job(job.project, job.partner, job.submitter):
+        raise Forbidden("only the submitter, the project's lead or an admin may cancel this job")
+    if job.state not in CANCELLABLE_STATES:
+        raise Conflict(f"job {job_id} is already {job.state}")
+    try:
+        updated = store.transition(
+            session,
+            job,
+            JobState.CANCELLED,
+            reason=f"cancelled by {who.name}",
+            # The backend still has to stop what it started: the reconciler does it.
+            cancel_requested=job.state in ACTIVE_STATES,
+            pending_reason=None,
+        )
+    except store.StaleTransition as exc:
+        raise Conflict(f"job {job_id} changed while cancelling; try again") from exc
+    if on_changed:
+        on_changed(session, updated)
+    return updated
+
+
+def require_job(session: Session, job_id: str) -> Job:
+    job = store.get_job(session, job_id)
+    if job is None:
+        raise NotFound(f"unknown job {job_id!r}")
+    return job

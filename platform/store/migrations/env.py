@@ -1,0 +1,47 @@
+"""Alembic environment: runs migrations on the URL the caller configured."""
+
+from alembic import context
+from sqlalchemy import create_engine, event, pool
+
+import aitb.store.tables  # noqa: F401  (registers the tables)
+from aitb.store.base import Base
+
+try:  # tables owned by the tracking outbox
+    import aitb.store.outbox  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _sqlite_manual_transactions(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None
+    dbapi_conn.execute("PRAGMA foreign_keys=OFF")
+
+
+def run_migrations() -> None:
+    url = config.get_main_option("sqlalchemy.url")
+    connectable = create_engine(url, poolclass=pool.NullPool)
+    if connectable.dialect.name == "sqlite":
+        # pysqlite's own transaction handling skips DDL; issue BEGIN ourselves so a
+        # migration is all-or-nothing, and keep foreign keys off while batch mode
+        # copies tables (ON would cascade deletes during the copy).
+        event.listen(connectable, "connect", _sqlite_manual_transactions)
+        event.listen(connectable, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    with connectable.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    run_migrations()

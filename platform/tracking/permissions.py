@@ -1,0 +1,157 @@
+"""Multi-tenant MLflow UI: one MLflow user per aitb user, grants per project experiment.
+
+The server runs with `default_permission = NO_PERMISSIONS`, so a user sees an experiment only
+when granted here. The platform is the authority: grants follow project membership and are
+re-applied (revoke, then grant) whenever it changes; nobody but the platform admin holds
+MANAGE, so nobody can widen access behind the platform's back.
+
+Passwords. A person's MLflow password is generated here and returned once (by
+`reset_password`) for the platform to show; the platform stores nothing, MLflow keeps
+only its hash, and a lost password is simply reset. Job drivers log as a per-project runner
+account whose password is derived (HMAC) from a platform secret, so the dispatcher can
+put it in a job's environment without any stored secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from aitb.domain.models import MemberRole
+from aitb.tracking.credentials import HttpPolicy, MlflowAccount, as_account
+
+if TYPE_CHECKING:
+    from mlflow.server.auth.client import AuthServiceClient
+
+#: Member role -> experiment permission. Researchers and leads annotate runs and may log
+#: extra runs (EDIT); viewers only look (READ). Deleting and re-granting stay with the platform.
+ROLE_PERMISSION: dict[MemberRole, str] = {
+    MemberRole.VIEWER: "READ",
+    MemberRole.RESEARCHER: "EDIT",
+    MemberRole.LEAD: "EDIT",
+}
+#: A partner admin oversees all of the partner's projects but does not work in them.
+PARTNER_ADMIN_PERMISSION = "READ"
+RUNNER_PERMISSION = "EDIT"
+_RANK = {"READ": 1, "USE": 2, "EDIT": 3, "MANAGE": 4}
+
+
+def desired_permissions(
+    members: Mapping[str, MemberRole | str], partner_admins: Iterable[str] = ()
+) -> dict[str, str]:
+    """Who gets what on one project's experiment; the strongest permission wins."""
+    wanted: dict[str, str] = {}
+    for user in partner_admins:
+        wanted[user] = PARTNER_ADMIN_PERMISSION
+    for user, role in members.items():
+        permission = ROLE_PERMISSION[MemberRole(role)]
+        if _RANK[permission] > _RANK.get(wanted.get(user, ""), 0):
+            wanted[user] = permission
+    return wanted
+
+
+def runner_account(partner: str, project: str, secret: str | bytes) -> MlflowAccount:
+    """The account a project's job drivers log as; same inputs, same password."""
+    username = f"aitb-runner/{partner}/{project}"
+    key = secret.encode() if isinstance(secret, str) else secret
+    password = hmac.new(key, username.encode(), hashlib.sha256).hexdigest()
+    return MlflowAccount(username, password)
+
+
+class MlflowAccess:
+    """Users and experiment grants, managed as the platform admin."""
+
+    def __init__(
+        self, tracking_uri: str, admin: MlflowAccount, policy: HttpPolicy | None = None
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.admin = admin
+        self.policy = policy or HttpPolicy()
+
+    def _client(self) -> AuthServiceClient:
+        from mlflow.server import get_app_client
+
+        return get_app_client("basic-auth", tracking_uri=self.tracking_uri)
+
+    def _refuse_admin(self, username: str) -> None:
+        if username == self.admin.username:
+            raise ValueError(f"{username!r} is the platform's MLflow admin account")
+
+    def user_exists(self, username: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        with as_account(self.admin, self.policy):
+            try:
+                self._client().get_user(username)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return False
+                raise
+        return True
+
+    def reset_password(self, username: str) -> str:
+        """Create the user or give it a new password; the password is returned only here."""
+        self._refuse_admin(username)
+        password = secrets.token_urlsafe(18)
+        self._set_password(username, password)
+        return password
+
+    def ensure_user(self, username: str) -> str | None:
+        """Create the user if missing (returning its one-time password), else None."""
+        self._refuse_admin(username)
+        if self.user_exists(username):
+            return None
+        return self.reset_password(username)
+
+    def ensure_runner(self, partner: str, project: str, experiment_id: str, secret: str | bytes) -> MlflowAccount:
+        """The project's runner account, with its derived password and EDIT on the experiment."""
+        account = runner_account(partner, project, secret)
+        self._set_password(account.username, account.password)
+        self.set_permission(account.username, experiment_id, RUNNER_PERMISSION)
+        return account
+
+    def set_permission(self, username: str, experiment_id: str, permission: str | None) -> None:
+        """Make `username`'s grant on the experiment exactly `permission` (None: no grant)."""
+        self._refuse_admin(username)
+        from mlflow.exceptions import MlflowException
+
+        with as_account(self.admin, self.policy):
+            client = self._client()
+            try:
+                client.revoke_user_permission(username, "experiment", str(experiment_id))
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+            if permission is not None:
+                client.grant_user_permission(username, "experiment", str(experiment_id), permission)
+
+    def sync_experiment(
+        self,
+        experiment_id: str,
+        wanted: Mapping[str, str],
+        revoke: Iterable[str] = (),
+    ) -> None:
+        """Apply `wanted` grants (creating missing users with an unknown password) and
+        revoke those in `revoke` that are not wanted (e.g. members who left)."""
+        for username, permission in wanted.items():
+            if not self.user_exists(username):
+                self._set_password(username, secrets.token_urlsafe(18))
+            self.set_permission(username, experiment_id, permission)
+        for username in set(revoke) - set(wanted):
+            if self.user_exists(username):
+                self.set_permission(username, experiment_id, None)
+
+    def _set_password(self, username: str, password: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        with as_account(self.admin, self.policy):
+            client = self._client()
+            try:
+                client.create_user(username, password)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                client.update_user_password(username, password)

@@ -1,0 +1,246 @@
+"""A thin adapter from job facts to MLflow experiments, runs, tags, metrics and artifacts.
+
+Every method is safe to call twice with the same arguments (the outbox may replay an
+event whose delivery was not recorded). `mlflow` is imported inside methods: importing it
+costs seconds and must stay out of the CLI's start-up path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aitb.domain.lifecycle import MLFLOW_STATUS, JobState
+from aitb.tracking.credentials import HttpPolicy, MlflowAccount, as_account
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from aitb.domain.models import Job
+
+T = TypeVar("T")
+
+TAG_PREFIX = "aitb."
+DRIVER_LOG = "driver.log"
+TERMINAL_MLFLOW_STATUSES = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+
+class RunSpec(BaseModel):
+    """The job facts a run is created from; JSON-safe so it can wait in the outbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    name: str | None = None
+    project: str
+    partner: str
+    submitter: str
+    node: str | None = None
+    cluster: str | None = None
+    datasets: list[str] = Field(default_factory=list)
+    classification: str | None = None
+    state: JobState = JobState.QUEUED
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_job(cls, job: Job, classification: str | None = None) -> RunSpec:
+        return cls(
+            job_id=job.id,
+            name=job.spec.name,
+            project=job.project,
+            partner=job.partner,
+            submitter=job.submitter,
+            node=job.node,
+            cluster=job.cluster,
+            datasets=list(job.spec.datasets),
+            classification=classification,
+            state=job.state,
+            created_at=job.created_at,
+        )
+
+
+def experiment_name(partner: str, project: str) -> str:
+    return f"{partner}/{project}"
+
+
+def run_tags(spec: RunSpec) -> dict[str, str]:
+    """The `aitb.*` tags of brief section 7, plus the run's display name."""
+    tags = {
+        "aitb.job_id": spec.job_id,
+        "aitb.project": spec.project,
+        "aitb.partner": spec.partner,
+        "aitb.submitter": spec.submitter,
+        "aitb.datasets": ",".join(spec.datasets),
+        "aitb.classification": spec.classification or "",
+        "aitb.state": str(spec.state),
+        "mlflow.runName": spec.name or spec.job_id,
+        "mlflow.user": spec.submitter,
+    }
+    if spec.node:
+        tags["aitb.node"] = spec.node
+    if spec.cluster:
+        tags["aitb.cluster"] = spec.cluster
+    return tags
+
+
+def state_tags(state: JobState, at: datetime) -> dict[str, str]:
+    return {"aitb.state": str(state), f"aitb.state.{state}.at": _iso(at)}
+
+
+def _iso(at: datetime) -> str:
+    return _aware(at).isoformat()
+
+
+def _ms(at: datetime) -> int:
+    return int(_aware(at).timestamp() * 1000)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+class Tracker:
+    """MLflow calls made as the platform admin."""
+
+    def __init__(
+        self, tracking_uri: str, admin: MlflowAccount, policy: HttpPolicy | None = None
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.admin = admin
+        self.policy = policy or HttpPolicy()
+        self._client: MlflowClient | None = None
+
+    def _call(self, fn: Callable[[MlflowClient], T]) -> T:
+        with as_account(self.admin, self.policy):
+            if self._client is None:
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            return fn(self._client)
+
+    def ensure_experiment(self, partner: str, project: str) -> str:
+        """The id of experiment `<partner>/<project>`, created on first use."""
+        name = experiment_name(partner, project)
+
+        def go(client: MlflowClient) -> str:
+            from mlflow.exceptions import MlflowException
+
+            existing = client.get_experiment_by_name(name)
+            if existing is not None:
+                if existing.lifecycle_stage == "deleted":
+                    client.restore_experiment(existing.experiment_id)
+                return existing.experiment_id
+            try:
+                return client.create_experiment(
+                    name, tags={"aitb.partner": partner, "aitb.project": project}
+                )
+            except MlflowException as exc:  # lost a race with another creator
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                found = client.get_experiment_by_name(name)
+                assert found is not None
+                return found.experiment_id
+
+        return self._call(go)
+
+    def find_run(self, experiment_id: str, job_id: str) -> str | None:
+        """The run already created for `job_id`, if any (what makes `create_run` idempotent)."""
+
+        def go(client: MlflowClient) -> str | None:
+            runs = client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`aitb.job_id` = '{_quote(job_id)}'",
+                max_results=1,
+                order_by=["attributes.start_time ASC"],
+            )
+            return runs[0].info.run_id if runs else None
+
+        return self._call(go)
+
+    def create_run(self, experiment_id: str, job: Job | RunSpec) -> str:
+        """Create the job's run (status SCHEDULED), or return the one that already exists."""
+        spec = job if isinstance(job, RunSpec) else RunSpec.from_job(job)
+        existing = self.find_run(experiment_id, spec.job_id)
+        if existing is not None:
+            return existing
+        tags = run_tags(spec)
+        if spec.created_at is not None:
+            tags[f"aitb.state.{spec.state}.at"] = _iso(spec.created_at)
+
+        def go(client: MlflowClient) -> str:
+            run = client.create_run(
+                experiment_id,
+                start_time=_ms(spec.created_at) if spec.created_at else None,
+                tags=tags,
+                run_name=spec.name or spec.job_id,
+            )
+            run_id = run.info.run_id
+            status = MLFLOW_STATUS[spec.state]
+            if status != "RUNNING":  # MLflow creates runs RUNNING
+                client.update_run(run_id, status=status)
+            return run_id
+
+        return self._call(go)
+
+    def set_state(self, run_id: str, state: JobState | str, at: datetime) -> None:
+        """Mirror a job transition: run status, `aitb.state` and `aitb.state.<STATE>.at`."""
+        state = JobState(state)
+        status = MLFLOW_STATUS[state]
+
+        def go(client: MlflowClient) -> None:
+            from mlflow.entities import RunTag
+
+            client.log_batch(
+                run_id, tags=[RunTag(k, v) for k, v in state_tags(state, at).items()]
+            )
+            if status in TERMINAL_MLFLOW_STATUSES:
+                client.set_terminated(run_id, status=status, end_time=_ms(at))
+            else:
+                client.update_run(run_id, status=status)
+
+        self._call(go)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags; keys without a namespace get `aitb.` (e.g. `node`, `cluster`)."""
+
+        def go(client: MlflowClient) -> None:
+            from mlflow.entities import RunTag
+
+            client.log_batch(
+                run_id,
+                tags=[RunTag(k if "." in k else TAG_PREFIX + k, str(v)) for k, v in tags.items()],
+            )
+
+        self._call(go)
+
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], at: datetime | None = None
+    ) -> None:
+        """Log platform metrics (queue_wait_s, run_time_s, preemptions) in one batch."""
+        timestamp = _ms(at or datetime.now(UTC))
+
+        def go(client: MlflowClient) -> None:
+            from mlflow.entities import Metric
+
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), timestamp, 0) for k, v in metrics.items()],
+            )
+
+        self._call(go)
+
+    def upload_log(self, run_id: str, text: str) -> None:
+        """Store the driver log as the run's `driver.log` artifact (overwrites on replay)."""
+        self._call(lambda client: client.log_text(run_id, text, DRIVER_LOG))
+
+    def end_run(self, run_id: str, status: str, end_time: datetime) -> None:
+        if status not in TERMINAL_MLFLOW_STATUSES:
+            raise ValueError(f"{status!r} is not a terminal MLflow run status")
+        self._call(lambda client: client.set_terminated(run_id, status, _ms(end_time)))
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
