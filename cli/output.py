@@ -168,7 +168,7 @@ def fmt_resources(res: Mapping[str, Any] | None) -> str:
         return "-"
     parts = []
     for key, value in res.items():
-        if key == "gpu_type" or value in (None, 0, 0.0):
+        if key in ("gpu_type", "replicas") or value in (None, 0, 0.0):
             continue
         if key == "cpu":
             parts.append(f"{fmt_number(value)} cpu")

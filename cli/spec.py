@@ -210,7 +210,10 @@ def build_job_body(opts: SubmitOptions, file: Mapping[str, Any] | None = None) -
     if replicas < 0:
         raise SpecError("workers: must be >= 0")
     if replicas:
-        worker = _replica(file_workers, opts.worker_cpu, opts.worker_memory, opts.worker_gpu, types)
+        # workers accept the head's GPU types unless aitb.yaml says otherwise
+        head_types = types or _gpu_types((file.get("resources") or {}).get("gpu_type"))
+        worker_types = types or _gpu_types(file_workers.get("gpu_type")) or head_types
+        worker = _replica(file_workers, opts.worker_cpu, opts.worker_memory, opts.worker_gpu, worker_types)
         body["workers"] = {"replicas": replicas, **worker}
     elif any(v is not None for v in (opts.worker_cpu, opts.worker_memory, opts.worker_gpu)):
         raise SpecError("--worker-cpu/--worker-memory/--worker-gpu need --workers N (N > 0)")

@@ -102,6 +102,8 @@ def _unique(names: list[str], what: str) -> None:
 class TestbedError(ValueError):
     """A testbed file that cannot be used; the message names file, place and problem."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
 
 def _location(loc: tuple[Any, ...], data: Any) -> str:
     """Render a pydantic error location with names instead of bare indices."""

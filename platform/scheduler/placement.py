@@ -184,11 +184,15 @@ class Placed:
     cluster: str
     node: str
     gpu_type: str | None
-    replicas: tuple[tuple[Slot, Demand, tuple[int, ...]], ...]
+    replicas: tuple[tuple[Slot, Demand, tuple[int, ...]], ...]  # in gang order, head first
 
 
-def _order(shape: Shape) -> list[Demand]:
-    return sorted(shape.replica_demands(), key=lambda d: (-d.whole, -d.gpu, -d.cpu, -d.memory_gib))
+def _order(shape: Shape) -> list[tuple[int, Demand]]:
+    """Largest replicas first; the index keeps the gang order (head first) for the result."""
+    return sorted(
+        enumerate(shape.replica_demands()),
+        key=lambda x: (-x[1].whole, -x[1].gpu, -x[1].cpu, -x[1].memory_gib),
+    )
 
 
 def place_gang(
@@ -211,16 +215,17 @@ def place_gang(
     types = sorted({p.gpu_type for p in pools if p.gpu_type})
     if gpu_types is not None:
         types = [t for t in types if t in gpu_types]
-    needs_gpu = any(d.gpu for d in demands)
-    types = [t for t in types if all(d.accepts(t) for d in demands if d.gpu)]
+    needs_gpu = any(d.gpu for _, d in demands)
+    types = [t for t in types if all(d.accepts(t) for _, d in demands if d.gpu)]
     if needs_gpu and not types:
         return None
     attempts: list[list[str] | None] = [types] if len(types) <= 1 else [types, *[[t] for t in types]]
     for allowed in attempts:
         placed = _try(cap, picker, pools, demands, job_id, allowed)
         if placed is not None:
-            gpu_type = next((s.pool.gpu_type for s, d, _ in placed if d.gpu), None)
-            return Placed(cluster, cap.cluster_node[cluster], gpu_type, tuple(placed))
+            gpu_type = next((s.pool.gpu_type for _, s, d, _ in placed if d.gpu), None)
+            ordered = tuple((s, d, devs) for _, s, d, devs in sorted(placed, key=lambda x: x[0]))
+            return Placed(cluster, cap.cluster_node[cluster], gpu_type, ordered)
     return None
 
 
@@ -228,15 +233,15 @@ def _try(
     cap: Capacity,
     picker: HostPicker,
     pools: list[PoolState],
-    demands: list[Demand],
+    demands: list[tuple[int, Demand]],
     job_id: str,
     allowed: list[str] | None,
-) -> list[tuple[Slot, Demand, tuple[int, ...]]] | None:
-    done: list[tuple[Slot, Demand, tuple[int, ...]]] = []
+) -> list[tuple[int, Slot, Demand, tuple[int, ...]]] | None:
+    done: list[tuple[int, Slot, Demand, tuple[int, ...]]] = []
     gpu_pools = [p for p in pools if p.gpu_type and (allowed is None or p.gpu_type in allowed)]
     cpu_first = sorted(pools, key=lambda p: p.gpus > 0)
     chosen_type: str | None = None
-    for demand in demands:
+    for index, demand in demands:
         if demand.gpu:
             candidates = gpu_pools if chosen_type is None else [
                 p for p in gpu_pools if p.gpu_type == chosen_type
@@ -245,12 +250,12 @@ def _try(
             candidates = cpu_first
         hit = picker.pick(candidates, demand, job_id)
         if hit is None:
-            for slot, d, devs in reversed(done):
+            for _, slot, d, devs in reversed(done):
                 cap.give(slot, d, devs)
             return None
         slot, devs = hit
         cap.take(slot, demand, devs)
-        done.append((slot, demand, tuple(devs)))
+        done.append((index, slot, demand, tuple(devs)))
         if demand.gpu:
             chosen_type = slot.pool.gpu_type
     return done

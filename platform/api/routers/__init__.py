@@ -15,3 +15,14 @@ _TEXT = {
 def errors(*codes: int) -> dict[int | str, dict]:
     """OpenAPI entries for the error responses a route can give."""
     return {code: {"model": ErrorOut, "description": _TEXT[code]} for code in codes}
+
+
+def first_error(exc: ValueError) -> str:
+    """One readable line from a pydantic ValidationError (or any ValueError)."""
+    errors_ = getattr(exc, "errors", None)
+    if callable(errors_):
+        first = errors_()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        return f"{where}: {msg}" if where else msg
+    return str(exc)

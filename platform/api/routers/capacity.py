@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from aitb.api.deps import CallerDep, SessionDep, StateDep
-from aitb.api.routers import errors
+from aitb.api.routers import errors, first_error
 from aitb.api.schemas import QuotaIn, QuotaOut, TestbedOut
 from aitb.domain.models import Quota
 from aitb.services import capacity
@@ -24,7 +24,7 @@ def set_quota(project: str, node: str, body: QuotaIn, session: SessionDep, calle
     try:
         quota = Quota(project=project, node=node, nominal=body.nominal, borrowing_limit=body.borrowing_limit)
     except ValueError as exc:
-        raise Invalid(_first_error(exc)) from None
+        raise Invalid(first_error(exc)) from None
     row = capacity.set_quota(session, caller, state.federation, quota)
     used, _ = capacity.active_usage(session, state.federation)
     return QuotaOut(project=row.project, node=row.node, nominal=row.nominal,
@@ -41,11 +41,3 @@ def list_quotas(session: SessionDep, caller: CallerDep, state: StateDep,
         for r in capacity.list_quotas(session, caller, node=node, project=project)
     ]
 
-
-def _first_error(exc: ValueError) -> str:
-    errors_ = getattr(exc, "errors", None)
-    if callable(errors_):
-        first = errors_()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
-    return str(exc)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from aitb.api.deps import CallerDep, SessionDep, StateDep
-from aitb.api.routers import errors
+from aitb.api.routers import errors, first_error
 from aitb.api.schemas import JobIn, JobOut, PackageOut, QueueEntryOut
 from aitb.domain.lifecycle import JobState
 from aitb.domain.models import JobSpec
@@ -81,7 +81,7 @@ def submit(body: JobIn, session: SessionDep, caller: CallerDep, state: StateDep)
             max_retries=body.max_retries,
         )
     except ValueError as exc:
-        raise Invalid(str(exc).splitlines()[-1].strip() if "\n" in str(exc) else str(exc)) from None
+        raise Invalid(first_error(exc)) from None
     job = jobs.submit(session, caller, state.federation, spec, on_created=state.on_job_created)
     return JobOut.of(job)
 

@@ -1,0 +1,440 @@
+"""`aitb admin ...`: partners, users, projects, members, quotas, datasets, grants,
+audit and testbeds, each a thin call of the HTTP API (the server decides who may).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from aitb.cli.context import AppContext, output_option, pass_app, seg
+from aitb.cli.errors import EXIT_SERVER, EXIT_USAGE, CliError
+from aitb.cli.output import (
+    Column,
+    escape,
+    fmt_number,
+    fmt_resources,
+    fmt_time,
+    print_json,
+    print_table,
+)
+
+CLASSIFICATIONS = ("public", "internal", "confidential", "sensitive")
+MEMBER_ROLES = ("lead", "researcher", "viewer")
+
+
+def _show(app: AppContext, data: Any, columns: Sequence[Column], empty: str = "nothing to show") -> None:
+    """A listing or one created object, as a table or JSON."""
+    if app.json:
+        print_json(data)
+    else:
+        print_table(data if isinstance(data, list) else [data], columns, empty=empty)
+
+
+def _done(app: AppContext, data: Any, message: str) -> None:
+    if app.json:
+        print_json(data)
+    else:
+        click.echo(message)
+
+
+def _parse(fn: Callable[..., Any], *args: Any) -> Any:
+    from aitb.cli.spec import SpecError
+
+    try:
+        return fn(*args)
+    except SpecError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
+@click.group()
+def admin() -> None:
+    """Administer the federation (needs an admin role on the server)."""
+
+
+# ---------------------------------------------------------------- partners
+
+PARTNER_COLUMNS: list[Column] = [("PARTNER", lambda p: p["name"]), ("WEIGHT", lambda p: fmt_number(p.get("weight")))]
+
+
+@admin.group()
+def partner() -> None:
+    """Organisations and their fair-share weights."""
+
+
+@partner.command("create")
+@click.argument("name")
+@click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=None, help="Fair-share weight (default 1).")
+@output_option
+@pass_app
+def partner_create(app: AppContext, name: str, weight: float | None) -> None:
+    body: dict[str, Any] = {"name": name}
+    if weight is not None:
+        body["weight"] = weight
+    created = app.client().post("/partners", body)
+    _done(app, created, f"partner {created['name']} created (weight {fmt_number(created.get('weight'))})")
+
+
+@partner.command("list")
+@output_option
+@pass_app
+def partner_list(app: AppContext) -> None:
+    _show(app, app.client().get("/partners"), PARTNER_COLUMNS, "no partners")
+
+
+# ---------------------------------------------------------------- users
+
+USER_COLUMNS: list[Column] = [
+    ("USER", lambda u: u["name"]),
+    ("PARTNER", lambda u: u.get("partner")),
+    ("ROLES", lambda u: u.get("roles")),
+    ("TOKEN EXPIRES", lambda u: fmt_time(u.get("token_expires_at"))),
+]
+
+
+def _print_token(app: AppContext, data: dict[str, Any], what: str) -> None:
+    if app.json:
+        print_json(data)
+        return
+    click.echo(f"{what} {data['name']}. Its token (shown only now, store it safely):", err=True)
+    click.echo(data["token"])
+    if data.get("token_expires_at"):
+        click.echo(f"It expires {fmt_time(data['token_expires_at'])}.", err=True)
+
+
+@admin.group()
+def user() -> None:
+    """People and service accounts, and their API tokens."""
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--partner", default=None, help="The user's organisation.")
+@click.option("--role", "roles", multiple=True, help="platform-admin, node-admin:<node>, partner-admin:<partner> (repeatable).")
+@click.option("--token-ttl-days", type=click.IntRange(min=1), default=None)
+@output_option
+@pass_app
+def user_create(app: AppContext, name: str, partner: str | None, roles: tuple[str, ...], token_ttl_days: int | None) -> None:
+    """Create a user; prints its token once."""
+    body: dict[str, Any] = {"name": name, "roles": list(roles)}
+    if partner:
+        body["partner"] = partner
+    if token_ttl_days:
+        body["token_ttl_days"] = token_ttl_days
+    _print_token(app, app.client().post("/users", body), "Created user")
+
+
+@user.command("list")
+@output_option
+@pass_app
+def user_list(app: AppContext) -> None:
+    _show(app, app.client().get("/users"), USER_COLUMNS, "no users")
+
+
+@user.command("token")
+@click.argument("name")
+@output_option
+@pass_app
+def user_token(app: AppContext, name: str) -> None:
+    """Issue a new token for NAME; the old one stops working."""
+    _print_token(app, app.client().post(f"/users/{seg(name)}/token"), "New token for")
+
+
+# ---------------------------------------------------------------- projects and members
+
+PROJECT_COLUMNS: list[Column] = [
+    ("PROJECT", lambda p: p["name"]),
+    ("PARTNER", lambda p: p.get("partner")),
+    ("MEMBERS", lambda p: ", ".join(f"{m['user']} ({m['role']})" for m in p.get("members") or [])),
+]
+
+
+@admin.group()
+def project() -> None:
+    """Projects of a partner."""
+
+
+@project.command("create")
+@click.argument("name")
+@click.option("--partner", required=True)
+@output_option
+@pass_app
+def project_create(app: AppContext, name: str, partner: str) -> None:
+    created = app.client().post("/projects", {"name": name, "partner": partner})
+    _done(app, created, f"project {created['name']} created for partner {created.get('partner')}")
+
+
+@project.command("list")
+@output_option
+@pass_app
+def project_list(app: AppContext) -> None:
+    _show(app, app.client().get("/projects"), PROJECT_COLUMNS, "no projects")
+
+
+@admin.group()
+def member() -> None:
+    """Who works in a project, as lead, researcher or viewer."""
+
+
+@member.command("set")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("user_name", metavar="USER")
+@click.argument("role", type=click.Choice(MEMBER_ROLES))
+@output_option
+@pass_app
+def member_set(app: AppContext, project_name: str, user_name: str, role: str) -> None:
+    result = app.client().put(f"/projects/{seg(project_name)}/members/{seg(user_name)}", {"role": role})
+    _done(app, result, f"{user_name} is {role} of {project_name}")
+
+
+@member.command("remove")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("user_name", metavar="USER")
+@output_option
+@pass_app
+def member_remove(app: AppContext, project_name: str, user_name: str) -> None:
+    app.client().delete(f"/projects/{seg(project_name)}/members/{seg(user_name)}")
+    _done(app, {"project": project_name, "user": user_name, "removed": True}, f"{user_name} removed from {project_name}")
+
+
+# ---------------------------------------------------------------- quotas
+
+QUOTA_COLUMNS: list[Column] = [
+    ("PROJECT", lambda q: q["project"]),
+    ("NODE", lambda q: q["node"]),
+    ("NOMINAL", lambda q: fmt_resources(q.get("nominal"))),
+    ("BORROW LIMIT", lambda q: fmt_resources(q.get("borrowing_limit"))),
+    ("USED", lambda q: fmt_resources(q.get("used"))),
+]
+
+
+@admin.group("quota")
+def quota_group() -> None:
+    """Guaranteed (nominal) and borrowable capacity per project and node."""
+
+
+@quota_group.command("set")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("node")
+@click.option("--nominal", default="", help="Guaranteed share: cpu=8,memory_gib=64,gpu=2,gpu:a100=2")
+@click.option("--borrow", default="", help="Extra it may borrow from idle capacity: cpu=4,gpu=1")
+@output_option
+@pass_app
+def quota_set(app: AppContext, project_name: str, node: str, nominal: str, borrow: str) -> None:
+    """Set PROJECT's quota at NODE (replaces the previous one)."""
+    from aitb.cli.spec import parse_resource_list
+
+    body = {
+        "nominal": _parse(parse_resource_list, nominal, "--nominal"),
+        "borrowing_limit": _parse(parse_resource_list, borrow, "--borrow"),
+    }
+    result = app.client().put(f"/quotas/{seg(project_name)}/{seg(node)}", body)
+    _show(app, result, QUOTA_COLUMNS)
+
+
+@quota_group.command("list")
+@click.option("--node", default=None)
+@click.option("--project", "project_name", default=None)
+@output_option
+@pass_app
+def quota_list(app: AppContext, node: str | None, project_name: str | None) -> None:
+    _show(app, app.client().get("/quotas", node=node, project=project_name), QUOTA_COLUMNS, "no quotas")
+
+
+# ---------------------------------------------------------------- datasets and grants
+
+DATASET_COLUMNS: list[Column] = [
+    ("DATASET", lambda d: d["name"]),
+    ("PARTNER", lambda d: d.get("partner")),
+    ("CLASSIFICATION", lambda d: d.get("classification")),
+    ("HOME", lambda d: d.get("home_node")),
+    ("RESIDENCY", lambda d: d.get("residency")),
+    ("RETENTION", lambda d: f"{d['retention_days']}d" if d.get("retention_days") is not None else "-"),
+]
+GRANT_COLUMNS: list[Column] = [
+    ("DATASET", lambda g: g.get("dataset")),
+    ("PROJECT", lambda g: g.get("project")),
+    ("PURPOSE", lambda g: escape(g.get("purpose") or "")),
+    ("EXPIRES", lambda g: fmt_time(g.get("expires_at"))),
+]
+
+
+@admin.group()
+def dataset() -> None:
+    """Datasets, their classification and where they may be processed."""
+
+
+@dataset.command("create")
+@click.argument("name")
+@click.option("--partner", required=True, help="Owning partner.")
+@click.option("--classification", required=True, type=click.Choice(CLASSIFICATIONS))
+@click.option("--home-node", required=True, help="Node that holds the data.")
+@click.option("--residency", type=click.Choice(("strict", "none")), default=None, help="strict pins jobs to the home node.")
+@click.option("--retention-days", type=click.IntRange(min=0), default=None)
+@output_option
+@pass_app
+def dataset_create(
+    app: AppContext,
+    name: str,
+    partner: str,
+    classification: str,
+    home_node: str,
+    residency: str | None,
+    retention_days: int | None,
+) -> None:
+    body: dict[str, Any] = {
+        "name": name,
+        "partner": partner,
+        "classification": classification,
+        "home_node": home_node,
+    }
+    if residency:
+        body["residency"] = residency
+    if retention_days is not None:
+        body["retention_days"] = retention_days
+    _show(app, app.client().post("/datasets", body), DATASET_COLUMNS)
+
+
+@dataset.command("list")
+@output_option
+@pass_app
+def dataset_list(app: AppContext) -> None:
+    _show(app, app.client().get("/datasets"), DATASET_COLUMNS, "no datasets")
+
+
+@admin.group()
+def grant() -> None:
+    """Let a project use a dataset for a stated purpose, until an expiry."""
+
+
+@grant.command("set")
+@click.argument("dataset_name", metavar="DATASET")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--purpose", required=True, help="Why the project may use the data.")
+@click.option("--expires", required=True, help="A date (2027-06-30), a time, or a duration from now (90d).")
+@output_option
+@pass_app
+def grant_set(app: AppContext, dataset_name: str, project_name: str, purpose: str, expires: str) -> None:
+    from aitb.cli.spec import parse_expiry
+
+    body = {"purpose": purpose, "expires_at": _parse(parse_expiry, expires)}
+    result = app.client().put(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}", body)
+    _show(app, result, GRANT_COLUMNS)
+
+
+@grant.command("list")
+@click.argument("dataset_name", metavar="DATASET")
+@output_option
+@pass_app
+def grant_list(app: AppContext, dataset_name: str) -> None:
+    _show(app, app.client().get(f"/datasets/{seg(dataset_name)}/grants"), GRANT_COLUMNS, "no grants")
+
+
+@grant.command("revoke")
+@click.argument("dataset_name", metavar="DATASET")
+@click.argument("project_name", metavar="PROJECT")
+@output_option
+@pass_app
+def grant_revoke(app: AppContext, dataset_name: str, project_name: str) -> None:
+    app.client().delete(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}")
+    _done(
+        app,
+        {"dataset": dataset_name, "project": project_name, "revoked": True},
+        f"grant of {dataset_name} to {project_name} revoked",
+    )
+
+
+# ---------------------------------------------------------------- audit
+
+
+@admin.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("list")
+@click.option("--after", type=int, default=None, help="Only entries after this sequence number.")
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@output_option
+@pass_app
+def audit_list(app: AppContext, after: int | None, limit: int) -> None:
+    entries = app.client().get("/audit", after=after, limit=limit)
+    _show(
+        app,
+        entries,
+        [
+            ("SEQ", lambda e: e.get("seq")),
+            ("AT", lambda e: fmt_time(e.get("at"))),
+            ("ACTOR", lambda e: e.get("actor")),
+            ("ACTION", lambda e: e.get("action")),
+            ("TARGET", lambda e: e.get("target")),
+            ("DETAIL", lambda e: escape(_short(e.get("detail")))),
+        ],
+        "no audit entries",
+    )
+
+
+def _short(detail: Any, width: int = 80) -> str:
+    import json
+
+    text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"), default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@audit.command("verify")
+@output_option
+@pass_app
+def audit_verify(app: AppContext) -> None:
+    """Recompute the hash chain; exit 1 when an entry was tampered with."""
+    result = app.client().get("/audit/verify")
+    if app.json:
+        print_json(result)
+    elif result.get("ok"):
+        click.echo(f"audit log intact: {result.get('entries')} entries, hash chain verified")
+    if not result.get("ok"):
+        raise CliError(
+            f"audit log broken at entry {result.get('first_bad_seq')} "
+            f"({result.get('entries')} entries checked)",
+            EXIT_SERVER,
+        )
+
+
+# ---------------------------------------------------------------- testbeds
+
+
+@admin.command()
+@output_option
+@pass_app
+def testbeds(app: AppContext) -> None:
+    """Nodes, clusters and pools with their capacity and current usage."""
+    data = app.client().get("/testbeds")
+    if app.json:
+        print_json(data)
+        return
+    rows = []
+    for node in data.get("nodes") or []:
+        rows.append({"level": 0, "name": node["name"], "backend": "", "hosts": None, **_cap(node)})
+        for cluster in node.get("clusters") or []:
+            rows.append({"level": 1, "name": cluster["name"], "backend": cluster.get("backend"), "hosts": None, **_cap(cluster)})
+            for pool in cluster.get("pools") or []:
+                shape = fmt_resources(
+                    {"cpu": pool.get("cpu"), "memory_gib": pool.get("memory_gib"), "gpu": pool.get("gpus"), "gpu_type": pool.get("gpu_type")}
+                )
+                rows.append({"level": 2, "name": pool["name"], "backend": "", "hosts": f"{pool.get('hosts')}× {shape}", **_cap(pool)})
+    print_table(
+        rows,
+        [
+            ("NODE / CLUSTER / POOL", lambda r: "  " * r["level"] + (f"[bold]{r['name']}[/bold]" if r["level"] == 0 else r["name"])),
+            ("BACKEND", lambda r: r["backend"]),
+            ("HOSTS", lambda r: r["hosts"]),
+            ("CAPACITY", lambda r: r["capacity"]),
+            ("USED", lambda r: r["used"]),
+        ],
+        empty="no nodes",
+    )
+
+
+def _cap(item: dict[str, Any]) -> dict[str, str]:
+    return {"capacity": fmt_resources(item.get("capacity")), "used": fmt_resources(item.get("used"))}

@@ -1,0 +1,133 @@
+"""Order of consideration: priority, then weighted dominant-resource fair share, then age.
+
+Fair share is two-level (brief section 5): a partner's dominant share
+(largest fraction of any federation-wide resource it holds) over its weight,
+then the project's dominant share within the partner, then submission time.
+Shares move as the cycle admits jobs, so the order is a heap of project queue
+heads that is re-keyed lazily when a partner's usage changes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+from aitb.scheduler.snapshot import PendingJob, RunningJob
+
+BASE = ("cpu", "memory_gib", "gpu")
+
+
+class FairShare:
+    """Dominant shares of partners and projects over federation totals."""
+
+    def __init__(
+        self,
+        totals: Mapping[str, float],
+        running: Iterable[RunningJob],
+        weights: Mapping[str, float],
+    ) -> None:
+        self.totals = {r: totals.get(r, 0.0) for r in BASE}
+        self.weights = weights
+        self.partner_usage: dict[str, dict[str, float]] = {}
+        self.project_usage: dict[str, dict[str, float]] = {}
+        for job in running:
+            self.add(job.partner, job.project, job.usage)
+
+    def add(self, partner: str, project: str, usage: Mapping[str, float], sign: float = 1.0) -> None:
+        for table, key in ((self.partner_usage, partner), (self.project_usage, project)):
+            held = table.setdefault(key, {})
+            for r in BASE:
+                if r in usage:
+                    held[r] = held.get(r, 0.0) + sign * usage[r]
+
+    def _dominant(self, held: Mapping[str, float] | None) -> float:
+        if not held:
+            return 0.0
+        return max((held.get(r, 0.0) / t for r, t in self.totals.items() if t > 0), default=0.0)
+
+    def partner_share(self, partner: str) -> float:
+        """Dominant share divided by the partner's weight (default 1)."""
+        return self._dominant(self.partner_usage.get(partner)) / self.weights.get(partner, 1.0)
+
+    def project_share(self, project: str) -> float:
+        return self._dominant(self.project_usage.get(project))
+
+
+class QueueOrder:
+    """Iterates pending jobs in scheduling order; tell it about admissions and preemptions."""
+
+    def __init__(
+        self,
+        pending: Sequence[PendingJob],
+        fair: FairShare | None,
+        *,
+        by_priority: bool = True,
+    ) -> None:
+        self.fair = fair
+        self.by_priority = by_priority
+        self.queues: dict[str, list[PendingJob]] = {}
+        for job in pending:
+            self.queues.setdefault(job.project, []).append(job)
+        for jobs in self.queues.values():
+            jobs.sort(key=self._job_key)
+        self.partner_of = {p: jobs[0].partner for p, jobs in self.queues.items()}
+        self.head = {p: 0 for p in self.queues}
+        self.version: dict[str, int] = {}
+        self.shares: dict[str, tuple[float, float]] = {}  # job id -> (partner, project) share
+        self._heap: list[tuple] = []
+        self._seq = 0
+        self._rebuilt = False
+        self._rebuild()
+
+    def _job_key(self, job: PendingJob) -> tuple:
+        return (-job.priority if self.by_priority else 0, job.submitted_at, job.id)
+
+    def _entry(self, project: str) -> tuple:
+        job = self.queues[project][self.head[project]]
+        partner = self.partner_of[project]
+        if self.fair is not None:
+            share = (self.fair.partner_share(partner), self.fair.project_share(project))
+        else:
+            share = (0.0, 0.0)
+        self._seq += 1
+        prio = -job.priority if self.by_priority else 0
+        return (prio, share[0], share[1], job.submitted_at, job.id, self._seq,
+                self.version.get(partner, 0), project, share)
+
+    def _rebuild(self) -> None:
+        self._heap = [self._entry(p) for p in self.queues if self.head[p] < len(self.queues[p])]
+        heapq.heapify(self._heap)
+
+    def __iter__(self) -> Iterator[PendingJob]:
+        heap = self._heap
+        while heap:
+            entry = heapq.heappop(heap)
+            project = entry[7]
+            partner = self.partner_of[project]
+            if self.fair is not None and entry[6] != self.version.get(partner, 0):
+                heapq.heappush(heap, self._entry(project))
+                continue
+            job = self.queues[project][self.head[project]]
+            self.shares[job.id] = entry[8]
+            self.head[project] += 1
+            self._rebuilt = False
+            yield job
+            heap = self._heap
+            if self._rebuilt:  # a preemption rebuilt the heap, next head included
+                continue
+            if self.head[project] < len(self.queues[project]):
+                heapq.heappush(heap, self._entry(project))
+
+    def admitted(self, job: PendingJob, usage: Mapping[str, float]) -> None:
+        """Shares only grow here, so stale heap keys are fixed lazily when popped."""
+        if self.fair is not None:
+            self.fair.add(job.partner, job.project, usage)
+            self.version[job.partner] = self.version.get(job.partner, 0) + 1
+
+    def released(self, partner: str, project: str, usage: Mapping[str, float]) -> None:
+        """A preemption lowers a share: keys may shrink, so rebuild the heap."""
+        if self.fair is not None:
+            self.fair.add(partner, project, usage, sign=-1.0)
+            self.version[partner] = self.version.get(partner, 0) + 1
+            self._rebuild()
+            self._rebuilt = True
