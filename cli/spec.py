@@ -5,6 +5,7 @@ reading that file.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -225,8 +226,7 @@ def build_job_body(opts: SubmitOptions, file: Mapping[str, Any] | None = None) -
         body["priority"] = int(priority)
     runtime = opts.max_runtime if opts.max_runtime is not None else file.get("max_runtime")
     if runtime is not None:
-        seconds = parse_duration(runtime)
-        body["max_runtime_s"] = int(seconds) if seconds.is_integer() else seconds
+        body["max_runtime_s"] = math.ceil(parse_duration(runtime))
     nodes = list(opts.nodes) or list(file.get("nodes") or [])
     if nodes:
         body["nodes"] = nodes

@@ -46,6 +46,13 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if state.settings.scheduler.enabled and "control" not in state.extras:
+            from aitb.control.plane import ControlPlane
+
+            plane = ControlPlane(state)
+            state.extras["control"] = plane
+            state.extras.setdefault("on_shutdown", []).append(plane.stop)
+            plane.start()
         yield
         for stop in state.extras.get("on_shutdown", []):
             stop()

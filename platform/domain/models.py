@@ -150,6 +150,9 @@ class Job(_Model):
     retries_left: int = 0
     mlflow_run_id: str | None = None
     mlflow_experiment_id: str | None = None
+    cancel_requested: bool = False
+    backend_job_id: str | None = None
+    dispatched_at: datetime | None = None
     started_at: datetime | None = None
     admitted_at: datetime | None = None
     finished_at: datetime | None = None

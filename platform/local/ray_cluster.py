@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ WORKER_PORT_RANGE = 64
 # unix socket path may not exceed 107 bytes: longer temp dirs move under /tmp.
 MAX_TEMP_DIR_CHARS = 40
 HOST = "127.0.0.1"
+_STANDIN_PREFIX = "aitb-ray-"
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,13 @@ class LocalRayCluster:
         if self.is_running():
             terminate_tree(self.pid, grace_s)
 
+    def remove_temp_dir(self) -> None:
+        """Delete Ray's session files when they live in a /tmp stand-in (see `temp_dir_for`);
+        a temp dir inside the data dir is left for the logs."""
+        path = Path(self.temp_dir)
+        if not self.is_running() and path.name.startswith(_STANDIN_PREFIX):
+            shutil.rmtree(path, ignore_errors=True)
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
@@ -168,7 +177,7 @@ def temp_dir_for(base_dir: Path, name: str) -> Path:
     if len(str(wanted)) <= MAX_TEMP_DIR_CHARS:
         return wanted
     digest = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:10]
-    return Path("/tmp") / f"aitb-ray-{digest}"
+    return Path("/tmp") / f"{_STANDIN_PREFIX}{digest}"
 
 
 def start_ray_head(

@@ -123,6 +123,7 @@ class _Cycle:
         self.eligible_cache: dict[tuple, list[tuple[str, list[str]]]] = {}
         self.reserved: dict[str, list[Slot]] = {}
         self.blocker: str | None = None
+        self.victims_tried = False
         self.lines: dict[str, int] = {}
         if policy.aging:
             for job in snapshot.pending:
@@ -184,6 +185,7 @@ class _Cycle:
         problems: list[str] = []
         options: list[tuple[bool, float, str, str, list[str] | None]] = []
         nominal_nodes: list[tuple[str, list[str], list[str] | None, QuotaCheck]] = []
+        blocked: list[tuple[str, list[str], list[str] | None, QuotaCheck]] = []
         eligible = self._eligible(job)
         usage0 = shape.usage(None)
         for node, clusters in eligible:
@@ -193,6 +195,8 @@ class _Cycle:
             q = self.ledger.check(job.project, node, usage0)
             if not q.ok:
                 problems.append(q.problem)
+                if self.policy.within_project_preemption and self.ledger.has_quota(job.project, node):
+                    blocked.append((node, clusters, None, q))  # own lower-priority jobs may yield
                 continue
             types: list[str] | None = None
             if shape.gpu:
@@ -222,19 +226,17 @@ class _Cycle:
                 continue
             self._admit(job, placed, final.borrowing)
             return None
-        if self.policy.preemption and self._preempt(job, nominal_nodes):
+        self.victims_tried = False
+        if self.policy.preemption and self._preempt(job, nominal_nodes + blocked):
             return None
         where = f" in a {_labels_text(job.pool_labels)} pool" if job.pool_labels else ""
-        tried = " even after preempting borrowed capacity" if self._could_reclaim(nominal_nodes) else ""
+        tried = " even after preempting borrowed capacity" if self.victims_tried else ""
         for node, _, _, _ in nominal_nodes:
             problems.append(f"no room at {node} for {describe(shape)}{where}{tried}")
         cause = "; ".join(([job.constraint_note] if job.constraint_note else []) + problems)
         if own is None:
             self.jobfail[key] = cause
         return cause
-
-    def _could_reclaim(self, nominal_nodes: list) -> bool:
-        return self.policy.preemption and any(q.within_nominal for *_, q in nominal_nodes)
 
     def _gpu_types(self, job: PendingJob, node: str, clusters: list[str]) -> tuple[list[str], str]:
         shape = job.shape
@@ -279,7 +281,7 @@ class _Cycle:
         """Try nodes in preference order; commit the first simulated choice that makes room."""
         for node, clusters, types, q in nominal_nodes:
             running = self.running_at.get(node, {})
-            reclaim = q.within_nominal
+            reclaim = q.ok and q.within_nominal
             candidates = [
                 v for v in running.values()
                 if (reclaim and v.project != job.project and v.borrowing)
@@ -288,6 +290,7 @@ class _Cycle:
             ]
             if not candidates:
                 continue
+            self.victims_tried = True
             candidates.sort(key=lambda v: victim_order(v.priority, v.started_at))
             candidates = candidates[: self.policy.max_victims]
 

@@ -9,7 +9,7 @@ key (a job id, or `project:<name>` for project-level events) are delivered stric
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func, select
@@ -18,6 +18,11 @@ from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 from aitb.store.base import Base, utcnow
 
 TS = DateTime(timezone=True)
+
+
+def _utc(at: datetime) -> datetime:
+    """SQLite keeps no offset, so every time written or compared here is UTC."""
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 class OutboxRow(Base):
@@ -56,7 +61,7 @@ def enqueue(
     session: Session, job_id: str, kind: str, payload: dict[str, Any], now: datetime | None = None
 ) -> int:
     """Record an event in the caller's transaction; returns its id once flushed."""
-    now = now or utcnow()
+    now = _utc(now or utcnow())
     row = OutboxRow(
         job_id=job_id, kind=kind, payload=payload, created_at=now, attempts=0, next_attempt_at=now
     )
@@ -81,7 +86,7 @@ def due(session: Session, now: datetime, limit: int = 100) -> list[OutboxEvent]:
     rows = session.scalars(
         select(OutboxRow)
         .where(_open())
-        .where(OutboxRow.next_attempt_at <= now)
+        .where(OutboxRow.next_attempt_at <= _utc(now))
         .where(OutboxRow.id == head)
         .order_by(OutboxRow.id)
         .limit(limit)
@@ -96,7 +101,7 @@ def mark_delivered(
     row = session.get(OutboxRow, event_id)
     if row is None:
         return
-    row.delivered_at = now
+    row.delivered_at = _utc(now)
     row.attempts += 1
     row.last_error = None
     if result is not None:
@@ -113,9 +118,9 @@ def mark_failed(
     row.attempts += 1
     row.last_error = error[:4000]
     if retry_at is None:
-        row.abandoned_at = now
+        row.abandoned_at = _utc(now)
     else:
-        row.next_attempt_at = retry_at
+        row.next_attempt_at = _utc(retry_at)
 
 
 def run_ref(session: Session, job_id: str) -> dict[str, Any] | None:

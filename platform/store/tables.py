@@ -125,6 +125,9 @@ class JobRow(Base):
     preemptions: Mapped[int] = mapped_column(Integer, default=0)
     retries_left: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The id the backend knows this attempt by (Ray submission_id), set at dispatch.
+    backend_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dispatched_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)

@@ -29,3 +29,4 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayClust
     head = start_ray_head(RayHeadSpec.from_cluster(small_cluster()), base)
     yield head
     head.stop()
+    head.remove_temp_dir()

@@ -101,7 +101,7 @@ def test_gang_example_places_its_workers(ray_head: LocalRayCluster) -> None:
             job_id="gang-job", entrypoint="python gang.py", head=CPU,
             workers=GangWorkers(2, ReplicaResources(cpu=1, memory_gib=0.25, pool="cpu")),
             working_dir=EXAMPLES / "gang_workers",
-            env={"MLFLOW_TRACKING_URI": "file:./mlruns"},
+            env={"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"},
         )
     )
     status = wait_for(backend, "gang-job", {BackendState.SUCCEEDED, BackendState.FAILED}, timeout=120)

@@ -16,7 +16,7 @@ from aitb.store import jobs as job_store
 from aitb.store.db import Database, downgrade, normalise_url, upgrade
 from aitb.store.tables import AuditRow, PartnerRow, ProjectRow
 
-TABLES = {"partners", "users", "projects", "memberships", "quotas", "datasets", "grants",
+TABLES = {"tracking_outbox", "partners", "users", "projects", "memberships", "quotas", "datasets", "grants",
           "packages", "jobs", "job_events", "audit_log", "leases"}
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import sessionmaker
 from aitb.store import outbox
 from aitb.store.base import Base
 from aitb.store.db import make_engine
-from aitb.tracking.outbox import Backoff, is_permanent, NoRun
+from aitb.tracking.outbox import Backoff, NoRun, is_permanent
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -72,8 +72,9 @@ def test_backoff_doubles_up_to_its_cap() -> None:
 
 def test_permanent_errors_are_told_apart_from_outages() -> None:
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
     assert is_permanent(NoRun("j1"))
-    assert is_permanent(MlflowException("no run", error_code="RESOURCE_DOES_NOT_EXIST"))
+    assert is_permanent(MlflowException("no run", error_code=RESOURCE_DOES_NOT_EXIST))
     assert not is_permanent(MlflowException("connection refused"))
     assert not is_permanent(ConnectionError("refused"))

@@ -1,0 +1,1 @@
+"""Control loops of the running platform: scheduling, dispatch/reconcile, tracking delivery."""

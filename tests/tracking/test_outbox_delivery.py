@@ -1,0 +1,194 @@
+"""The outbox against a real server that goes down and comes back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import sessionmaker
+
+from aitb.domain.lifecycle import JobState
+from aitb.store import outbox as store
+from aitb.store.base import Base
+from aitb.store.db import make_engine
+from aitb.tracking import outbox
+from aitb.tracking.credentials import MlflowAccount
+from aitb.tracking.outbox import Backoff, OutboxProcessor
+from aitb.tracking.permissions import MlflowAccess, runner_account
+from aitb.tracking.tracker import RunSpec, Tracker
+
+from .conftest import ADMIN, call_as, free_port, launch
+from .factories import make_job
+
+pytestmark = pytest.mark.mlflow
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+class Server:
+    """One server that tests may stop and start again on the same port and data."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir, self.port = data_dir, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.managed = launch(data_dir, self.port)
+
+    def stop(self) -> None:
+        self.managed.stop()
+
+    def start(self) -> None:
+        self.managed = launch(self.data_dir, self.port)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("mlflow-outbox"))
+    yield srv
+    srv.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+@pytest.fixture
+def sessions(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'aitb.db'}")
+    Base.metadata.create_all(engine, tables=[store.OutboxRow.__table__])
+    yield sessionmaker(engine, expire_on_commit=False)
+    engine.dispose()
+
+
+@pytest.fixture
+def harness(server, sessions):
+    created: list[tuple[str, str, str]] = []
+    clock = Clock()
+    processor = OutboxProcessor(
+        sessions,
+        Tracker(server.url, ADMIN),
+        access=MlflowAccess(server.url, ADMIN),
+        runner_secret="runner-secret",
+        on_run_created=lambda *args: created.append(args),
+        backoff=Backoff(base_s=60, cap_s=120),  # outlasts a server restart
+        permanent_attempts=2,
+        clock=clock,
+    )
+    return processor, clock, created
+
+
+def _job_lifecycle(session, job, log_path: Path) -> None:
+    """What the control plane enqueues over a job's life, in its own transactions' order."""
+    outbox.enqueue_run_create(session, RunSpec.from_job(job, classification="internal"))
+    outbox.enqueue_state(session, job.id, JobState.ADMITTED, T0 + timedelta(seconds=1))
+    outbox.enqueue_tags(session, job.id, {"node": "stockholm", "cluster": "sthlm-cpu-1"})
+    outbox.enqueue_state(session, job.id, JobState.RUNNING, T0 + timedelta(seconds=2))
+    outbox.enqueue_metrics(session, job.id, {"queue_wait_s": 2.0, "run_time_s": 30.0, "preemptions": 0})
+    outbox.enqueue_log(session, job.id, path=log_path)
+    outbox.enqueue_state(session, job.id, JobState.SUCCEEDED, T0 + timedelta(seconds=32))
+
+
+def _run(server, run_id):
+    return call_as(ADMIN, server.url, lambda c: c.get_run(run_id))
+
+
+def test_events_wait_out_an_outage_and_arrive_in_order(server, sessions, harness, tmp_path) -> None:
+    processor, clock, created = harness
+    jobs = [make_job(partner="outage"), make_job(partner="outage", project="nlp")]
+    log_path = tmp_path / "driver.log"
+    log_path.write_text("step 1\nstep 2\ndone\n")
+
+    server.stop()
+    with sessions.begin() as s:
+        for job in jobs:
+            _job_lifecycle(s, job, log_path)
+        outbox.enqueue_experiment_sync(s, "outage", "vision", {"outage-viewer": "READ"})
+    assert processor.run_once() == 0
+    with sessions() as s:
+        rows = s.query(store.OutboxRow).order_by(store.OutboxRow.id).all()
+        assert len(rows) == 15 and all(r.delivered_at is None for r in rows)
+        first = rows[0]
+        assert first.attempts == 1 and first.last_error
+        assert first.next_attempt_at.replace(tzinfo=UTC) > clock()  # backed off into the future
+    assert processor.run_once() == 0  # backing off: not even tried
+    with sessions() as s:
+        assert s.get(store.OutboxRow, first.id).attempts == 1
+
+    server.start()
+    processor.run_once()
+    with sessions() as s:
+        for r in s.query(store.OutboxRow).order_by(store.OutboxRow.id).all():
+            print(r.id, r.job_id, r.kind, r.attempts, r.delivered_at, r.last_error)
+    assert 0
+    clock.offset = timedelta(minutes=5)
+    assert processor.run_once() == 15
+    with sessions() as s:
+        assert store.backlog(s) == 0
+    assert sorted(job_id for job_id, _, _ in created) == sorted(j.id for j in jobs)
+
+    for job_id, experiment_id, run_id in created:
+        run = _run(server, run_id)
+        assert run.info.experiment_id == experiment_id
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["aitb.state"] == "SUCCEEDED"  # the last event won: order kept
+        assert run.data.tags["aitb.node"] == "stockholm"
+        assert {f"aitb.state.{s}.at" for s in ("ADMITTED", "RUNNING", "SUCCEEDED")} <= set(run.data.tags)
+        assert run.data.metrics == {"queue_wait_s": 2.0, "run_time_s": 30.0, "preemptions": 0.0}
+        local = call_as(ADMIN, server.url, lambda c: c.download_artifacts(run_id, "driver.log", str(tmp_path / run_id)))
+        assert Path(local).read_text() == "step 1\nstep 2\ndone\n"
+
+    # run.create provisioned the project's runner; experiment.sync granted the viewer.
+    experiment_id = created[0][1] if created[0][0] == jobs[0].id else created[1][1]
+    runner = runner_account("outage", "vision", "runner-secret")
+    call_as(runner, server.url, lambda c: c.get_experiment(experiment_id))
+    access = MlflowAccess(server.url, ADMIN)
+    password = access.reset_password("outage-viewer")
+    viewer = MlflowAccount("outage-viewer", password)
+    assert call_as(viewer, server.url, lambda c: [e.name for e in c.search_experiments()]) == [
+        "outage/vision"
+    ]
+
+
+def test_replayed_events_change_nothing(server, sessions, harness, tmp_path) -> None:
+    processor, clock, created = harness
+    job = make_job(partner="replay")
+    log_path = tmp_path / "driver.log"
+    log_path.write_text("hello\n")
+    with sessions.begin() as s:
+        _job_lifecycle(s, job, log_path)
+    assert processor.run_once() == 7
+    [(_, experiment_id, run_id)] = created
+
+    with sessions.begin() as s:  # as if every delivery had been lost before being recorded
+        s.execute(update(store.OutboxRow).values(delivered_at=None))
+    assert processor.run_once() == 7
+    assert {c[2] for c in created} == {run_id}
+    runs = call_as(ADMIN, server.url, lambda c: c.search_runs([experiment_id], "tags.`aitb.job_id` = '%s'" % job.id))
+    assert [r.info.run_id for r in runs] == [run_id]
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["aitb.state"] == "SUCCEEDED"
+    assert run.data.metrics["run_time_s"] == 30.0
+
+
+def test_a_hopeless_event_is_abandoned_without_blocking_others(server, sessions, harness) -> None:
+    processor, clock, _ = harness
+    job = make_job(partner="hopeless")
+    with sessions.begin() as s:
+        bad = store.enqueue(s, "orphan", outbox.RUN_STATE, {"state": "RUNNING", "at": T0.isoformat()})
+        outbox.enqueue_run_create(s, RunSpec.from_job(job))
+        after = outbox.enqueue_state(s, "orphan", JobState.SUCCEEDED, T0)
+    assert processor.run_once() == 1  # the orphan has no run: tried once, job's create goes on
+    clock.offset += timedelta(minutes=5)
+    assert processor.run_once() == 0  # second permanent failure: both orphan events abandoned
+    clock.offset += timedelta(minutes=5)
+    processor.run_once()
+    with sessions() as s:
+        assert s.get(store.OutboxRow, bad).abandoned_at is not None
+        assert "no MLflow run" in s.get(store.OutboxRow, bad).last_error
+        assert store.backlog(s) <= 1
+        assert s.get(store.OutboxRow, after).attempts >= 1
