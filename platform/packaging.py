@@ -160,6 +160,7 @@ def build_package(directory: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Packag
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for rel, kind, source in entries:
+            _check_name(rel)  # fail here, not on the server (e.g. a backslash in a file name)
             if kind == "link":
                 zf.writestr(_entry(rel, stat.S_IFLNK | 0o777), str(source))
             else:

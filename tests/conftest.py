@@ -116,9 +116,10 @@ def start_api_server(
     database_url: str | None = None,
     testbed: str = "testbeds/local.yaml",
     extra_env: dict[str, str] | None = None,
+    admin_token: str | None = None,
 ) -> ApiServer:
     port = free_port()
-    token = "aitb_test_" + secrets.token_hex(16)
+    token = admin_token or "aitb_test_" + secrets.token_hex(16)
     env = {
         **os.environ,
         "AITB_DATA_DIR": str(data_dir),

@@ -33,11 +33,12 @@ def _upload_code(app: AppContext, directory: Path) -> str:
         raise CliError(str(exc), EXIT_USAGE) from None
     client = app.client()
     size = human_bytes(len(package.data))
+    files = f"{package.files} file" + ("" if package.files == 1 else "s")
     if client.exists(f"/packages/{seg(package.digest)}"):
-        note(f"code: {package.files} files, {size}, {package.digest[:19]}… (already on the server)", json_mode=app.json)
+        note(f"code: {files}, {size}, {package.digest[:19]}… (already on the server)", json_mode=app.json)
     else:
         client.upload("/packages", package.data, "application/zip")
-        note(f"code: {package.files} files, {size}, {package.digest[:19]}… uploaded", json_mode=app.json)
+        note(f"code: {files}, {size}, {package.digest[:19]}… uploaded", json_mode=app.json)
     return package.digest
 
 

@@ -175,6 +175,8 @@ def test_cancel_then_logs_follow_ends(team: dict[str, Any], tmp_path: Path) -> N
     assert again.returncode == 1 and "409" in again.stderr
     follow = cli.run("logs", job_id, "-f")  # a finished job: follow returns at once
     assert follow.returncode == 0
+    assert [j["id"] for j in cli.json("jobs", "-p", team["project"], "--state", "cancelled")] == [job_id]
+    assert cli.json("jobs", "-p", team["project"], "--state", "RUNNING") == []
     events = cli.json("status", job_id)["events"]
     assert events[-1]["to_state"] == "CANCELLED"
 

@@ -212,3 +212,22 @@ def test_entrypoint_after_double_dash_is_not_parsed_as_options(cfg: Path, tmp_pa
         main, ["--url", "http://127.0.0.1:9", "submit", str(tmp_path), "-p", "x", "--no-code", "--", "python", "t.py", "--cpu", "oops"]
     )
     assert r.exit_code == 3, r.output
+
+
+def test_cli_start_up_imports_no_heavy_library() -> None:
+    """`aitb` must start fast: mlflow alone costs ~2.4 s to import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from aitb.cli.main import COMMANDS, main\n"
+        "import importlib\n"
+        "for spec in set(COMMANDS.values()):\n"
+        "    importlib.import_module('aitb.cli.commands.' + spec.split(':')[0])\n"
+        "import aitb.cli.spec, aitb.packaging\n"
+        "heavy = sorted(m for m in ('mlflow', 'ray', 'fastapi', 'sqlalchemy', 'pydantic') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

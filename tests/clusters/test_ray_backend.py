@@ -116,7 +116,7 @@ def test_stop_of_a_pending_job_is_kept_until_it_ends(ray_head: LocalRayCluster) 
     hog = ReplicaResources(cpu=4, memory_gib=0.5, pool="cpu")  # all of the cpu pool's CPUs...
     backend.dispatch(DispatchRequest(job_id="hog", entrypoint="sleep 6", head=ReplicaResources(cpu=6, memory_gib=0.5)))
     wait_for(backend, "hog", {BackendState.RUNNING})
-    backend.dispatch(DispatchRequest(job_id="pending", entrypoint="sleep 30; echo RAN", head=hog))
+    backend.dispatch(DispatchRequest(job_id="pending", entrypoint="sleep 30; echo RAN-$((1+1))", head=hog))
     time.sleep(1)
     assert backend.status("pending").state == BackendState.PENDING
     assert backend.stop("pending") is True
@@ -124,7 +124,7 @@ def test_stop_of_a_pending_job_is_kept_until_it_ends(ray_head: LocalRayCluster) 
     assert status.state == BackendState.PENDING and status.stop_requested
     final = wait_for(backend, "pending", {BackendState.STOPPED, BackendState.FAILED, BackendState.SUCCEEDED})
     assert final.state != BackendState.SUCCEEDED
-    assert "RAN" not in backend.logs("pending")
+    assert "RAN-2" not in backend.logs("pending")
 
 
 def test_unreachable_cluster_is_transient() -> None:

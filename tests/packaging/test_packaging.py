@@ -10,6 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aitb.packaging import (
     PackageError,
@@ -246,3 +248,34 @@ def test_extract_refuses_a_non_empty_destination(tmp_path: Path) -> None:
     (tmp_path / "existing").write_text("")
     with pytest.raises(PackageError, match="not empty"):
         extract_package(raw_zip([("a.py", b"", None)]), tmp_path)
+
+
+# ---------------------------------------------------------------- properties
+
+_part = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-é", min_size=1, max_size=8).filter(
+    lambda p: p not in (".", "..")
+)
+_trees = st.dictionaries(
+    st.lists(_part, min_size=1, max_size=3).map("/".join), st.binary(max_size=200), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=_trees)
+def test_any_tree_roundtrips_exactly(tmp_path_factory: pytest.TempPathFactory, tree: dict[str, bytes]) -> None:
+    """Build -> validate -> extract gives back the same files, and rebuilding gives the same digest."""
+    paths = sorted(tree)
+    # a path cannot be both a file and a directory
+    tree = {p: tree[p] for p in paths if not any(q.startswith(p + "/") for q in paths)}
+    src = tmp_path_factory.mktemp("src")
+    for rel, content in tree.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(content)
+    build = build_package(src)
+    info = validate_package(build.data, 1 << 20, 100)
+    assert info.files == build.files == len(tree)
+    out = tmp_path_factory.mktemp("out")
+    extract_package(build.data, out / "x")
+    got = {p.relative_to(out / "x").as_posix(): p.read_bytes() for p in (out / "x").rglob("*") if p.is_file()}
+    assert got == tree
+    assert build_package(out / "x").digest == build.digest

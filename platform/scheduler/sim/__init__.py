@@ -1,0 +1,1 @@
+"""Simulation: capacity planning (``fill``) and trace replay (``replay``) through the real core."""

@@ -1,0 +1,245 @@
+"""``sim replay``: a trace through the real scheduler core in virtual time.
+
+A discrete-event loop: arrivals and completions move the clock; after the
+events of an instant (rounded up to the scheduling interval) the core runs
+once on a snapshot of the simulated clusters, and its decisions are applied:
+preempted jobs lose their progress and return to the queue, admitted jobs run
+for their duration. Nothing here sleeps or talks to a cluster.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aitb.domain.models import Quota
+from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec, parse_gpu_types
+from aitb.domain.testbed import Federation
+from aitb.scheduler.core import decide
+from aitb.scheduler.policy import POLICIES, Policy
+from aitb.scheduler.snapshot import Host, PendingJob, RunningJob, Snapshot, hosts_from_federation
+
+
+@dataclass
+class TraceJob:
+    id: str
+    submit_s: float
+    duration_s: float
+    partner: str
+    project: str
+    gang: GangSpec
+    priority: int = 0
+    node: str | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    preemptions: int = 0
+    gpu_seconds: float = 0.0
+    ran_at: str | None = None  # node of the last run
+
+
+def read_trace(path: str | Path) -> list[TraceJob]:
+    """Columns ``job,submit_s,duration_s,partner,project,replicas,cpu,memory_gib,gpu,gpu_types,priority,node``."""
+    out = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            replica = ReplicaSpec(
+                cpu=float(row["cpu"]), memory_gib=float(row["memory_gib"]),
+                gpu=GpuRequest(count=float(row.get("gpu") or 0),
+                               types=parse_gpu_types(row.get("gpu_types") or None)),
+            )
+            n = int(row.get("replicas") or 1)
+            gang = GangSpec(head=replica, worker=replica if n > 1 else None, workers=n - 1)
+            out.append(TraceJob(
+                row["job"], float(row["submit_s"]), float(row["duration_s"]), row["partner"],
+                row["project"], gang, int(row.get("priority") or 0), (row.get("node") or None),
+            ))
+    return out
+
+
+def read_quotas(path: str | Path) -> list[Quota]:
+    """Columns ``project,node,resource,nominal,borrowing_limit``: one row per resource."""
+    merged: dict[tuple[str, str], tuple[dict, dict]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            nominal, borrow = merged.setdefault((row["project"], row["node"]), ({}, {}))
+            nominal[row["resource"]] = float(row["nominal"] or 0)
+            borrow[row["resource"]] = float(row.get("borrowing_limit") or 0)
+    return [Quota(project=p, node=n, nominal=a, borrowing_limit=b)
+            for (p, n), (a, b) in merged.items()]
+
+
+def read_weights(path: str | Path) -> dict[str, float]:
+    with open(path, newline="") as f:
+        return {row["partner"]: float(row["weight"]) for row in csv.DictReader(f)}
+
+
+def equal_quotas(federation: Federation, projects: Iterable[str]) -> list[Quota]:
+    """Without a quotas file: an equal share of each node as nominal, borrowing up to all of it."""
+    projects = sorted(set(projects))
+    out = []
+    for node in federation.nodes:
+        total: dict[str, float] = {}
+        for cluster in node.clusters:
+            for pool in cluster.pools:
+                for r, v in pool.capacity().items():
+                    if ":" not in r:
+                        total[r] = total.get(r, 0.0) + v
+        share = {r: v / len(projects) for r, v in total.items()}
+        out += [Quota(project=p, node=node.name, nominal=share, borrowing_limit=dict(total))
+                for p in projects]
+    return out
+
+
+@dataclass
+class _Cluster:
+    """The ``sim`` backend: host free capacity, changed by admissions, completions, preemptions."""
+
+    hosts: list[Host]
+    free: dict[str, list] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.free = {h.id: [h.cpu_free, h.memory_free, list(h.gpu_free)] for h in self.hosts}
+
+    def apply(self, job: RunningJob, sign: float) -> None:
+        for rep, host, devs in zip(job.shape.replica_demands(), job.placement.hosts,
+                                   job.placement.gpu_devices, strict=True):
+            state = self.free[host]
+            state[0] -= sign * rep.cpu
+            state[1] -= sign * rep.memory_gib
+            amount = rep.gpu if rep.fractional else 1.0
+            for d in devs:
+                state[2][d] = round(state[2][d] - sign * amount, 9)
+
+    def snapshot_hosts(self) -> list[Host]:
+        return [Host(h.id, h.node, h.cluster, h.pool, h.cpu, h.memory_gib, self.free[h.id][0],
+                     self.free[h.id][1], h.gpu_type, tuple(self.free[h.id][2]), h.labels)
+                for h in self.hosts]
+
+
+def replay(
+    federation: Federation,
+    trace: list[TraceJob],
+    *,
+    policy: Policy | str = "ours",
+    quotas: list[Quota] | None = None,
+    weights: Mapping[str, float] | None = None,
+    interval_s: float = 1.0,
+) -> dict:
+    """Replay ``trace`` (not modified) and return ``{"summary": ..., "jobs": [...]}``."""
+    if isinstance(policy, str):
+        policy = POLICIES[policy]
+    jobs = {j.id: TraceJob(**{**j.__dict__}) for j in trace}
+    quotas = quotas if quotas is not None else equal_quotas(federation, (j.project for j in trace))
+    qmap = {(q.project, q.node): q for q in quotas}
+    cluster = _Cluster(hosts_from_federation(federation))
+    gpu_capacity = sum(len(h.gpu_free) for h in cluster.hosts)
+    events: list[tuple[float, int, str, str]] = []  # (time, kind 0=end 1=arrival, job, token)
+    for j in jobs.values():
+        heapq.heappush(events, (j.submit_s, 1, j.id, ""))
+    pending: dict[str, PendingJob] = {}
+    running: dict[str, RunningJob] = {}
+    run_token: dict[str, str] = {}
+    reservations: dict[str, tuple[str, ...]] = {}
+    preemptions = 0
+    now = 0.0
+    while events:
+        t = events[0][0]
+        now = math.ceil(t / interval_s - 1e-9) * interval_s if interval_s > 0 else t
+        while events and events[0][0] <= now + 1e-9:
+            at, kind, job_id, token = heapq.heappop(events)
+            job = jobs[job_id]
+            if kind == 1:
+                pending[job_id] = _pending(job)
+            elif run_token.get(job_id) == token:  # not a stale end of a preempted run
+                r = running.pop(job_id)
+                cluster.apply(r, -1.0)
+                job.end_s = at
+                job.gpu_seconds += job.gang.total_demand().get("gpu", 0.0) * (at - job.start_s)
+        if not pending:
+            continue
+        for job_id, hosts in reservations.items():
+            if job_id in pending:
+                pending[job_id] = _with_reservation(pending[job_id], hosts)
+        snap = Snapshot(cluster.snapshot_hosts(), qmap, list(running.values()),
+                        list(pending.values()), dict(weights or {}))
+        decisions = decide(snap, lambda: now, policy)
+        reservations = decisions.reservations
+        for p in decisions.preemptions:
+            r = running.pop(p.job_id)
+            cluster.apply(r, -1.0)
+            job = jobs[p.job_id]
+            job.preemptions += 1
+            preemptions += 1
+            job.gpu_seconds += job.gang.total_demand().get("gpu", 0.0) * (now - job.start_s)
+            run_token.pop(p.job_id, None)
+            pending[p.job_id] = _pending(job)
+        for a in decisions.admissions:
+            job = jobs[a.job_id]
+            pending.pop(a.job_id)
+            r = RunningJob(job.id, job.project, job.partner, a.node, a.cluster, job.priority, now,
+                           job.gang, a.placement(), a.gpu_type)
+            running[job.id] = r
+            cluster.apply(r, 1.0)
+            job.start_s = now
+            job.ran_at = a.node
+            token = f"{job.id}#{job.preemptions}"
+            run_token[job.id] = token
+            heapq.heappush(events, (now + job.duration_s, 0, job.id, token))
+    return _result(policy.name, jobs, gpu_capacity, preemptions)
+
+
+def _pending(job: TraceJob) -> PendingJob:
+    return PendingJob(job.id, job.project, job.partner, job.priority, job.submit_s, job.gang,
+                      frozenset({job.node}) if job.node else None)
+
+
+def _with_reservation(p: PendingJob, hosts: tuple[str, ...]) -> PendingJob:
+    return PendingJob(p.id, p.project, p.partner, p.priority, p.submitted_at, p.gang, p.nodes,
+                      p.pool_labels, p.constraint_note, hosts)
+
+
+def jain(values: list[float]) -> float:
+    """Jain's fairness index: 1 when all equal, 1/n when one value takes everything."""
+    if not values:
+        return 1.0
+    square = sum(v * v for v in values)
+    return (sum(values) ** 2) / (len(values) * square) if square else 1.0
+
+
+def _result(policy: str, jobs: Mapping[str, TraceJob], gpu_capacity: float, preemptions: int) -> dict:
+    done = [j for j in jobs.values() if j.end_s is not None]
+    waits = sorted((j.end_s - j.submit_s) - j.duration_s for j in done)
+    slowdown: dict[str, list[float]] = {}
+    for j in done:
+        slowdown.setdefault(j.partner, []).append((j.end_s - j.submit_s) / max(j.duration_s, 10.0))
+    if done:
+        span = max(j.end_s for j in done) - min(j.submit_s for j in jobs.values())
+    else:
+        span = 0.0
+    used = sum(j.gpu_seconds for j in jobs.values())
+
+    def pct(p: float) -> float:
+        return round(waits[min(len(waits) - 1, int(p * len(waits)))], 3) if waits else 0.0
+
+    summary = {
+        "policy": policy,
+        "jobs": len(jobs),
+        "completed": len(done),
+        "gpu_utilisation": round(used / (gpu_capacity * span), 4) if span and gpu_capacity else 0.0,
+        "wait_mean_s": round(statistics.fmean(waits), 3) if waits else 0.0,
+        "wait_p50_s": pct(0.5),
+        "wait_p95_s": pct(0.95),
+        "completion_mean_s": round(statistics.fmean(j.end_s - j.submit_s for j in done), 3)
+        if done else 0.0,
+        "jain_fairness": round(jain([statistics.fmean(v) for v in slowdown.values()]), 4),
+        "preemptions": preemptions,
+    }
+    rows = [{"job": j.id, "submit_s": j.submit_s, "start_s": j.start_s, "end_s": j.end_s,
+             "node": j.ran_at, "preemptions": j.preemptions}
+            for j in jobs.values()]
+    return {"summary": summary, "jobs": rows}
