@@ -76,9 +76,12 @@ def test_fill_curve_and_failures(files: dict[str, str]) -> None:
     assert again == out  # the seed fixes the order
 
 
-def test_fill_in_order_places_each_request_once(files: dict[str, str]) -> None:
-    out = _json(["fill", "--hosts", files["hosts.csv"], "--requests", files["requests.csv"],
-                 "--in-order", "--output", "json"])
+def test_fill_in_order_places_each_request_once(files: dict[str, str], tmp_path: Path) -> None:
+    lines = REQUESTS.splitlines()
+    ordered = tmp_path / "ordered.csv"
+    ordered.write_text("\n".join([lines[0], lines[3], lines[1], lines[2], lines[4]]) + "\n")
+    out = _json(["fill", "--hosts", files["hosts.csv"], "--requests", str(ordered),
+                 "--in-order", "--seed", "9", "--output", "json"])
     assert out["requests"] == 4 and out["failed"] == 0
     assert out["curve"][-1] == {"arrived_pct": 32, "allocated_pct": 32.5}
 

@@ -135,13 +135,15 @@ def cancel(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep)
     responses={200: {"content": {"text/plain": {}}, "description": "driver log from `offset`"}, **errors(401, 404)},
 )
 def logs(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep,
-         offset: Annotated[int, Query(ge=0)] = 0) -> PlainTextResponse:
+         offset: Annotated[int, Query(ge=0)] = 0) -> Response:
     job = jobs.visible_job(session, caller, job_id)
     data, next_offset = (b"", offset)
     if state.log_reader is not None:
         data, next_offset = state.log_reader(job, offset)
-    return PlainTextResponse(
-        data.decode("utf-8", errors="replace"),
+    # Raw bytes: `offset` counts bytes, and a UTF-8 character may span two reads.
+    return Response(
+        content=data,
+        media_type="text/plain; charset=utf-8",
         headers={"X-Log-Offset": str(next_offset), "X-Job-State": job.state.value},
     )
 
