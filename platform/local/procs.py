@@ -112,3 +112,28 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def pids_under(directory: str) -> list[int]:
+    """Live processes whose command line names `directory` or whose working dir lies in it.
+
+    How leftovers of a crashed Ray head are found without a parent to walk from: raylet
+    and GCS name their session dir in their arguments; Ray's agents rename their process
+    title but keep the working dir the head was started in.
+    """
+    if not directory:
+        return []
+    needle = directory.rstrip("/")
+    out: list[int] = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd").removesuffix(" (deleted)")
+        except OSError:
+            continue
+        inside = cwd == needle or cwd.startswith(needle + "/")
+        if (inside or needle + "/" in cmdline) and pid_alive(int(entry.name)):
+            out.append(int(entry.name))
+    return out

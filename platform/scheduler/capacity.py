@@ -126,6 +126,7 @@ class Capacity:
             slot = Slot(host, len(self.slots), pool)
             self.slots[host.id] = slot
             pool.add(slot)
+        self._eligible: dict[tuple, list[PoolState]] = {}
         self.node_clusters: dict[str, list[str]] = {}
         for cluster, node in self.cluster_node.items():
             self.node_clusters.setdefault(node, []).append(cluster)
@@ -154,7 +155,11 @@ class Capacity:
         pools = self.cluster_pools.get(cluster, [])
         if not labels:
             return pools
-        return [p for p in pools if labels_match(p.labels, labels)]
+        key = (cluster, tuple(sorted((k, str(v).lower()) for k, v in labels.items())))
+        found = self._eligible.get(key)
+        if found is None:
+            found = self._eligible[key] = [p for p in pools if labels_match(p.labels, labels)]
+        return found
 
     def gpu_types(self, pools: Iterable[PoolState]) -> list[str]:
         return sorted({p.gpu_type for p in pools if p.gpu_type})

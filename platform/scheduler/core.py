@@ -48,6 +48,8 @@ def decide(
 
 
 def _labels_key(labels: Mapping[str, object]) -> tuple:
+    if not labels:
+        return ()
     return tuple(sorted((k, str(v).lower()) for k, v in labels.items()))
 
 
@@ -121,6 +123,9 @@ class _Cycle:
         self.capfail: set[tuple] = set()
         self.jobfail: dict[tuple, str] = {}
         self.eligible_cache: dict[tuple, list[tuple[str, list[str]]]] = {}
+        self.offered_cache: dict[tuple, list[str]] = {}
+        self.text_cache: dict[Shape, str] = {}
+        self.shapes: dict[int, Shape] = {}  # id(gang) -> shape: jobs often share a GangSpec
         self.reserved: dict[str, list[Slot]] = {}
         self.blocker: str | None = None
         self.victims_tried = False
@@ -147,7 +152,9 @@ class _Cycle:
             if self.policy.head_of_line:
                 self.blocker = job.id
             reservation: tuple[str, ...] = ()
-            if self._aged(job):
+            if self._aged(job) and (
+                job.id in self.reserved or len(self.reserved) < self.policy.max_reservations
+            ):
                 cause, reservation = self._reserve(job, cause)
             self._wait(job, cause, reservation)
         return self.decisions
@@ -175,9 +182,12 @@ class _Cycle:
 
     def _consider(self, job: PendingJob) -> str | None:
         """Admit the job (returns None) or say why it waits."""
-        shape = job.shape
+        shape = self.shapes.get(id(job.gang))
+        if shape is None:
+            shape = self.shapes[id(job.gang)] = job.shape
         own = self.reserved.get(job.id)
-        key = (shape, job.nodes, _labels_key(job.pool_labels), job.project)
+        lk = _labels_key(job.pool_labels)
+        key = (shape, job.nodes, lk, job.project)
         if own is None:
             cached = self.jobfail.get(key)
             if cached is not None:
@@ -188,6 +198,7 @@ class _Cycle:
         blocked: list[tuple[str, list[str], list[str] | None, QuotaCheck]] = []
         eligible = self._eligible(job)
         usage0 = shape.usage(None)
+        needs_gpu = "gpu" in usage0
         for node, clusters in eligible:
             if not clusters:
                 problems.append(f"{node} has no {_labels_text(job.pool_labels)} pool")
@@ -199,8 +210,8 @@ class _Cycle:
                     blocked.append((node, clusters, None, q))  # own lower-priority jobs may yield
                 continue
             types: list[str] | None = None
-            if shape.gpu:
-                types, problem = self._gpu_types(job, node, clusters)
+            if needs_gpu:
+                types, problem = self._gpu_types(job, shape, lk, node, clusters)
                 if not types:
                     problems.append(problem)
                     continue
@@ -210,7 +221,6 @@ class _Cycle:
         if not eligible:
             problems.append("no node of the federation is allowed")
         options.sort(key=lambda o: (o[0], o[1]))
-        lk = _labels_key(job.pool_labels)
         for _, _, node, cluster, types in options:
             ck = (cluster, shape, lk, tuple(types) if types else None)
             if own is None and ck in self.capfail:
@@ -231,26 +241,35 @@ class _Cycle:
             return None
         where = f" in a {_labels_text(job.pool_labels)} pool" if job.pool_labels else ""
         tried = " even after preempting borrowed capacity" if self.victims_tried else ""
+        text = self.text_cache.get(shape)
+        if text is None:
+            text = self.text_cache[shape] = describe(shape)
         for node, _, _, _ in nominal_nodes:
-            problems.append(f"no room at {node} for {describe(shape)}{where}{tried}")
+            problems.append(f"no room at {node} for {text}{where}{tried}")
         cause = "; ".join(([job.constraint_note] if job.constraint_note else []) + problems)
         if own is None:
             self.jobfail[key] = cause
         return cause
 
-    def _gpu_types(self, job: PendingJob, node: str, clusters: list[str]) -> tuple[list[str], str]:
-        shape = job.shape
-        offered = sorted({
-            p.gpu_type for c in clusters for p in self.cap.eligible_pools(c, job.pool_labels)
-            if p.gpu_type and all(d.accepts(p.gpu_type) for d, _ in shape.groups if d.gpu)
-        })
+    def _gpu_types(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
+                   clusters: list[str]) -> tuple[list[str], str]:
+        key = (shape, lk, node)
+        offered = self.offered_cache.get(key)
+        if offered is None:
+            offered = self.offered_cache[key] = sorted({
+                p.gpu_type for c in clusters for p in self.cap.eligible_pools(c, job.pool_labels)
+                if p.gpu_type and all(d.accepts(p.gpu_type) for d, _ in shape.groups if d.gpu)
+            })
         if not offered:
             wanted = "|".join(sorted(shape.gpu_types)) or "any"
             return [], f"{node} has no gpu:{wanted} pool" + (
                 f" ({_labels_text(job.pool_labels)})" if job.pool_labels else "")
         allowed, problem = [], ""
+        usage = shape.usage(None)
+        if not self.ledger.limits_types(job.project, node):
+            return offered, ""
         for t in offered:
-            q = self.ledger.check(job.project, node, {f"gpu:{t}": shape.gpu})
+            q = self.ledger.check(job.project, node, {f"gpu:{t}": usage["gpu"]})
             if q.ok:
                 allowed.append(t)
             else:

@@ -30,10 +30,13 @@ class FairShare:
         self.weights = weights
         self.partner_usage: dict[str, dict[str, float]] = {}
         self.project_usage: dict[str, dict[str, float]] = {}
+        self._cache: dict[tuple[int, str], float] = {}  # shares change only in add()
         for job in running:
             self.add(job.partner, job.project, job.usage)
 
     def add(self, partner: str, project: str, usage: Mapping[str, float], sign: float = 1.0) -> None:
+        self._cache.pop((0, partner), None)
+        self._cache.pop((1, project), None)
         for table, key in ((self.partner_usage, partner), (self.project_usage, project)):
             held = table.setdefault(key, {})
             for r in BASE:
@@ -47,10 +50,17 @@ class FairShare:
 
     def partner_share(self, partner: str) -> float:
         """Dominant share divided by the partner's weight (default 1)."""
-        return self._dominant(self.partner_usage.get(partner)) / self.weights.get(partner, 1.0)
+        share = self._cache.get((0, partner))
+        if share is None:
+            share = self._cache[(0, partner)] = self._dominant(
+                self.partner_usage.get(partner)) / self.weights.get(partner, 1.0)
+        return share
 
     def project_share(self, project: str) -> float:
-        return self._dominant(self.project_usage.get(project))
+        share = self._cache.get((1, project))
+        if share is None:
+            share = self._cache[(1, project)] = self._dominant(self.project_usage.get(project))
+        return share
 
 
 class QueueOrder:

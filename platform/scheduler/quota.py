@@ -85,6 +85,11 @@ class QuotaLedger:
                 borrowing = True
         return QuotaCheck(True, borrowing=borrowing, within_nominal=not borrowing)
 
+    def limits_types(self, project: str, node: str) -> bool:
+        """Whether the quota has any ``gpu:<type>`` entry (else type checks can be skipped)."""
+        limit = self.limit.get((project, node))
+        return bool(limit) and any(r.startswith("gpu:") for r in limit)
+
     def borrows(self, project: str, node: str) -> bool:
         """True while the project uses more than its nominal quota of something at ``node``."""
         nominal = self.nominal.get((project, node))

@@ -7,7 +7,7 @@ given moment of a cycle, so the core computes the outcome once per shape
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aitb.domain.resources import GangSpec, ReplicaSpec
 
@@ -35,9 +35,19 @@ class Demand:
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """A gang as (demand, count) groups, largest first: what placement consumes."""
+    """A gang as (demand, count) groups, head first: what placement consumes.
+
+    Shapes key the per-cycle caches, so the hash and the totals are computed once.
+    """
 
     groups: tuple[tuple[Demand, int], ...]
+    _hash: int = field(default=0, compare=False, repr=False)
+    _usage: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __hash__(self) -> int:
+        if not self._hash:
+            object.__setattr__(self, "_hash", hash(self.groups) or 1)
+        return self._hash
 
     @property
     def replicas(self) -> int:
@@ -65,13 +75,17 @@ class Shape:
         return sum(d.memory_gib * n for d, n in self.groups)
 
     def usage(self, gpu_type: str | None) -> dict[str, float]:
-        """Quota usage of the gang once its GPUs land on ``gpu_type``."""
+        """Quota usage of the gang once its GPUs land on ``gpu_type`` (do not mutate)."""
+        cached = self._usage.get(gpu_type)
+        if cached is not None:
+            return cached
         out = {"cpu": self.cpu, "memory_gib": self.memory_gib}
         gpu = self.gpu
         if gpu:
             out["gpu"] = gpu
             if gpu_type:
                 out[f"gpu:{gpu_type}"] = gpu
+        self._usage[gpu_type] = out
         return out
 
     def replica_demands(self) -> list[Demand]:

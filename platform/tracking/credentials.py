@@ -47,6 +47,8 @@ def as_account(account: MlflowAccount, policy: HttpPolicy | None = None) -> Iter
         "MLFLOW_TRACKING_PASSWORD": account.password,
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(policy.max_retries),
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(policy.timeout_s),
+        # The client prints "View run ... at" on every run end; a control plane must not.
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     }
     with _LOCK:
         saved = {key: os.environ.get(key) for key in values}

@@ -112,7 +112,12 @@ def enqueue_experiment_sync(
     grants: Mapping[str, str],
     revoke: Iterable[str] = (),
 ) -> int:
-    payload = {"partner": partner, "project": project, "grants": dict(grants), "revoke": list(revoke)}
+    payload = {
+        "partner": partner,
+        "project": project,
+        "grants": dict(grants),
+        "revoke": list(revoke),
+    }
     return store.enqueue(session, project_key(project), EXPERIMENT_SYNC, payload)
 
 
@@ -191,7 +196,8 @@ class OutboxProcessor:
         return delivered
 
     def _deliver(self, event: store.OutboxEvent) -> bool | None:
-        """True: delivered. False: abandoned for good. None: will be retried."""
+        """True: delivered. False: not delivered, go on with other events.
+        None: a transient failure (MLflow likely down), end this pass."""
         try:
             result = self._apply(event)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the event
@@ -218,7 +224,9 @@ class OutboxProcessor:
         if give_up:
             log.warning("abandoned outbox event %s (%s): %s", event.id, event.kind, error)
             return False
-        log.info("outbox event %s (%s) failed, retry at %s: %s", event.id, event.kind, retry_at, error)
+        log.info(
+            "outbox event %s (%s) failed, retry at %s: %s", event.id, event.kind, retry_at, error
+        )
         return False if permanent else None
 
     def _apply(self, event: store.OutboxEvent) -> dict[str, Any] | None:
@@ -227,7 +235,9 @@ class OutboxProcessor:
             spec = RunSpec.model_validate(p["run"])
             experiment_id = self.tracker.ensure_experiment(spec.partner, spec.project)
             if self.access is not None and self.runner_secret is not None:
-                self.access.ensure_runner(spec.partner, spec.project, experiment_id, self.runner_secret)
+                self.access.ensure_runner(
+                    spec.partner, spec.project, experiment_id, self.runner_secret
+                )
             run_id = self.tracker.create_run(experiment_id, spec)
             return {"experiment_id": experiment_id, "run_id": run_id}
         if event.kind == EXPERIMENT_SYNC:

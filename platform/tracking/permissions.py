@@ -106,7 +106,9 @@ class MlflowAccess:
             return None
         return self.reset_password(username)
 
-    def ensure_runner(self, partner: str, project: str, experiment_id: str, secret: str | bytes) -> MlflowAccount:
+    def ensure_runner(
+        self, partner: str, project: str, experiment_id: str, secret: str | bytes
+    ) -> MlflowAccount:
         """The project's runner account, with its derived password and EDIT on the experiment."""
         account = runner_account(partner, project, secret)
         self._set_password(account.username, account.password)

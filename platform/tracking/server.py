@@ -142,7 +142,7 @@ def start_mlflow_server(
     when the auth database is empty and ignores the setting afterwards).
     """
     if len(admin_password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"the MLflow admin password needs at least {MIN_PASSWORD_LENGTH} characters")
+        raise ValueError(f"the MLflow admin password needs {MIN_PASSWORD_LENGTH}+ characters")
     paths = MlflowPaths(Path(data_dir))
     paths.artifacts.mkdir(parents=True, exist_ok=True)
     paths.log.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +184,9 @@ def write_auth_config(paths: MlflowPaths, admin_user: str) -> None:
         f"admin_username = {admin_user}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "grant_default_workspace_access = false\n"
+        # Verifying a password (PBKDF2) dominates each request's cost; with one worker the
+        # cache is never stale, since that worker sees every password or grant change.
+        "auth_cache_ttl_seconds = 300\n"
     )
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.auth_config.write_text(text)

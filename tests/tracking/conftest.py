@@ -38,11 +38,16 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedM
     server.stop()
 
 
-def call_as(
-    account: MlflowAccount, url: str, fn: Callable[[Any], Any]
-) -> Any:
+def call_as(account: MlflowAccount, url: str, fn: Callable[[Any], Any]) -> Any:
     """Run `fn(MlflowClient)` with `account`'s credentials, failing fast."""
     from mlflow.tracking import MlflowClient
 
     with as_account(account, HttpPolicy(max_retries=0, timeout_s=10)):
         return fn(MlflowClient(tracking_uri=url))
+
+
+def driver_log(url: str, run_id: str, dst: Path) -> str:
+    """The run's `driver.log` artifact, downloaded as the admin."""
+    dst.mkdir(parents=True, exist_ok=True)
+    local = call_as(ADMIN, url, lambda c: c.download_artifacts(run_id, "driver.log", str(dst)))
+    return Path(local).read_text()

@@ -19,7 +19,7 @@ from aitb.tracking.outbox import Backoff, OutboxProcessor
 from aitb.tracking.permissions import MlflowAccess, runner_account
 from aitb.tracking.tracker import RunSpec, Tracker
 
-from .conftest import ADMIN, call_as, free_port, launch
+from .conftest import ADMIN, call_as, driver_log, free_port, launch
 from .factories import make_job
 
 pytestmark = pytest.mark.mlflow
@@ -88,7 +88,8 @@ def _job_lifecycle(session, job, log_path: Path) -> None:
     outbox.enqueue_state(session, job.id, JobState.ADMITTED, T0 + timedelta(seconds=1))
     outbox.enqueue_tags(session, job.id, {"node": "stockholm", "cluster": "sthlm-cpu-1"})
     outbox.enqueue_state(session, job.id, JobState.RUNNING, T0 + timedelta(seconds=2))
-    outbox.enqueue_metrics(session, job.id, {"queue_wait_s": 2.0, "run_time_s": 30.0, "preemptions": 0})
+    metrics = {"queue_wait_s": 2.0, "run_time_s": 30.0, "preemptions": 0}
+    outbox.enqueue_metrics(session, job.id, metrics)
     outbox.enqueue_log(session, job.id, path=log_path)
     outbox.enqueue_state(session, job.id, JobState.SUCCEEDED, T0 + timedelta(seconds=32))
 
@@ -133,10 +134,10 @@ def test_events_wait_out_an_outage_and_arrive_in_order(server, sessions, harness
         assert run.info.status == "FINISHED"
         assert run.data.tags["aitb.state"] == "SUCCEEDED"  # the last event won: order kept
         assert run.data.tags["aitb.node"] == "stockholm"
-        assert {f"aitb.state.{s}.at" for s in ("ADMITTED", "RUNNING", "SUCCEEDED")} <= set(run.data.tags)
+        stamps = {f"aitb.state.{s}.at" for s in ("ADMITTED", "RUNNING", "SUCCEEDED")}
+        assert stamps <= set(run.data.tags)
         assert run.data.metrics == {"queue_wait_s": 2.0, "run_time_s": 30.0, "preemptions": 0.0}
-        local = call_as(ADMIN, server.url, lambda c: c.download_artifacts(run_id, "driver.log", str(tmp_path / run_id)))
-        assert Path(local).read_text() == "step 1\nstep 2\ndone\n"
+        assert driver_log(server.url, run_id, tmp_path / run_id) == "step 1\nstep 2\ndone\n"
 
     # run.create provisioned the project's runner; experiment.sync granted the viewer.
     experiment_id = created[0][1] if created[0][0] == jobs[0].id else created[1][1]
@@ -164,7 +165,8 @@ def test_replayed_events_change_nothing(server, sessions, harness, tmp_path) -> 
         s.execute(update(store.OutboxRow).values(delivered_at=None))
     assert processor.run_once() == 7
     assert {c[2] for c in created} == {run_id}
-    runs = call_as(ADMIN, server.url, lambda c: c.search_runs([experiment_id], "tags.`aitb.job_id` = '%s'" % job.id))
+    by_job = f"tags.`aitb.job_id` = '{job.id}'"
+    runs = call_as(ADMIN, server.url, lambda c: c.search_runs([experiment_id], by_job))
     assert [r.info.run_id for r in runs] == [run_id]
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["aitb.state"] == "SUCCEEDED"
@@ -175,7 +177,7 @@ def test_a_hopeless_event_is_abandoned_without_blocking_others(server, sessions,
     processor, clock, _ = harness
     job = make_job(partner="hopeless")
     with sessions.begin() as s:
-        bad = store.enqueue(s, "orphan", outbox.RUN_STATE, {"state": "RUNNING", "at": T0.isoformat()})
+        bad = outbox.enqueue_state(s, "orphan", JobState.RUNNING, T0)
         outbox.enqueue_run_create(s, RunSpec.from_job(job))
         after = outbox.enqueue_state(s, "orphan", JobState.SUCCEEDED, T0)
     assert processor.run_once() == 1  # the orphan has no run: it waits, the job's create goes on

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from aitb.domain.lifecycle import MLFLOW_STATUS, JobState
 from aitb.tracking.tracker import RunSpec, Tracker
 
-from .conftest import ADMIN, call_as
+from .conftest import ADMIN, call_as, driver_log
 from .factories import make_job
 
 pytestmark = pytest.mark.mlflow
@@ -90,7 +89,8 @@ def test_every_job_state_maps_to_its_run_status(tracker, mlflow_server, state) -
 def test_retried_job_goes_back_to_scheduled(tracker, mlflow_server) -> None:
     job = make_job(partner="statemap")
     run_id = tracker.create_run(tracker.ensure_experiment(job.partner, job.project), job)
-    for i, state in enumerate([JobState.ADMITTED, JobState.RUNNING, JobState.FAILED, JobState.QUEUED]):
+    states = [JobState.ADMITTED, JobState.RUNNING, JobState.FAILED, JobState.QUEUED]
+    for i, state in enumerate(states):
         tracker.set_state(run_id, state, AT + timedelta(seconds=i))
     run = _run(mlflow_server.url, run_id)
     assert run.info.status == "SCHEDULED"
@@ -110,8 +110,7 @@ def test_metrics_tags_log_and_end_land(tracker, mlflow_server, tmp_path) -> None
     assert run.data.tags["aitb.node"] == "goteborg" and run.data.tags["aitb.cluster"] == "gbg-1"
     assert run.info.status == "FINISHED"
 
-    local = call_as(ADMIN, mlflow_server.url, lambda c: c.download_artifacts(run_id, "driver.log", str(tmp_path)))
-    assert Path(local).read_text() == "epoch 1 loss 0.5\nepoch 2 loss 0.3\n"
+    assert driver_log(mlflow_server.url, run_id, tmp_path) == "epoch 1 loss 0.5\nepoch 2 loss 0.3\n"
     with pytest.raises(ValueError):
         tracker.end_run(run_id, "RUNNING", AT)
 
