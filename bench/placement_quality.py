@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mixes import write_hosts, write_requests  # noqa: E402
-
-from aitb.scheduler.sim.fill import allocated_at, fill, read_hosts, read_requests  # noqa: E402
+from aitb.scheduler.sim.fill import allocated_at, fill, read_hosts, read_requests
+from mixes import write_hosts, write_requests
 
 DATA = Path(__file__).parent / "data"
 

@@ -39,11 +39,11 @@ def write_trace(path: Path, n: int, seed: int = 11, span_s: float = 3 * 24 * 360
         elif x < 0.8:
             gpu, replicas = rng.choice([1, 1, 2, 4, 8]), 1
         elif x < 0.95:
-            gpu, replicas = 8, rng.choice([2, 4])
+            gpu, replicas = rng.choice([4, 8]), 2
         else:
             gpu, replicas = 0, rng.choice([1, 4])
         types = rng.choice(["", "", "", "a100|h100", "h100"]) if gpu >= 1 else ""
-        node = "lund" if rng.random() < 0.05 else ""
+        node = "lund" if rng.random() < 0.05 and gpu * replicas <= 8 else ""
         duration = min(48 * 3600, rng.lognormvariate(8.0, 1.2))  # median ~50 min
         rows.append([f"j{i}", round(submit, 1), round(duration, 1), partner,
                      f"{partner}-{rng.choice('ab')}", replicas, max(2, 6 * gpu),

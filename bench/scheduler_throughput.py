@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from aitb.domain.models import Quota  # noqa: E402
-from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec  # noqa: E402
-from aitb.domain.testbed import Federation  # noqa: E402
-from aitb.scheduler import PendingJob, decide, snapshot_from_federation  # noqa: E402
+from aitb.domain.models import Quota
+from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec
+from aitb.domain.testbed import Federation
+from aitb.scheduler import PendingJob, decide, snapshot_from_federation
 
 NOW = 1e9  # jobs were submitted over the last two hours: about 3/4 past the 30-min aging threshold
 NODES = ["stockholm", "goteborg", "orebro", "lund", "lulea", "linkoping"]

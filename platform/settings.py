@@ -39,7 +39,7 @@ class PackageSettings(BaseModel):
 
 class SchedulerSettings(BaseModel):
     enabled: bool = True
-    interval_s: float = Field(default=1.0, gt=0)
+    interval_s: float = Field(default=0.5, gt=0)
     aging_threshold_s: float = Field(default=1800.0, ge=0)
     lease_s: float = Field(default=15.0, gt=0)
 

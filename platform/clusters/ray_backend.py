@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
-import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -27,7 +24,6 @@ from aitb.clusters.base import (
     BackendUnavailable,
     DispatchRejected,
     DispatchRequest,
-    ReplicaResources,
     replica_custom_resources,
 )
 from aitb.clusters.gang import gang_env
@@ -120,19 +116,25 @@ class RayBackend:
         if _loopback(self.address):
             # A job that calls ray.init() must reach its loopback cluster (BRIEF section 10).
             env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        working_dir = req.working_dir or self._empty_working_dir()
         entrypoint = req.entrypoint
+        if req.working_dir is None:
+            # No code: run in a fresh empty directory on the node. Cheaper than shipping an
+            # empty working_dir, which Ray hashes and checks for on every submission.
+            entrypoint = f'cd "$(mktemp -d)" && {entrypoint}'
         if req.max_runtime_s:
             # Enforced next to the job, so it holds while the control plane is down.
-            entrypoint = f"{_TIMEOUT_PREFIX}{int(req.max_runtime_s)} sh -c {shlex.quote(entrypoint)}"
+            limit = int(req.max_runtime_s)
+            entrypoint = f"{_TIMEOUT_PREFIX}{limit} sh -c {shlex.quote(entrypoint)}"
         kwargs: dict[str, Any] = {
             "entrypoint": entrypoint,
             "submission_id": req.job_id,
-            "runtime_env": {"working_dir": str(working_dir), "env_vars": env},
+            "runtime_env": {"env_vars": env},
             "metadata": {METADATA_KEY: req.job_id},
             "entrypoint_num_cpus": req.head.cpu,
             "entrypoint_memory": int(req.head.memory_gib * GIB),
         }
+        if req.working_dir is not None:
+            kwargs["runtime_env"]["working_dir"] = str(req.working_dir)
         if req.head.gpu:
             kwargs["entrypoint_num_gpus"] = req.head.gpu
         resources = replica_custom_resources(req.head)
@@ -227,10 +229,3 @@ class RayBackend:
             exit_code=exit_code,
             stop_requested=stop_requested and not state.terminal,
         )
-
-    def _empty_working_dir(self) -> Path:
-        """A job without code runs in an empty directory (BRIEF section 8); Ray uploads it
-        once per cluster (content-addressed), so one shared directory is enough."""
-        path = Path(tempfile.gettempdir()) / f"aitb-empty-working-dir-{os.getuid()}"
-        path.mkdir(mode=0o700, exist_ok=True)
-        return path

@@ -39,7 +39,9 @@ def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time) -> Bac
     )
 
 
-def backends_for(federation: Federation, clock: Callable[[], float] = time.time) -> dict[str, Backend]:
+def backends_for(
+    federation: Federation, clock: Callable[[], float] = time.time
+) -> dict[str, Backend]:
     """Backends of every cluster that has one; clusters whose backend is unsupported are
     left out (the caller may still schedule onto them once support lands)."""
     out: dict[str, Backend] = {}

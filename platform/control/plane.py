@@ -58,10 +58,12 @@ class ControlPlane:
         )
         self.outbox = self._outbox() if tracking_uri else None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wake_control = threading.Event()
+        self._wake_tracking = threading.Event()
+        self._threads: list[threading.Thread] = []
         # the API uses these for job hooks, logs and the queue
-        state.on_job_created = self.events.created
-        state.on_job_changed = self.events.changed
+        state.on_job_created = self.hook(self.events.created)
+        state.on_job_changed = self.hook(self.events.changed)
         state.log_reader = self.reconciler.read_log
         state.queue_view = self.scheduler.queue
 
@@ -134,34 +136,75 @@ class ControlPlane:
             env["MLFLOW_TRACKING_PASSWORD"] = account.password
         return env
 
-    # -- the loop ---------------------------------------------------------------------------
-    def tick(self) -> None:
+    # -- the loops --------------------------------------------------------------------------
+    # Two threads: scheduling + reconciling, and tracking delivery, so a slow MLflow never
+    # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
+    # their interval passes; while jobs wait to start the reconciler polls fast.
+    HOT_INTERVAL_S = 0.1
+
+    def wake(self) -> None:
+        self._wake_control.set()
+        self._wake_tracking.set()
+
+    def hook(self, action):
+        """Wrap an API job hook so the loops wake as soon as the API's transaction commits."""
+        from sqlalchemy import event
+
+        def run(session, job):
+            action(session, job)
+            event.listen(session, "after_commit", lambda _s: self.wake(), once=True)
+
+        return run
+
+    def tick(self) -> bool:
+        """One scheduling + reconciling pass; True while some job waits to start."""
         if not self.leader.try_acquire():
-            return
-        for step in (self.scheduler.run_once, self.reconciler.run_once,
-                     self.outbox.run_once if self.outbox else None):
-            if step is None:
-                continue
+            return False
+        for step in (self.scheduler.run_once, self.reconciler.run_once):
             try:
                 step()
-            except Exception:  # one failing step must not stop the others or the loop
+            except Exception:  # one failing step must not stop the other or the loop
                 log.exception("control step %s failed", getattr(step, "__qualname__", step))
+        return self.reconciler.hot
 
-    def _loop(self) -> None:
+    def _control_loop(self) -> None:
         interval = self.settings.scheduler.interval_s
         while not self._stop.is_set():
-            started = time.monotonic()
-            self.tick()
-            self._stop.wait(max(0.05, interval - (time.monotonic() - started)))
+            hot = self.tick()
+            self._wake_control.wait(self.HOT_INTERVAL_S if hot else interval)
+            self._wake_control.clear()
+
+    def _tracking_loop(self) -> None:
+        assert self.outbox is not None
+        try:  # import mlflow and open the connection before the first job needs it
+            self.outbox.tracker.ensure_ready()
+        except Exception as exc:
+            log.warning("MLflow not reachable yet (%s); tracking will catch up", exc)
+        interval = self.settings.tracking.outbox_interval_s
+        while not self._stop.is_set():
+            delivered = 0
+            if self.leader.is_leader:
+                try:
+                    delivered = self.outbox.run_once()
+                except Exception:
+                    log.exception("tracking delivery failed")
+            if delivered:
+                self._wake_control.set()  # a new run id may unblock a dispatch
+            self._wake_tracking.wait(0.05 if delivered else interval)
+            self._wake_tracking.clear()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="aitb-control", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._control_loop, name="aitb-control", daemon=True)]
+        if self.outbox is not None:
+            self._threads.append(threading.Thread(target=self._tracking_loop, name="aitb-tracking", daemon=True))
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
+        self.wake()
+        for thread in self._threads:
+            thread.join(timeout=10)
         try:
             self.leader.release()
         except Exception:

@@ -52,6 +52,12 @@ class _Backoff:
     next_try: float = 0.0
 
 
+def _short(message: str) -> str:
+    """Ray appends the log tail to failure messages; the log has it already."""
+    first = (message or "no message").split(", last available logs")[0].splitlines()[0]
+    return first[:300]
+
+
 class Reconciler:
     def __init__(
         self,
@@ -73,6 +79,7 @@ class Reconciler:
         self.workdir_for = workdir_for
         self.clock = clock
         self._backoff: dict[str, _Backoff] = {}
+        self.hot = False  # some job is admitted but not running yet: poll fast
 
     # -- helpers --------------------------------------------------------------------------
     def _available(self, cluster: str) -> bool:
@@ -120,6 +127,7 @@ class Reconciler:
             ) if j.cancel_requested]
         for job in to_stop:
             self._stop_leftover(job)
+        self.hot = any(j.state == JobState.ADMITTED for j in active)
         for job in active:
             if job.cluster not in self.backends or not self._available(job.cluster):
                 continue
@@ -166,7 +174,7 @@ class Reconciler:
         if status.state == BackendState.SUCCEEDED:
             self._finish(job, JobState.SUCCEEDED, "succeeded", status)
         elif status.state == BackendState.FAILED:
-            self._finish(job, JobState.FAILED, f"failed: {status.message}".strip(": "), status)
+            self._finish(job, JobState.FAILED, "failed: " + _short(status.message), status)
         elif status.state == BackendState.STOPPED:
             self._finish(job, JobState.FAILED, "stopped outside aitb", status)
         elif status.state == BackendState.UNKNOWN:

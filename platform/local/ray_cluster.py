@@ -265,7 +265,9 @@ def wait_healthy(cluster: LocalRayCluster, timeout_s: float = 120.0) -> None:
         if not pid_alive(cluster.pid):
             raise RayStartError(f"ray head {cluster.name} exited:\n{_tail(cluster.log_path)}")
         if time.monotonic() > deadline:
-            raise RayStartError(f"ray head {cluster.name} dashboard not up:\n{_tail(cluster.log_path)}")
+            raise RayStartError(
+                f"ray head {cluster.name} dashboard not up:\n{_tail(cluster.log_path)}"
+            )
         time.sleep(0.5)
     client = JobSubmissionClient(cluster.address)
     probe = f"aitb-health-{uuid.uuid4().hex[:8]}"

@@ -137,7 +137,9 @@ def secret_file(path: Path, nbytes: int = 24) -> str:
 
 
 # -- up ----------------------------------------------------------------------------------------
-def up(settings: Settings, parts: frozenset[str] = ALL_PARTS, timeout_s: float = 180.0) -> dict[str, Part]:
+def up(
+    settings: Settings, parts: frozenset[str] = ALL_PARTS, timeout_s: float = 180.0
+) -> dict[str, Part]:
     """Start the missing parts and wait until all are healthy; return every recorded part."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with _locked(settings):

@@ -13,7 +13,21 @@ from aitb.scheduler.snapshot import (
 )
 
 __all__ = [
-    "Admission", "Decisions", "FIFO", "Host", "OURS", "POLICIES", "PendingJob", "Policy",
-    "Preemption", "QUOTA_ONLY", "RunningJob", "Snapshot", "Waiting", "decide",
-    "governance_constraints", "queue_view", "snapshot_from_federation",
+    "FIFO",
+    "OURS",
+    "POLICIES",
+    "QUOTA_ONLY",
+    "Admission",
+    "Decisions",
+    "Host",
+    "PendingJob",
+    "Policy",
+    "Preemption",
+    "RunningJob",
+    "Snapshot",
+    "Waiting",
+    "decide",
+    "governance_constraints",
+    "queue_view",
+    "snapshot_from_federation",
 ]

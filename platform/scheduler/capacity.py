@@ -25,7 +25,7 @@ def _q(x: float) -> float:
 class Slot:
     """One host's free capacity during a cycle."""
 
-    __slots__ = ("id", "index", "pool", "cpu", "mem", "dev", "whole", "reserved_for", "bucket")
+    __slots__ = ("bucket", "cpu", "dev", "id", "index", "mem", "pool", "reserved_for", "whole")
 
     def __init__(self, host: Host, index: int, pool: PoolState) -> None:
         self.id = host.id
@@ -59,7 +59,7 @@ class PoolState:
         self.mem_cap = first.memory_gib
         self.slots: list[Slot] = []
         nb = self.gpus + 1 if self.gpus else int(first.cpu) + 2
-        self.buckets: list[dict[Slot, None]] = [dict() for _ in range(nb)]
+        self.buckets: list[dict[Slot, None]] = [{} for _ in range(nb)]
         self.partial: dict[float, dict[tuple[Slot, int], None]] = {}
         self.free_gpu = 0.0
         self.free_whole = 0

@@ -16,7 +16,7 @@ class Policy:
     head_of_line: bool = False  # strict FIFO: nothing passes a job that does not fit
     aging: bool = True
     aging_threshold_s: float = 1800.0
-    max_reservations: int = 16  # per cycle
+    max_reservations: int = 4  # per cycle: each withholds whole hosts, so keep few
     require_quota: bool = True  # no quota at a node: may not run there
     max_victims: int = 256  # candidates tried per preemption attempt
 

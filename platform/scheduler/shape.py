@@ -27,7 +27,7 @@ class Demand:
 
     @property
     def whole(self) -> int:
-        return int(round(self.gpu)) if self.gpu >= 1 else 0
+        return round(self.gpu) if self.gpu >= 1 else 0
 
     def accepts(self, gpu_type: str | None) -> bool:
         return not self.gpu_types or gpu_type in self.gpu_types

@@ -172,6 +172,7 @@ class OutboxProcessor:
         self.backoff = backoff
         self.permanent_attempts = permanent_attempts
         self.clock = clock
+        self._runners: set[tuple[str, str, str]] = set()
 
     def run_once(self, limit: int = 100) -> int:
         """Deliver up to `limit` events; returns how many were delivered.

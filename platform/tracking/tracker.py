@@ -112,6 +112,11 @@ class Tracker:
         self.admin = admin
         self.policy = policy or HttpPolicy()
         self._client: MlflowClient | None = None
+        self._experiments: dict[str, str] = {}  # name -> id; experiments are never renamed here
+
+    def ensure_ready(self) -> None:
+        """Import mlflow and reach the server once, so the first job does not pay for it."""
+        self._call(lambda client: client.search_experiments(max_results=1))
 
     def _call(self, fn: Callable[[MlflowClient], T]) -> T:
         with as_account(self.admin, self.policy):
@@ -124,6 +129,8 @@ class Tracker:
     def ensure_experiment(self, partner: str, project: str) -> str:
         """The id of experiment `<partner>/<project>`, created on first use."""
         name = experiment_name(partner, project)
+        if name in self._experiments:
+            return self._experiments[name]
 
         def go(client: MlflowClient) -> str:
             from mlflow.exceptions import MlflowException
@@ -144,7 +151,8 @@ class Tracker:
                 assert found is not None
                 return found.experiment_id
 
-        return self._call(go)
+        self._experiments[name] = self._call(go)
+        return self._experiments[name]
 
     def find_run(self, experiment_id: str, job_id: str) -> str | None:
         """The run already created for `job_id`, if any (what makes `create_run` idempotent)."""

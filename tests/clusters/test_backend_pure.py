@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pathlib import Path
 
 import pytest
@@ -52,9 +54,9 @@ def test_submission_without_code_uses_an_empty_dir_and_wraps_max_runtime() -> No
     kwargs = RayBackend("http://10.0.0.5:8265").submission(
         _request(entrypoint="echo 'hi there'", max_runtime_s=30)
     )
-    working_dir = Path(kwargs["runtime_env"]["working_dir"])
-    assert working_dir.is_dir() and not any(working_dir.iterdir())
-    assert kwargs["entrypoint"] == "timeout --kill-after=30 30 sh -c 'echo '\"'\"'hi there'\"'\"''"
+    assert "working_dir" not in kwargs["runtime_env"]  # runs in a fresh empty dir instead
+    inner = 'cd "$(mktemp -d)" && echo \'hi there\''
+    assert kwargs["entrypoint"] == "timeout --kill-after=30 30 sh -c " + shlex.quote(inner)
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in kwargs["runtime_env"]["env_vars"]
 
 

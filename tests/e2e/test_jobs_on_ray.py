@@ -50,6 +50,14 @@ def test_job_runs_with_its_code_and_environment(platform_):
     assert log.headers["X-Job-State"] == "SUCCEEDED"
 
 
+def test_job_without_code_runs_in_an_empty_directory(platform_):
+    token, project = platform_.researcher()
+    job = submit(platform_, token, project, "python -c \"import os; print('entries:', len(os.listdir('.')))\"")
+    assert platform_.wait_for(job["id"], {"SUCCEEDED", "FAILED"}, token)["state"] == "SUCCEEDED"
+    with platform_.api.client(token) as c:
+        assert "entries: 0" in c.get(f"/v1/jobs/{job['id']}/logs").text
+
+
 def test_failing_job_ends_failed(platform_):
     token, project = platform_.researcher()
     job = submit(platform_, token, project, "python -c \"import sys; print('about to fail'); sys.exit(3)\"")

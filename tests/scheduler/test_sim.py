@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
 from aitb.cli.commands.sim import sim
 from aitb.domain.testbed import parse_testbed
 from aitb.scheduler.sim.replay import TraceJob, jain, replay
+from click.testing import CliRunner
 from sched_builders import gang
 
 HOSTS = """name,cpu,memory_gib,gpus,gpu_type
@@ -65,9 +65,9 @@ def test_fill_curve_and_failures(files: dict[str, str]) -> None:
     out = _json(["fill", "--hosts", files["hosts.csv"], "--requests", files["requests.csv"],
                  "--seed", "3", "--to", "1.3", "--output", "json"])
     curve = out["curve"]
-    assert [p["arrived_pct"] for p in curve] == list(range(0, 131))
+    assert [p["arrived_pct"] for p in curve] == list(range(131))
     assert out["gpu_capacity"] == 20
-    assert all(a["allocated_pct"] <= b["allocated_pct"] for a, b in zip(curve, curve[1:]))
+    assert all(a["allocated_pct"] <= b["allocated_pct"] for a, b in itertools.pairwise(curve))
     # one request (at most 4 of 20 GPUs) may carry arrival past several percents at once
     assert all(p["allocated_pct"] <= min(p["arrived_pct"] + 20, 100) + 1e-9 for p in curve)
     assert out["failed"] > 0 and out["placed"] + out["failed"] == out["requests"]

@@ -78,3 +78,15 @@ def test_permanent_errors_are_told_apart_from_outages() -> None:
     assert is_permanent(MlflowException("no run", error_code=RESOURCE_DOES_NOT_EXIST))
     assert not is_permanent(MlflowException("connection refused"))
     assert not is_permanent(ConnectionError("refused"))
+
+
+def test_tracking_modules_do_not_import_mlflow() -> None:
+    """`import mlflow` costs seconds; the CLI imports these modules and must not pay it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aitb.tracking.outbox, aitb.tracking.server, aitb.tracking.permissions;"
+        "assert 'mlflow' not in sys.modules, 'mlflow imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

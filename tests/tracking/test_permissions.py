@@ -15,6 +15,8 @@ from aitb.tracking.tracker import Tracker
 from .conftest import ADMIN, call_as
 from .factories import make_job
 
+pytestmark = pytest.mark.mlflow
+
 
 def test_desired_permissions_follow_roles_and_strongest_wins() -> None:
     wanted = desired_permissions(
@@ -56,8 +58,6 @@ def world(mlflow_server):
         }
     return out | {"access": access, "tracker": tracker, "tag": tag}
 
-
-pytestmark = pytest.mark.mlflow
 
 
 def _status_of(error: MlflowException) -> int:

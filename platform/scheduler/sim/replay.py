@@ -133,7 +133,7 @@ def replay(
     """Replay ``trace`` (not modified) and return ``{"summary": ..., "jobs": [...]}``."""
     if isinstance(policy, str):
         policy = POLICIES[policy]
-    jobs = {j.id: TraceJob(**{**j.__dict__}) for j in trace}
+    jobs = {j.id: TraceJob(**j.__dict__) for j in trace}
     quotas = quotas if quotas is not None else equal_quotas(federation, (j.project for j in trace))
     qmap = {(q.project, q.node): q for q in quotas}
     cluster = _Cluster(hosts_from_federation(federation))
@@ -167,7 +167,7 @@ def replay(
                 pending[job_id] = _with_reservation(pending[job_id], hosts)
         snap = Snapshot(cluster.snapshot_hosts(), qmap, list(running.values()),
                         list(pending.values()), dict(weights or {}))
-        decisions = decide(snap, lambda: now, policy)
+        decisions = decide(snap, lambda now=now: now, policy)
         reservations = decisions.reservations
         for p in decisions.preemptions:
             r = running.pop(p.job_id)
