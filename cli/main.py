@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "logout": "auth:logout",
     "whoami": "auth:whoami",
     "profiles": "auth:profiles",
+    "mlflow-login": "auth:mlflow_login",
     "submit": "submit:submit",
     "jobs": "jobs:jobs",
     "status": "jobs:status",

@@ -6,7 +6,7 @@ import click
 
 from aitb.cli.client import ApiClient, normalize_url
 from aitb.cli.config import Profile, config_path, load_config, save_config
-from aitb.cli.context import AppContext, output_option, pass_app
+from aitb.cli.context import AppContext, output_option, pass_app, seg
 from aitb.cli.errors import ConfigError
 from aitb.cli.output import fmt_time, note, print_fields, print_json, print_table
 
@@ -121,3 +121,19 @@ def profiles_use(app: AppContext, name: str) -> None:
     config.active = name
     save_config(config)
     note(f"Active profile: {name} ({config.profiles[name].url})", json_mode=False)
+
+
+@click.command("mlflow-login")
+@output_option
+@pass_app
+def mlflow_login(app: AppContext) -> None:
+    """Get a new password for your MLflow UI account (the old one stops working)."""
+    with app.client() as client:
+        me = client.get("/users/me")
+        login = client.post(f"/users/{seg(me['name'])}/mlflow-password")
+    if app.json:
+        print_json(login)
+    else:
+        click.echo(f"MLflow UI: {login.get('tracking_uri')}")
+        click.echo(f"user:      {login['username']}")
+        click.echo(f"password:  {login['password']}   (shown once)")

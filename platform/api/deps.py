@@ -28,6 +28,8 @@ class AppState:
     # Hooks the run/tracking layers plug in; None where not configured.
     on_job_created: JobHook | None = None
     on_job_changed: JobHook | None = None
+    on_project_changed: Any = None  # callable(session, project, revoke: list[str]) -> None
+    mlflow_access: Any = None  # MlflowAccess when tracking with auth is configured
     log_reader: Any = None  # callable(job, offset) -> (bytes, next_offset)
     queue_view: Any = None  # callable(session) -> list[dict]
     extras: dict[str, Any] = field(default_factory=dict)

@@ -80,6 +80,12 @@ class MeOut(UserOut):
     projects: list[ProjectRoleOut]
 
 
+class MlflowLoginOut(Out):
+    username: str
+    password: str = Field(description="shown only in this response")
+    tracking_uri: str | None
+
+
 class ProjectIn(In):
     name: str = Field(pattern=NAME, examples=["vision"])
     partner: str

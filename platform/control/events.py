@@ -70,3 +70,17 @@ class JobEvents:
         if log_path:
             outbox.enqueue_log(session, job.id, path=log_path)
         outbox.enqueue_end(session, job.id, MLFLOW_STATUS[job.state], end)
+
+
+def project_permissions_changed(session: Session, project: str, revoke: list[str]) -> None:
+    """Enqueue the project's wanted MLflow grants: members by role, plus its partner's admins."""
+    from aitb.store.tables import MembershipRow, ProjectRow, UserRow
+    from aitb.tracking import outbox
+    from aitb.tracking.permissions import desired_permissions
+
+    row = session.get(ProjectRow, project)
+    if row is None:
+        return
+    members = {m.user: m.role for m in session.scalars(select(MembershipRow).where(MembershipRow.project == project))}
+    admins = [u.name for u in session.scalars(select(UserRow)) if f"partner-admin:{row.partner}" in (u.roles or [])]
+    outbox.enqueue_experiment_sync(session, row.partner, project, desired_permissions(members, admins), revoke)

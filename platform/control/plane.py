@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -64,6 +63,11 @@ class ControlPlane:
         # the API uses these for job hooks, logs and the queue
         state.on_job_created = self.hook(self.events.created)
         state.on_job_changed = self.hook(self.events.changed)
+        if self.outbox is not None:
+            from aitb.control.events import project_permissions_changed
+
+            state.on_project_changed = project_permissions_changed
+            state.mlflow_access = self.outbox.access
         state.log_reader = self.reconciler.read_log
         state.queue_view = self.scheduler.queue
 

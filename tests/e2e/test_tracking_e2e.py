@@ -155,3 +155,45 @@ def test_mlflow_down_mid_run_then_back(tracked):
         assert time.time() < deadline, client.get_run(run.info.run_id).data.metrics
         time.sleep(0.5)
     assert client.get_run(run.info.run_id).data.tags["aitb.state"] == "SUCCEEDED"
+
+
+def test_partners_see_only_their_own_experiments(tracked):
+    """Membership drives MLflow grants: a member reads its project's runs, an outsider gets 403."""
+    import uuid
+
+    from mlflow.exceptions import MlflowException
+
+    platform_, state = tracked
+    token, project = platform_.researcher()
+    job = submit(platform_, token, project, "python -c 'print(1)'")
+    job = run_of(platform_, token, job["id"])
+    member = platform_.api.client(token).get("/v1/users/me").json()["name"]
+    outsider = f"out-{uuid.uuid4().hex[:6]}"
+    outsider_token = platform_.api.make_user(outsider, partner=f"other-{uuid.uuid4().hex[:6]}")
+
+    def login(name: str, tok: str):
+        r = platform_.api.client(tok).post(f"/v1/users/{name}/mlflow-password")
+        assert r.status_code == 200, r.text
+        return r.json()["password"]
+
+    member_pw, outsider_pw = login(member, token), login(outsider, outsider_token)
+    from mlflow.tracking import MlflowClient
+
+    from aitb.tracking.credentials import MlflowAccount, as_account
+
+    deadline = time.time() + 60
+    while True:  # the grant travels through the outbox
+        try:
+            with as_account(MlflowAccount(member, member_pw)):
+                run = MlflowClient(state["mlflow"].url).get_run(job["mlflow_run_id"])
+            break
+        except MlflowException:
+            assert time.time() < deadline
+            time.sleep(0.5)
+    assert run.data.tags["aitb.project"] == project
+    with as_account(MlflowAccount(outsider, outsider_pw)):
+        client = MlflowClient(state["mlflow"].url)
+        with pytest.raises(MlflowException) as denied:
+            client.get_run(job["mlflow_run_id"])
+        assert "PERMISSION_DENIED" in str(denied.value) or "403" in str(denied.value)
+        assert all(e.name != f"{job['partner']}/{project}" for e in client.search_experiments())

@@ -8,6 +8,7 @@ from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.routers import errors
 from aitb.api.schemas import (
     MeOut,
+    MlflowLoginOut,
     MemberIn,
     MembershipOut,
     MemberOut,
@@ -74,8 +75,9 @@ def _project_out(session, rows) -> list[ProjectOut]:
 
 
 @router.post("/projects", status_code=201, response_model=ProjectOut, responses=errors(401, 403, 404, 409, 422))
-def create_project(body: ProjectIn, session: SessionDep, caller: CallerDep) -> ProjectOut:
+def create_project(body: ProjectIn, session: SessionDep, caller: CallerDep, state: StateDep) -> ProjectOut:
     row = accounts.create_project(session, caller, body.name, body.partner)
+    _project_changed(state, session, row.name)
     return ProjectOut(name=row.name, partner=row.partner, members=[])
 
 
@@ -92,12 +94,35 @@ def get_project(project: str, session: SessionDep, caller: CallerDep) -> Project
 @router.put(
     "/projects/{project}/members/{user}", response_model=MembershipOut, responses=errors(401, 403, 404, 422)
 )
-def set_member(project: str, user: str, body: MemberIn, session: SessionDep, caller: CallerDep) -> MembershipOut:
+def set_member(project: str, user: str, body: MemberIn, session: SessionDep, caller: CallerDep,
+               state: StateDep) -> MembershipOut:
     row = accounts.set_member(session, caller, project, user, body.role)
+    _project_changed(state, session, project)
     return MembershipOut(project=row.project, user=row.user, role=row.role)
 
 
 @router.delete("/projects/{project}/members/{user}", status_code=204, responses=errors(401, 403, 404))
-def remove_member(project: str, user: str, session: SessionDep, caller: CallerDep) -> Response:
+def remove_member(project: str, user: str, session: SessionDep, caller: CallerDep, state: StateDep) -> Response:
     accounts.remove_member(session, caller, project, user)
+    _project_changed(state, session, project, revoke=[user])
     return Response(status_code=204)
+
+
+def _project_changed(state, session, project: str, revoke: list[str] | None = None) -> None:
+    """Let tracking re-apply the project's MLflow experiment permissions."""
+    if state.on_project_changed is not None:
+        state.on_project_changed(session, project, revoke or [])
+
+
+@router.post("/users/{name}/mlflow-password", response_model=MlflowLoginOut, responses=errors(401, 403, 404, 409))
+def mlflow_password(name: str, session: SessionDep, caller: CallerDep, state: StateDep) -> MlflowLoginOut:
+    """A new password for the user's MLflow UI account (shown once; the old one stops working)."""
+    from aitb.services.errors import Conflict, Forbidden
+
+    target = accounts.require_user(session, name)
+    if caller.name != name and not caller.is_platform_admin and not caller.is_partner_admin(target.partner):
+        raise Forbidden("only the user or an admin may reset an MLflow password")
+    if state.mlflow_access is None:
+        raise Conflict("MLflow tracking with accounts is not configured on this server")
+    password = state.mlflow_access.reset_password(name)
+    return MlflowLoginOut(username=name, password=password, tracking_uri=state.settings.tracking.tracking_uri)
