@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ FINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"}
 PARTNER = "demo-lab"
 PROJECTS = ("vision", "forecasting")
 RESEARCHER = "alice"
-METRICS = ("final_accuracy", "pi_estimate", "accuracy")
+METRICS = {"final_accuracy": "acc", "pi_estimate": "pi", "accuracy": "acc"}
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,17 @@ class DemoJob:
     entrypoint: str
     workers: int = 0
     datasets: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()  # empty: wherever the scheduler places it
 
 
 JOBS = (
     DemoJob("vision", "sgd-baseline", "train_cpu", "python train.py --epochs 8"),
-    DemoJob("vision", "sgd-strong-reg", "train_cpu", "python train.py --epochs 8 --alpha 0.01"),
+    DemoJob("vision", "sgd-strong-reg", "train_cpu", "python train.py --epochs 8 --alpha 0.01",
+            nodes=("goteborg",)),
     DemoJob("vision", "gang-pi", "gang_workers", "python gang.py", workers=2),
     DemoJob("forecasting", "patient-risk", "train_cpu", "python train.py --epochs 6 --seed 11",
             datasets=("patient-records",)),
-    DemoJob("forecasting", "fails-on-purpose", "fails", "python fail.py"),
+    DemoJob("forecasting", "fails-on-purpose", "fails", "python fail.py", nodes=("goteborg",)),
 )
 
 
@@ -52,7 +55,7 @@ def demo(timeout: int) -> None:
     from aitb.local import supervisor
     from aitb.settings import get_settings
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 110)
     settings = get_settings()
     console.rule("[bold]aitb demo")
     console.print(f"data directory: {settings.data_dir}")
@@ -121,6 +124,7 @@ def _setup_tenants(admin, console) -> str:
 def _submit(user, console) -> list[str]:
     from aitb.packaging import build_package
 
+    nodes = {n["name"] for n in user.get("/v1/testbeds").json()["nodes"]}
     ids = []
     for job in JOBS:
         package = build_package(examples_dir() / job.example)
@@ -128,7 +132,7 @@ def _submit(user, console) -> list[str]:
             _ok(user.post("/v1/packages", content=package.data, headers={"Content-Type": "application/zip"}))
         body = {"project": job.project, "name": job.name, "entrypoint": job.entrypoint,
                 "resources": {"cpu": 1, "memory_gib": 1}, "code": package.digest,
-                "datasets": list(job.datasets)}
+                "datasets": list(job.datasets), "nodes": [n for n in job.nodes if n in nodes]}
         if job.workers:
             body["workers"] = {"replicas": job.workers, "cpu": 1, "memory_gib": 1}
         response = user.post("/v1/jobs", json=body)
@@ -139,20 +143,21 @@ def _submit(user, console) -> list[str]:
 
 
 def _table(jobs: list[dict], final: bool = False, metrics: dict[str, str] | None = None):
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="experiments" if not final else "results", expand=False)
-    for column in ("job", "project", "name", "node", "cluster", "state", "queue wait", "run time"):
-        table.add_column(column)
+    table = Table(title="experiments" if not final else "results", box=box.SIMPLE_HEAD, expand=False)
+    for column in ("job", "project/name", "node", "cluster", "state", "wait", "run"):
+        table.add_column(column, no_wrap=column in ("job", "state"))
     if final:
-        table.add_column("key metric")
+        table.add_column("metric", no_wrap=True)
     colours = {"SUCCEEDED": "green", "FAILED": "red", "RUNNING": "cyan", "QUEUED": "yellow", "ADMITTED": "blue"}
     for job in jobs:
         wait = _seconds(job["created_at"], job.get("started_at"))
         run = _seconds(job.get("started_at"), job.get("finished_at"))
         state = f"[{colours.get(job['state'], 'white')}]{job['state']}[/]"
-        row = [job["id"], job["project"], job.get("name") or "", job.get("node") or "-", job.get("cluster") or "-",
-               state, wait, run]
+        row = [job["id"], f"{job['project']}/{job.get('name') or ''}", job.get("node") or "-",
+               job.get("cluster") or "-", state, wait, run]
         if final:
             row.append((metrics or {}).get(job["id"], "-"))
         table.add_row(*row)
@@ -164,7 +169,7 @@ def _seconds(start: str | None, end: str | None) -> str:
         return "-"
     begin = datetime.fromisoformat(start)
     finish = datetime.fromisoformat(end) if end else datetime.now(UTC)
-    return f"{(finish - begin).total_seconds():.1f} s"
+    return f"{(finish - begin).total_seconds():.1f}s"
 
 
 def _follow(user, ids: list[str], console, timeout: int) -> list[dict]:
@@ -177,6 +182,7 @@ def _follow(user, ids: list[str], console, timeout: int) -> list[dict]:
             time.sleep(1)
             jobs = [user.get(f"/v1/jobs/{i}").json() for i in ids]
             live.update(_table(jobs))
+    console.print()
     if not all(j["state"] in FINAL for j in jobs):
         console.print(f"[yellow]some experiments are still running after {timeout} s[/]")
     # give the tracking outbox a moment to deliver the final metrics
@@ -202,9 +208,9 @@ def _key_metrics(settings, mlflow_url: str, jobs: list[dict]) -> dict[str, str]:
             metrics = client.get_run(job["mlflow_run_id"]).data.metrics
         except Exception:
             continue
-        for name in METRICS:
+        for name, short in METRICS.items():
             if name in metrics:
-                out[job["id"]] = f"{name}={metrics[name]:.4f}"
+                out[job["id"]] = f"{short} {metrics[name]:.3f}"
                 break
     return out
 

@@ -57,15 +57,16 @@ def quota_rows(quotas: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         used = q.get("used") or {}
         for res in sorted(set(nominal) | set(limit) | set(used), key=_resource_key):
             n, u = float(nominal.get(res, 0)), float(used.get(res, 0))
+            governed = res in nominal or res in limit  # a resource the quota does not name is not limited
             rows.append(
                 {
                     "project": q.get("project"),
                     "node": q.get("node"),
                     "resource": res,
-                    "nominal": n,
+                    "nominal": n if governed else None,
                     "borrowing_limit": float(limit[res]) if res in limit else None,
                     "used": u,
-                    "borrowed": max(0.0, u - n),
+                    "borrowed": max(0.0, u - n) if governed else 0.0,
                 }
             )
     return rows
