@@ -32,6 +32,7 @@ class HealthOut(Out):
     status: str
     database: str
     version: str
+    scheduler: str = Field(default="off", description="leader, standby or off (this process)")
 
 
 # --- accounts -------------------------------------------------------------------------

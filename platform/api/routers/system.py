@@ -27,7 +27,9 @@ def healthz(state: StateDep) -> JSONResponse | HealthOut:
             session.execute(text("SELECT 1"))
     except Exception:  # any database failure means "not ready"
         return JSONResponse({"status": "degraded", "database": "unreachable", "version": VERSION}, status_code=503)
-    return HealthOut(status="ok", database="ok", version=VERSION)
+    control = state.extras.get("control")
+    role = "off" if control is None else ("leader" if control.leader.is_leader else "standby")
+    return HealthOut(status="ok", database="ok", version=VERSION, scheduler=role)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
