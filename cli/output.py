@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 STATE_STYLES = {
@@ -121,7 +121,7 @@ def parse_time(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -143,7 +143,7 @@ def fmt_age(value: str | None, now: datetime | None = None) -> str:
     at = parse_time(value)
     if at is None:
         return "-"
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return fmt_duration((now - at).total_seconds()) + " ago"
 
 
@@ -158,7 +158,7 @@ def fmt_between(start: str | None, end: str | None, now: datetime | None = None)
     a = parse_time(start)
     if a is None:
         return "-"
-    b = parse_time(end) or now or datetime.now(timezone.utc)
+    b = parse_time(end) or now or datetime.now(UTC)
     return fmt_duration((b - a).total_seconds())
 
 

@@ -10,7 +10,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,20 +80,20 @@ def parse_duration(text: str | int | float) -> float:
 
 def parse_expiry(text: str, now: datetime | None = None) -> str:
     """An ISO 8601 UTC instant from a date (end of that day), a datetime, or a duration from now."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     value = text.strip()
     try:
         day = date.fromisoformat(value)
     except ValueError:
         pass
     else:
-        return datetime.combine(day, time(23, 59, 59), timezone.utc).isoformat()
+        return datetime.combine(day, time(23, 59, 59), UTC).isoformat()
     try:
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         pass
     else:
-        return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
     try:
         seconds = parse_duration(value)
     except SpecError:

@@ -15,7 +15,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-
 )
 from sqlalchemy.orm import Mapped, mapped_column
 

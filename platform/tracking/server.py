@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from aitb.local.procs import pid_alive
+
 MIN_PASSWORD_LENGTH = 12  # the MLflow auth app refuses shorter passwords
 
 
@@ -76,7 +78,7 @@ class ManagedMlflow:
     def is_running(self) -> bool:
         if self._process is not None:
             return self._process.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Block until `/health` answers; raise with the log tail if the server died or stalled."""
@@ -214,13 +216,3 @@ def server_env(paths: MlflowPaths, admin_password: str) -> dict[str, str]:
     )
     env.pop("MLFLOW_AUTH_ADMIN_USERNAME", None)
     return env
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

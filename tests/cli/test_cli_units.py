@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -98,7 +98,7 @@ def test_resource_lists_memory_and_durations() -> None:
 
 
 def test_expiry_from_date_datetime_or_duration() -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_expiry("2027-06-30", now) == "2027-06-30T23:59:59+00:00"
     assert parse_expiry("2027-06-30T12:00:00+02:00", now) == "2027-06-30T10:00:00+00:00"
     assert parse_expiry("90d", now) == "2026-04-01T00:00:00+00:00"
@@ -156,7 +156,9 @@ def test_quota_rows_compute_borrowed_per_resource() -> None:
     )
     by_res = {r["resource"]: r for r in rows}
     assert [r["resource"] for r in rows] == ["cpu", "memory_gib", "gpu"]
-    assert (by_res["gpu"]["borrowed"], by_res["cpu"]["borrowed"], by_res["memory_gib"]["borrowed"]) == (1, 0, 10)
+    # memory_gib is not named by the quota: not limited, so nothing of it counts as borrowed
+    assert (by_res["gpu"]["borrowed"], by_res["cpu"]["borrowed"], by_res["memory_gib"]["borrowed"]) == (1, 0, 0)
+    assert by_res["memory_gib"]["nominal"] is None
     assert by_res["cpu"]["borrowing_limit"] is None and by_res["gpu"]["borrowing_limit"] == 2
 
 

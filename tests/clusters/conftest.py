@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from aitb.domain.testbed import Cluster, Pool
 from aitb.local.ray_cluster import LocalRayCluster, RayHeadSpec, start_ray_head
-
 
 
 def small_cluster(name: str = "test-ray") -> Cluster:

@@ -128,7 +128,7 @@ def test_events_wait_out_an_outage_and_arrive_in_order(server, sessions, harness
         assert store.backlog(s) == 0
     assert sorted(job_id for job_id, _, _ in created) == sorted(j.id for j in jobs)
 
-    for job_id, experiment_id, run_id in created:
+    for _job_id, experiment_id, run_id in created:
         run = _run(server, run_id)
         assert run.info.experiment_id == experiment_id
         assert run.info.status == "FINISHED"

@@ -7,11 +7,11 @@ from fastapi import APIRouter, Response
 from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.routers import errors
 from aitb.api.schemas import (
+    MemberIn,
+    MemberOut,
+    MembershipOut,
     MeOut,
     MlflowLoginOut,
-    MemberIn,
-    MembershipOut,
-    MemberOut,
     PartnerIn,
     PartnerOut,
     ProjectIn,
