@@ -86,9 +86,10 @@ def main() -> None:
     os.environ["AITB_DATA_DIR"] = str(data_dir)
     os.environ["AITB_SERVER__PORT"] = "0"
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray.job_submission import JobSubmissionClient
+
     from aitb.local import supervisor
     from aitb.settings import Settings
-    from ray.job_submission import JobSubmissionClient
 
     settings = Settings()
     parts = frozenset({"ray", "api"} if args.no_tracking else {"ray", "api", "mlflow"})

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from aitb.scheduler.sim.fill import allocated_at, fill, read_hosts, read_requests
 from mixes import write_hosts, write_requests
+
+from aitb.scheduler.sim.fill import allocated_at, fill, read_hosts, read_requests
 
 DATA = Path(__file__).parent / "data"
 

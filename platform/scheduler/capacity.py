@@ -9,6 +9,7 @@ so it can be undone exactly: that is how preemption is simulated.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping, Sequence
 
 from aitb.scheduler.shape import Demand
@@ -22,6 +23,12 @@ def _q(x: float) -> float:
     return round(x, 9)
 
 
+def _norm(f: float) -> float:
+    """A device's free fraction as the index keeps it: exactly 0.0 or 1.0 at the ends."""
+    f = _q(f)
+    return 0.0 if f < EPS else 1.0 if f > 1 - EPS else f
+
+
 class Slot:
     """One host's free capacity during a cycle."""
 
@@ -33,10 +40,18 @@ class Slot:
         self.pool = pool
         self.cpu = host.cpu_free
         self.mem = host.memory_free
-        self.dev = [_q(f) for f in host.gpu_free]
-        self.whole = sum(1 for f in self.dev if f >= 1 - EPS)
+        free = host.gpu_free
+        if free.count(1.0) == len(free):  # idle (the common case): nothing to normalise
+            self.dev = list(free)
+            self.whole = len(free)
+        else:
+            self.dev = [_norm(f) for f in free]
+            self.whole = self.dev.count(1.0)
         self.reserved_for: str | None = None
         self.bucket = -1
+
+    def __lt__(self, other: Slot) -> bool:  # buckets keep hosts in index order
+        return self.index < other.index
 
     def fits(self, demand: Demand) -> bool:
         return self.cpu + EPS >= demand.cpu and self.mem + EPS >= demand.memory_gib
@@ -59,8 +74,11 @@ class PoolState:
         self.mem_cap = first.memory_gib
         self.slots: list[Slot] = []
         nb = self.gpus + 1 if self.gpus else int(first.cpu) + 2
-        self.buckets: list[dict[Slot, None]] = [{} for _ in range(nb)]
-        self.partial: dict[float, dict[tuple[Slot, int], None]] = {}
+        # sorted by host index (and device), so a choice never depends on the order of
+        # earlier tries: a failed try that is undone leaves the index exactly as it was
+        self.buckets: list[list[Slot]] = [[] for _ in range(nb)]
+        self.partial: dict[float, list[tuple[int, int, Slot]]] = {}
+        self.levels: list[int] = []  # indices of the non-empty buckets, ascending
         self.free_gpu = 0.0
         self.free_whole = 0
 
@@ -72,18 +90,30 @@ class PoolState:
     def add(self, slot: Slot) -> None:
         self.slots.append(slot)
         slot.bucket = self.bucket_of(slot)
-        self.buckets[slot.bucket][slot] = None
-        for d, f in enumerate(slot.dev):
-            if EPS < f < 1 - EPS:
-                self.partial.setdefault(f, {})[(slot, d)] = None
-        self.free_gpu += sum(slot.dev)
+        self._put(slot.bucket, slot)
+        if slot.whole == len(slot.dev):
+            self.free_gpu += slot.whole
+        else:
+            for d, f in enumerate(slot.dev):
+                if 0.0 < f < 1.0:
+                    insort(self.partial.setdefault(f, []), (slot.index, d, slot))
+            self.free_gpu += sum(slot.dev)
         self.free_whole += slot.whole
+
+    def _put(self, b: int, slot: Slot) -> None:
+        bucket = self.buckets[b]
+        if not bucket:
+            insort(self.levels, b)
+        insort(bucket, slot)
 
     def rebucket(self, slot: Slot) -> None:
         b = self.bucket_of(slot)
         if b != slot.bucket:
-            del self.buckets[slot.bucket][slot]
-            self.buckets[b][slot] = None
+            old = self.buckets[slot.bucket]
+            del old[bisect_left(old, slot)]
+            if not old:
+                del self.levels[bisect_left(self.levels, slot.bucket)]
+            self._put(b, slot)
             slot.bucket = b
 
     def set_device(self, slot: Slot, d: int, new: float) -> None:
@@ -97,11 +127,11 @@ class PoolState:
             return
         if 0.0 < old < 1.0:
             entries = self.partial[old]
-            del entries[(slot, d)]
+            del entries[bisect_left(entries, (slot.index, d))]
             if not entries:
                 del self.partial[old]
         if 0.0 < new < 1.0:
-            self.partial.setdefault(new, {})[(slot, d)] = None
+            insort(self.partial.setdefault(new, []), (slot.index, d, slot))
         slot.whole += (new == 1.0) - (old == 1.0)
         self.free_whole += (new == 1.0) - (old == 1.0)
         self.free_gpu += new - old
@@ -127,6 +157,7 @@ class Capacity:
             self.slots[host.id] = slot
             pool.add(slot)
         self._eligible: dict[tuple, list[PoolState]] = {}
+        self.plans: dict[tuple, tuple | None] = {}  # placement plans (see placement._plan)
         self.node_clusters: dict[str, list[str]] = {}
         for cluster, node in self.cluster_node.items():
             self.node_clusters.setdefault(node, []).append(cluster)
@@ -151,11 +182,15 @@ class Capacity:
         pool.rebucket(slot)
 
     # -- queries -----------------------------------------------------------
-    def eligible_pools(self, cluster: str, labels: Mapping[str, object]) -> list[PoolState]:
+    def eligible_pools(self, cluster: str, labels: Mapping[str, object],
+                       labels_key: tuple | None = None) -> list[PoolState]:
+        """Pools of ``cluster`` carrying ``labels`` (``labels_key``: their sorted items, if known)."""
         pools = self.cluster_pools.get(cluster, [])
         if not labels:
             return pools
-        key = (cluster, tuple(sorted((k, str(v).lower()) for k, v in labels.items())))
+        if labels_key is None:
+            labels_key = tuple(sorted((k, str(v).lower()) for k, v in labels.items()))
+        key = (cluster, labels_key)
         found = self._eligible.get(key)
         if found is None:
             found = self._eligible[key] = [p for p in pools if labels_match(p.labels, labels)]

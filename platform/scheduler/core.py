@@ -14,13 +14,16 @@ Steps, over a working copy of the snapshot:
 4. otherwise it waits, with a reason; an aged job gets a reservation.
 
 Jobs of the same shape, constraints and project that failed in this cycle
-fail alike until capacity grows again (only a preemption frees capacity
-within a cycle), so their outcome is cached: a cycle over 100k pending jobs
-costs little more than the admissions it makes.
+fail alike until capacity grows again (only a preemption or a released
+reservation frees capacity within a cycle; a borrowing admission may add
+preemption victims), so their outcome is cached: a cycle over 100k pending
+jobs costs little more than the admissions it makes. ``classes=False`` turns
+the caches off; the decisions are the same (``tests/scheduler/test_classes.py``).
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Mapping
 
 from aitb.scheduler.capacity import Capacity, Slot
@@ -42,9 +45,35 @@ def decide(
     clock: Clock,
     policy: Policy = OURS,
     picker: HostPicker | None = None,
+    *,
+    classes: bool = True,
 ) -> Decisions:
-    """Admissions, preemptions and pending reasons for one cycle; ``snapshot`` is not changed."""
-    return _Cycle(snapshot, clock(), policy, picker or PackingPicker()).run()
+    """Admissions, preemptions and pending reasons for one cycle; ``snapshot`` is not changed.
+
+    ``classes=False`` turns off the equivalence-class caches (same decisions, slower: for tests).
+    """
+    return run_cycle(snapshot, clock(), policy, picker, classes=classes).decisions
+
+
+def run_cycle(snapshot: Snapshot, now: float, policy: Policy = OURS,
+              picker: HostPicker | None = None, *, classes: bool = True) -> _Cycle:
+    """``decide`` that also returns the cycle's bookkeeping (the simulator reads
+    ``cleared_at`` and ``reopened`` to tell which cached failures held to the end)."""
+    paused = gc.isenabled()
+    gc.disable()  # a cycle makes ~10 short-lived objects per pending job and no cycles among them:
+    try:          # generation-0 collections would scan them again and again (~15 % of a cycle)
+        cycle = _Cycle(snapshot, now, policy, picker or PackingPicker(), classes)
+        cycle.run()
+    finally:
+        if paused:
+            gc.enable()
+    return cycle
+
+
+def equivalence_key(job: PendingJob, policy: Policy) -> tuple:
+    """Jobs with equal keys fit or fail alike at any moment of a cycle (the cache key)."""
+    return (job.shape, job.nodes, _labels_key(job.pool_labels), job.project,
+            policy.within_project_preemption and job.priority)
 
 
 def _labels_key(labels: Mapping[str, object]) -> tuple:
@@ -65,12 +94,12 @@ class _Victims:
         self.cycle, self.job, self.node, self.clusters, self.types = cycle, job, node, clusters, types
 
     def evict(self, victim: RunningJob) -> None:
-        for slot, demand, devs in self.cycle.held[victim.id]:
+        for slot, demand, devs in self.cycle.held(victim):
             self.cycle.cap.give(slot, demand, devs)
         self.cycle.ledger.add(victim.project, victim.node, victim.usage, -1.0)
 
     def restore(self, victim: RunningJob) -> None:
-        for slot, demand, devs in reversed(self.cycle.held[victim.id]):
+        for slot, demand, devs in reversed(self.cycle.held(victim)):
             self.cycle.cap.take(slot, demand, devs)
         self.cycle.ledger.add(victim.project, victim.node, victim.usage)
 
@@ -93,8 +122,10 @@ class _Victims:
 
 
 class _Cycle:
-    def __init__(self, snapshot: Snapshot, now: float, policy: Policy, picker: HostPicker) -> None:
+    def __init__(self, snapshot: Snapshot, now: float, policy: Policy, picker: HostPicker,
+                 classes: bool = True) -> None:
         self.now = now
+        self.classes = classes
         self.policy = policy
         self.picker = picker
         self.cap = Capacity(snapshot.hosts)
@@ -108,17 +139,9 @@ class _Cycle:
         )
         self.order = QueueOrder(snapshot.pending, fair, by_priority=policy.by_priority)
         self.running_at: dict[str, dict[str, RunningJob]] = {}
-        self.held: dict[str, list[tuple[Slot, Demand, tuple[int, ...]]]] = {}
         for job in snapshot.running:
             self.running_at.setdefault(job.node, {})[job.id] = job
-            held = []
-            devices = list(job.placement.gpu_devices)
-            for i, demand in enumerate(job.shape.replica_demands()):
-                host = job.placement.hosts[i] if i < len(job.placement.hosts) else None
-                slot = self.cap.slots.get(host) if host else None
-                if slot is not None:
-                    held.append((slot, demand, tuple(devices[i]) if i < len(devices) else ()))
-            self.held[job.id] = held
+        self._held: dict[str, list[tuple[Slot, Demand, tuple[int, ...]]]] = {}
         self.decisions = Decisions()
         self.capfail: set[tuple] = set()
         self.jobfail: dict[tuple, str] = {}
@@ -130,6 +153,16 @@ class _Cycle:
         self.blocker: str | None = None
         self.victims_tried = False
         self.lines: dict[str, int] = {}
+        # with preemption inside a project the outcome depends on the job's priority
+        self.prio_key = policy.within_project_preemption
+        # failures that tried preemption: a later borrowing admission may make more victims
+        # eligible (their project now borrows), so those cached failures are dropped then
+        self.tried: list[tuple] = []
+        # waiting count when a key's cached failure was dropped / when all caches were cleared:
+        # a failure recorded at a later position held until the end of the cycle
+        self.reopened: dict[tuple, int] = {}
+        self.cleared_at = -1
+        self.fullness: dict[tuple, float] = {}
         if policy.aging:
             for job in snapshot.pending:
                 if job.reservation and self._aged(job):
@@ -137,31 +170,60 @@ class _Cycle:
                     if slots:
                         self.reserved[job.id] = slots
 
+    def held(self, job: RunningJob) -> list[tuple[Slot, Demand, tuple[int, ...]]]:
+        """What a running job holds, per replica: computed only for preemption candidates."""
+        found = self._held.get(job.id)
+        if found is None:
+            found = self._held[job.id] = []
+            devices = list(job.placement.gpu_devices)
+            for i, demand in enumerate(job.shape.replica_demands()):
+                host = job.placement.hosts[i] if i < len(job.placement.hosts) else None
+                slot = self.cap.slots.get(host) if host else None
+                if slot is not None:
+                    found.append((slot, demand, tuple(devices[i]) if i < len(devices) else ()))
+        return found
+
     def _aged(self, job: PendingJob) -> bool:
         return self.policy.aging and self.now - job.submitted_at >= self.policy.aging_threshold_s
 
     # -- the loop --------------------------------------------------------------
     def run(self) -> Decisions:
-        for job in self.order:
+        policy = self.policy
+        aging, threshold, now = policy.aging, policy.aging_threshold_s, self.now
+        order, waiting, lines = self.order, self.decisions.waiting, self.lines
+        shapes, jobfail, prio_key = self.shapes, self.jobfail, self.prio_key
+        for job in order:
             if self.blocker is not None:
                 self._wait(job, f"behind head-of-line job {self.blocker}")
                 continue
-            cause = self._consider(job)
+            shape = shapes.get(id(job.gang))
+            if shape is None:
+                shape = shapes[id(job.gang)] = job.shape
+            lk = _labels_key(job.pool_labels) if job.pool_labels else ()
+            key = (shape, job.nodes, lk, job.project, prio_key and job.priority)
+            # the equivalence-class shortcut: a job like one that failed fails alike
+            cause = jobfail.get(key) if self.classes and job.id not in self.reserved else None
             if cause is None:
-                continue
-            if self.policy.head_of_line:
+                cause = self._consider(job, shape, lk, key)
+                if cause is None:
+                    continue
+            if policy.head_of_line:
                 self.blocker = job.id
             reservation: tuple[str, ...] = ()
-            if self._aged(job) and (
-                job.id in self.reserved or len(self.reserved) < self.policy.max_reservations
+            if aging and now - job.submitted_at >= threshold and (
+                job.id in self.reserved or len(self.reserved) < policy.max_reservations
             ):
                 cause, reservation = self._reserve(job, cause)
-            self._wait(job, cause, reservation)
+            line = lines[job.project] = lines.get(job.project, 0) + 1
+            shares = order.current
+            waiting[job.id] = Waiting(job.id, job.project, job.partner, job.priority,
+                                      len(waiting) + 1, line, shares[0], shares[1], cause,
+                                      reservation)
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:
         line = self.lines[job.project] = self.lines.get(job.project, 0) + 1
-        shares = self.order.shares.get(job.id, (0.0, 0.0))
+        shares = self.order.current
         self.decisions.waiting[job.id] = Waiting(
             job.id, job.project, job.partner, job.priority, len(self.decisions.waiting) + 1,
             line, shares[0], shares[1], cause, reservation,
@@ -180,20 +242,12 @@ class _Cycle:
             self.eligible_cache[key] = found
         return found
 
-    def _consider(self, job: PendingJob) -> str | None:
-        """Admit the job (returns None) or say why it waits."""
-        shape = self.shapes.get(id(job.gang))
-        if shape is None:
-            shape = self.shapes[id(job.gang)] = job.shape
+    def _consider(self, job: PendingJob, shape: Shape, lk: tuple, key: tuple) -> str | None:
+        """Admit the job (returns None) or say why it waits (``key``: its equivalence class)."""
         own = self.reserved.get(job.id)
-        lk = _labels_key(job.pool_labels)
-        key = (shape, job.nodes, lk, job.project)
-        if own is None:
-            cached = self.jobfail.get(key)
-            if cached is not None:
-                return cached
+        cache = own is None and self.classes
         problems: list[str] = []
-        options: list[tuple[bool, float, str, str, list[str] | None]] = []
+        options: list[tuple[bool, float, int, str, str, list[str] | None]] = []
         nominal_nodes: list[tuple[str, list[str], list[str] | None, QuotaCheck]] = []
         blocked: list[tuple[str, list[str], list[str] | None, QuotaCheck]] = []
         eligible = self._eligible(job)
@@ -201,7 +255,7 @@ class _Cycle:
         needs_gpu = "gpu" in usage0
         for node, clusters in eligible:
             if not clusters:
-                problems.append(f"{node} has no {_labels_text(job.pool_labels)} pool")
+                problems.append(f"{node} has no {self._labels_text(lk, job)} pool")
                 continue
             q = self.ledger.check(job.project, node, usage0)
             if not q.ok:
@@ -217,17 +271,18 @@ class _Cycle:
                     continue
             nominal_nodes.append((node, clusters, types, q))
             for cluster in clusters:
-                options.append((q.borrowing, self._fullness(cluster, job), node, cluster, types))
+                options.append((q.borrowing, self._fullness(cluster, lk, job) if needs_gpu else 0.0,
+                                len(options), node, cluster, types))
         if not eligible:
             problems.append("no node of the federation is allowed")
-        options.sort(key=lambda o: (o[0], o[1]))
-        for _, _, node, cluster, types in options:
+        options.sort()  # within nominal first, then fuller clusters; ties keep node order
+        for _, _, _, node, cluster, types in options:
             ck = (cluster, shape, lk, tuple(types) if types else None)
-            if own is None and ck in self.capfail:
+            if cache and ck in self.capfail:
                 continue
             placed = place_gang(self.cap, self.picker, cluster, shape, job.pool_labels, job.id, types)
             if placed is None:
-                if own is None:
+                if cache:
                     self.capfail.add(ck)
                 continue
             final = self.ledger.check(job.project, node, shape.usage(placed.gpu_type))
@@ -239,7 +294,7 @@ class _Cycle:
         self.victims_tried = False
         if self.policy.preemption and self._preempt(job, nominal_nodes + blocked):
             return None
-        where = f" in a {_labels_text(job.pool_labels)} pool" if job.pool_labels else ""
+        where = f" in a {self._labels_text(lk, job)} pool" if lk else ""
         tried = " even after preempting borrowed capacity" if self.victims_tried else ""
         text = self.text_cache.get(shape)
         if text is None:
@@ -247,9 +302,17 @@ class _Cycle:
         for node, _, _, _ in nominal_nodes:
             problems.append(f"no room at {node} for {text}{where}{tried}")
         cause = "; ".join(([job.constraint_note] if job.constraint_note else []) + problems)
-        if own is None:
+        if cache:
             self.jobfail[key] = cause
+            if self.victims_tried:
+                self.tried.append(key)
         return cause
+
+    def _labels_text(self, lk: tuple, job: PendingJob) -> str:
+        text = self.text_cache.get(lk)
+        if text is None:
+            text = self.text_cache[lk] = _labels_text(job.pool_labels)
+        return text
 
     def _gpu_types(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
                    clusters: list[str]) -> tuple[list[str], str]:
@@ -276,24 +339,45 @@ class _Cycle:
                 problem = q.problem
         return allowed, problem
 
-    def _fullness(self, cluster: str, job: PendingJob) -> float:
-        """Free GPUs of the cluster's eligible pools: fuller clusters are packed first."""
-        if not job.shape.gpu:
-            return 0.0
-        return sum(p.free_gpu for p in self.cap.eligible_pools(cluster, job.pool_labels))
+    def _fullness(self, cluster: str, lk: tuple, job: PendingJob) -> float:
+        """Free GPUs of the cluster's eligible pools: fuller clusters are packed first.
+
+        Cached until the next admission or preemption (a failed try puts everything back).
+        """
+        key = (cluster, lk)
+        free = self.fullness.get(key)
+        if free is None:
+            free = self.fullness[key] = round(
+                sum(p.free_gpu for p in self.cap.eligible_pools(cluster, job.pool_labels, lk)), 6)
+        return free
 
     def _admit(self, job: PendingJob, placed: Placed, borrowing: bool) -> None:
+        self.fullness.clear()
         usage = job.shape.usage(placed.gpu_type)
         self.ledger.add(job.project, placed.node, usage)
         self.order.admitted(job, usage)
-        for slot in self.reserved.pop(job.id, []):
+        released = self.reserved.pop(job.id, [])
+        for slot in released:
             slot.reserved_for = None
+        if released:  # hosts held for this job are open to all again: failures may fit now
+            self._clear()
+        if borrowing and self.tried:
+            for key in self.tried:
+                self.jobfail.pop(key, None)
+                self.reopened[key] = len(self.decisions.waiting)
+            self.tried.clear()
         self.decisions.admissions.append(Admission(
             job.id, placed.node, placed.cluster,
             tuple(s.id for s, _, _ in placed.replicas),
             tuple(devs for _, _, devs in placed.replicas),
             borrowing, placed.gpu_type,
         ))
+
+    def _clear(self) -> None:
+        self.capfail.clear()
+        self.jobfail.clear()
+        self.tried.clear()
+        self.cleared_at = len(self.decisions.waiting)
 
     # -- preemption ------------------------------------------------------------
     def _preempt(self, job: PendingJob, nominal_nodes: list) -> bool:
@@ -331,8 +415,7 @@ class _Cycle:
                 self.order.released(v.partner, v.project, v.usage)
             final = self.ledger.check(job.project, node, job.shape.usage(placed.gpu_type))
             self._admit(job, placed, final.borrowing)
-            self.capfail.clear()  # capacity grew: earlier failures may fit now
-            self.jobfail.clear()
+            self._clear()  # capacity grew: earlier failures may fit now
             return True
         return False
 

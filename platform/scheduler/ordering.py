@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter
 
 from aitb.scheduler.snapshot import PendingJob, RunningJob
 
 BASE = ("cpu", "memory_gib", "gpu")
+_age = attrgetter("submitted_at", "id")
+_priority = attrgetter("priority")
 
 
 class FairShare:
@@ -78,31 +81,33 @@ class QueueOrder:
         self.queues: dict[str, list[PendingJob]] = {}
         for job in pending:
             self.queues.setdefault(job.project, []).append(job)
-        for jobs in self.queues.values():
-            jobs.sort(key=self._job_key)
+        for jobs in self.queues.values():  # priority (high first), then age; sorts are stable
+            jobs.sort(key=_age)
+            if by_priority:
+                jobs.sort(key=_priority, reverse=True)
         self.partner_of = {p: jobs[0].partner for p, jobs in self.queues.items()}
         self.head = {p: 0 for p in self.queues}
         self.version: dict[str, int] = {}
-        self.shares: dict[str, tuple[float, float]] = {}  # job id -> (partner, project) share
+        self.current: tuple[float, float] = (0.0, 0.0)  # shares of the job just yielded
+        self._share: dict[str, tuple[int, tuple[float, float]]] = {}  # project -> (version, shares)
         self._heap: list[tuple] = []
-        self._seq = 0
         self._rebuilt = False
         self._rebuild()
-
-    def _job_key(self, job: PendingJob) -> tuple:
-        return (-job.priority if self.by_priority else 0, job.submitted_at, job.id)
 
     def _entry(self, project: str) -> tuple:
         job = self.queues[project][self.head[project]]
         partner = self.partner_of[project]
+        version = self.version.get(partner, 0)
+        share = (0.0, 0.0)
         if self.fair is not None:
-            share = (self.fair.partner_share(partner), self.fair.project_share(project))
-        else:
-            share = (0.0, 0.0)
-        self._seq += 1
+            known = self._share.get(project)
+            if known is not None and known[0] == version:
+                share = known[1]
+            else:
+                share = (self.fair.partner_share(partner), self.fair.project_share(project))
+                self._share[project] = (version, share)
         prio = -job.priority if self.by_priority else 0
-        return (prio, share[0], share[1], job.submitted_at, job.id, self._seq,
-                self.version.get(partner, 0), project, share)
+        return (prio, share[0], share[1], job.submitted_at, job.id, version, project)
 
     def _rebuild(self) -> None:
         self._heap = [self._entry(p) for p in self.queues if self.head[p] < len(self.queues[p])]
@@ -110,23 +115,29 @@ class QueueOrder:
 
     def __iter__(self) -> Iterator[PendingJob]:
         heap = self._heap
+        fair = self.fair
+        version = self.version
+        partner_of = self.partner_of
+        queues, head = self.queues, self.head
+        pop, push = heapq.heappop, heapq.heappush
         while heap:
-            entry = heapq.heappop(heap)
-            project = entry[7]
-            partner = self.partner_of[project]
-            if self.fair is not None and entry[6] != self.version.get(partner, 0):
-                heapq.heappush(heap, self._entry(project))
+            entry = pop(heap)
+            project = entry[6]
+            if fair is not None and entry[5] != version.get(partner_of[project], 0):
+                push(heap, self._entry(project))
                 continue
-            job = self.queues[project][self.head[project]]
-            self.shares[job.id] = entry[8]
-            self.head[project] += 1
+            queue = queues[project]
+            at = head[project]
+            job = queue[at]
+            self.current = (entry[1], entry[2])
+            head[project] = at + 1
             self._rebuilt = False
             yield job
             heap = self._heap
             if self._rebuilt:  # a preemption rebuilt the heap, next head included
                 continue
-            if self.head[project] < len(self.queues[project]):
-                heapq.heappush(heap, self._entry(project))
+            if at + 1 < len(queue):
+                push(heap, self._entry(project))
 
     def admitted(self, job: PendingJob, usage: Mapping[str, float]) -> None:
         """Shares only grow here, so stale heap keys are fixed lazily when popped."""

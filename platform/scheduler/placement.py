@@ -4,16 +4,24 @@ A gang is placed whole or not at all: replicas are placed largest first, each
 on one host (several replicas may share a host), and everything is undone if
 one replica finds no room. All GPU replicas of a gang land on one GPU type.
 
-``PackingPicker`` is the production strategy (anti-fragmentation):
+``PackingPicker`` is the production strategy (anti-fragmentation). Every
+candidate host is scored first by the GPUs the placement would *strand*: a
+host's free GPUs stay usable while its free CPU and memory cover each one's
+proportional share (capacity / GPUs); a replica that takes more than its share
+leaves GPUs nobody can use (``_loss``). Then:
 
 * whole-GPU replicas go to the host whose count of idle devices is the
-  smallest that still fits (so hosts with many idle GPUs stay whole for the
-  large requests),
+  smallest that still fits (hosts with many idle GPUs stay whole for the large
+  requests), from the GPU type that is least used so far (requests that accept
+  only that type still find it), then on the smaller host,
 * fractional replicas first fill partly used devices (best fit on the
   device's free fraction), and only then open a new device, on the host with
   the fewest idle devices: sharing is concentrated on few devices and few hosts,
-* CPU-only replicas go to CPU pools first (best fit on CPUs), then to GPU
-  hosts whose GPUs are already busy, so idle GPUs are not stranded without CPUs.
+* CPU-only replicas go to CPU pools first (best fit on CPUs), then to the GPU
+  host where they strand the fewest GPUs (busy hosts first).
+
+Within a bucket hosts are tried in index order, so a choice never depends on
+the order of earlier, undone tries.
 
 ``BestFitPicker`` and ``RandomPicker`` are the baselines of the benchmarks.
 """
@@ -21,6 +29,7 @@ one replica finds no room. All GPU replicas of a gang land on one GPU type.
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,6 +50,34 @@ def _usable(slot: Slot, job_id: str) -> bool:
     return slot.reserved_for is None or slot.reserved_for == job_id
 
 
+def _loss(slot: Slot, demand: Demand) -> float:
+    """GPUs the placement strands beyond its own: left without their share of CPU or memory.
+
+    A host's GPUs stay usable while its free CPU and memory cover each free GPU's
+    proportional share (capacity / GPUs); a replica that takes more than its share
+    of CPU or memory leaves GPUs nobody can use.
+    """
+    pool = slot.pool
+    free = slot.gpu_free()
+    cpu_share, mem_share = pool.cpu_cap / pool.gpus, pool.mem_cap / pool.gpus
+    before = min(free, slot.cpu / cpu_share, slot.mem / mem_share)
+    taken = demand.gpu if demand.fractional else float(demand.whole)
+    after = min(free - taken, (slot.cpu - demand.cpu) / cpu_share,
+                (slot.mem - demand.memory_gib) / mem_share)
+    return max(0.0, round(before - taken - after, 6))
+
+
+def _scarcity(pools: Sequence[PoolState]) -> dict[str | None, float]:
+    """Used fraction per GPU type among the candidates: take from the most plentiful type,
+    so requests that accept only one type still find it."""
+    free: dict[str | None, float] = {}
+    total: dict[str | None, float] = {}
+    for pool in pools:
+        free[pool.gpu_type] = free.get(pool.gpu_type, 0.0) + pool.free_gpu
+        total[pool.gpu_type] = total.get(pool.gpu_type, 0.0) + pool.gpus * len(pool.slots)
+    return {t: round(1 - free[t] / total[t], 2) if total[t] else 1.0 for t in total}
+
+
 def _idle(slot: Slot, k: int) -> list[int]:
     return [d for d, f in enumerate(slot.dev) if f == 1.0][:k]
 
@@ -56,68 +93,72 @@ class PackingPicker:
         return self._cpu_only(pools, demand, job_id)
 
     def _whole(self, pools: Sequence[PoolState], demand: Demand, k: int, job_id: str) -> Pick | None:
-        best: tuple[tuple[int, int], Slot] | None = None
+        best: tuple[float, int, float, int, int] | None = None
+        hit: Slot | None = None
+        scarcity = _scarcity(pools)
         for pool in pools:
             if pool.gpus < k or pool.free_whole < k:
                 continue
             for b in range(k, pool.gpus + 1):
-                if best is not None and b - k >= best[0][0]:
+                if best is not None and best[0] == 0 and b - k > best[1]:
                     break
-                found = None
                 for slot in pool.buckets[b]:
                     if _usable(slot, job_id) and slot.fits(demand):
-                        found = slot
+                        key = (_loss(slot, demand), b - k, scarcity[pool.gpu_type], pool.gpus,
+                               slot.index)
+                        if best is None or key < best:
+                            best, hit = key, slot
                         break
-                if found is not None:
-                    key = (b - k, pool.gpus)
-                    if best is None or key < best[0]:
-                        best = (key, found)
-                    break
-        if best is None:
+        if hit is None:
             return None
-        return best[1], _idle(best[1], k)
+        return hit, _idle(hit, k)
 
     def _fraction(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None:
         f = demand.gpu
-        best: tuple[float, Slot, int] | None = None
+        best: tuple[float, float, int, int] | None = None
+        hit: Slot | None = None
         for pool in pools:
             if not pool.partial:
                 continue
             for free in sorted(x for x in pool.partial if x + EPS >= f):
-                if best is not None and free >= best[0]:
+                if best is not None and best[0] == 0 and free > best[1]:
                     break
-                hit = None
-                for slot, d in pool.partial[free]:
+                for index, d, slot in pool.partial[free]:
                     if _usable(slot, job_id) and slot.fits(demand):
-                        hit = (free, slot, d)
+                        key = (_loss(slot, demand), free, index, d)
+                        if best is None or key < best:
+                            best, hit = key, slot
                         break
-                if hit is not None:
-                    best = hit
-                    break
-        if best is None:
+        if hit is None:
             return None
-        return best[1], [best[2]]
+        return hit, [best[3]]
 
     def _cpu_only(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None:
         for pool in pools:  # CPU pools: best fit on free CPUs
             if pool.gpus:
                 continue
-            for b in range(max(0, int(demand.cpu - EPS)), len(pool.buckets)):
+            levels = pool.levels
+            for b in levels[bisect_left(levels, int(demand.cpu - EPS)):]:
                 for slot in pool.buckets[b]:
                     if _usable(slot, job_id) and slot.fits(demand):
                         return slot, []
-        best: tuple[int, Slot] | None = None
-        for pool in pools:  # then GPU hosts with the fewest idle GPUs
+        best: tuple[float, int, float, int] | None = None
+        hit: Slot | None = None
+        for pool in pools:  # then the GPU host where it strands the fewest GPUs
             if not pool.gpus:
                 continue
             for b in range(pool.gpus + 1):
-                if best is not None and b >= best[0]:
+                if best is not None and best[0] == 0 and b > best[1]:
                     break
-                hit = next((s for s in pool.buckets[b] if _usable(s, job_id) and s.fits(demand)), None)
-                if hit is not None:
-                    best = (b, hit)
-                    break
-        return (best[1], []) if best else None
+                for slot in pool.buckets[b]:
+                    if not (_usable(slot, job_id) and slot.fits(demand)):
+                        continue
+                    key = (_loss(slot, demand), b, slot.cpu - demand.cpu, slot.index)
+                    if best is None or key < best:
+                        best, hit = key, slot
+                        if key[0] == 0:
+                            break  # strands nothing: the first such host of this bucket
+        return (hit, []) if hit is not None else None
 
 
 class BestFitPicker:
@@ -208,6 +249,29 @@ def place_gang(
 
     ``gpu_types`` limits the GPU types tried (e.g. to those the quota allows).
     """
+    key = (cluster, shape, tuple(sorted((k, str(v)) for k, v in labels.items())) if labels else (),
+           tuple(gpu_types) if gpu_types is not None else None)
+    plan = cap.plans.get(key)
+    if plan is None:
+        plan = cap.plans[key] = _plan(cap, cluster, shape, labels, gpu_types)
+    if plan is None:
+        return None
+    demands, cpu_first, attempts = plan
+    for gpu_pools in attempts:
+        placed = _try(cap, picker, gpu_pools, cpu_first, demands, job_id)
+        if placed is not None:
+            gpu_type = next((s.pool.gpu_type for _, s, d, _ in placed if d.gpu), None)
+            ordered = tuple((s, d, devs) for _, s, d, devs in sorted(placed, key=lambda x: x[0]))
+            return Placed(cluster, cap.cluster_node[cluster], gpu_type, ordered)
+    return None
+
+
+def _plan(cap: Capacity, cluster: str, shape: Shape, labels: Mapping[str, object],
+          gpu_types: Sequence[str] | None) -> tuple | None:
+    """What a gang's placement in a cluster tries, in order (cached per cycle: no capacity in it).
+
+    All GPU types together first (the picker chooses), then each type alone.
+    """
     pools = cap.eligible_pools(cluster, labels)
     if not pools:
         return None
@@ -219,27 +283,21 @@ def place_gang(
     types = [t for t in types if all(d.accepts(t) for _, d in demands if d.gpu)]
     if needs_gpu and not types:
         return None
-    attempts: list[list[str] | None] = [types] if len(types) <= 1 else [types, *[[t] for t in types]]
-    for allowed in attempts:
-        placed = _try(cap, picker, pools, demands, job_id, allowed)
-        if placed is not None:
-            gpu_type = next((s.pool.gpu_type for _, s, d, _ in placed if d.gpu), None)
-            ordered = tuple((s, d, devs) for _, s, d, devs in sorted(placed, key=lambda x: x[0]))
-            return Placed(cluster, cap.cluster_node[cluster], gpu_type, ordered)
-    return None
+    attempts = [types] if len(types) <= 1 else [types, *[[t] for t in types]]
+    cpu_first = sorted(pools, key=lambda p: p.gpus > 0)
+    return demands, cpu_first, [[p for p in pools if p.gpu_type and p.gpu_type in allowed]
+                                for allowed in attempts]
 
 
 def _try(
     cap: Capacity,
     picker: HostPicker,
-    pools: list[PoolState],
+    gpu_pools: list[PoolState],
+    cpu_first: list[PoolState],
     demands: list[tuple[int, Demand]],
     job_id: str,
-    allowed: list[str] | None,
 ) -> list[tuple[int, Slot, Demand, tuple[int, ...]]] | None:
     done: list[tuple[int, Slot, Demand, tuple[int, ...]]] = []
-    gpu_pools = [p for p in pools if p.gpu_type and (allowed is None or p.gpu_type in allowed)]
-    cpu_first = sorted(pools, key=lambda p: p.gpus > 0)
     chosen_type: str | None = None
     for index, demand in demands:
         if demand.gpu:

@@ -46,6 +46,7 @@ class QuotaLedger:
                 for r in keys
             }
         self.require_quota = require_quota
+        self._typed: dict[tuple[str, str], bool] = {}
         self.usage: dict[tuple[str, str], dict[str, float]] = {}
         for job in running:
             self.add(job.project, job.node, job.usage)
@@ -87,8 +88,12 @@ class QuotaLedger:
 
     def limits_types(self, project: str, node: str) -> bool:
         """Whether the quota has any ``gpu:<type>`` entry (else type checks can be skipped)."""
-        limit = self.limit.get((project, node))
-        return bool(limit) and any(r.startswith("gpu:") for r in limit)
+        key = (project, node)
+        typed = self._typed.get(key)
+        if typed is None:
+            limit = self.limit.get(key)
+            typed = self._typed[key] = bool(limit) and any(r.startswith("gpu:") for r in limit)
+        return typed
 
     def borrows(self, project: str, node: str) -> bool:
         """True while the project uses more than its nominal quota of something at ``node``."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sched_builders import gang, pending, pool, quota
+
 from aitb.domain.models import Placement
 from aitb.scheduler import Policy, RunningJob, Snapshot, decide
 from aitb.scheduler.capacity import EPS
 from aitb.scheduler.snapshot import labels_match, subtract_running
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from sched_builders import gang, pending, pool, quota
 
 TYPES = ["a100", "h100", "t4"]
 GPU_ASK = [0, 0.25, 0.5, 1, 2, 4, 8]
@@ -113,12 +114,12 @@ def test_invariants(scenario) -> None:
         assert job.nodes is None or a.node in job.nodes
         clusters = {host[h].cluster for h in a.hosts}
         assert clusters == {a.cluster}
-        for rep, h, devs, _ in _replica_use(job.gang, a.placement()):
+        for rep, h, _devs, _ in _replica_use(job.gang, a.placement()):
             assert host[h].node == a.node
             assert labels_match(host[h].labels, job.pool_labels)
             if rep.gpu.count:
                 assert rep.gpu.accepts(host[h].gpu_type) and host[h].gpu_type == a.gpu_type
-    for g, placement, project, gpu_type in placed:
+    for g, placement, project, _gpu_type in placed:
         for rep, h, devs, amount in _replica_use(g, placement):
             cpu[h] += rep.cpu
             mem[h] += rep.memory_gib

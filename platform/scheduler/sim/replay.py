@@ -14,15 +14,20 @@ import heapq
 import math
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from aitb.domain.models import Quota
 from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec, parse_gpu_types
 from aitb.domain.testbed import Federation
-from aitb.scheduler.core import decide
+from aitb.scheduler.core import run_cycle
+from aitb.scheduler.decisions import Decisions
 from aitb.scheduler.policy import POLICIES, Policy
+from aitb.scheduler.quota import QuotaLedger
+from aitb.scheduler.sim.backlog import Backlog
 from aitb.scheduler.snapshot import Host, PendingJob, RunningJob, Snapshot, hosts_from_federation
+
+FULL_SHARE = 0.5  # a cycle takes the whole backlog once the chosen part is this large
 
 
 @dataclass
@@ -95,15 +100,16 @@ def equal_quotas(federation: Federation, projects: Iterable[str]) -> list[Quota]
     return out
 
 
-@dataclass
 class _Cluster:
-    """The ``sim`` backend: host free capacity, changed by admissions, completions, preemptions."""
+    """The ``sim`` backend: host free capacity, changed by admissions, completions, preemptions.
 
-    hosts: list[Host]
-    free: dict[str, list] = field(default_factory=dict)
+    Host records are rebuilt only for hosts that changed since the last snapshot.
+    """
 
-    def __post_init__(self) -> None:
-        self.free = {h.id: [h.cpu_free, h.memory_free, list(h.gpu_free)] for h in self.hosts}
+    def __init__(self, hosts: list[Host]) -> None:
+        self.hosts = {h.id: h for h in hosts}
+        self.free = {h.id: [h.cpu_free, h.memory_free, list(h.gpu_free)] for h in hosts}
+        self.dirty: set[str] = set()
 
     def apply(self, job: RunningJob, sign: float) -> None:
         for rep, host, devs in zip(job.shape.replica_demands(), job.placement.hosts,
@@ -114,11 +120,15 @@ class _Cluster:
             amount = rep.gpu if rep.fractional else 1.0
             for d in devs:
                 state[2][d] = round(state[2][d] - sign * amount, 9)
+            self.dirty.add(host)
 
     def snapshot_hosts(self) -> list[Host]:
-        return [Host(h.id, h.node, h.cluster, h.pool, h.cpu, h.memory_gib, self.free[h.id][0],
-                     self.free[h.id][1], h.gpu_type, tuple(self.free[h.id][2]), h.labels)
-                for h in self.hosts]
+        for host_id in self.dirty:
+            h, (cpu, mem, gpus) = self.hosts[host_id], self.free[host_id]
+            self.hosts[host_id] = Host(h.id, h.node, h.cluster, h.pool, h.cpu, h.memory_gib, cpu,
+                                       mem, h.gpu_type, tuple(gpus), h.labels)
+        self.dirty.clear()
+        return list(self.hosts.values())
 
 
 def replay(
@@ -129,68 +139,111 @@ def replay(
     quotas: list[Quota] | None = None,
     weights: Mapping[str, float] | None = None,
     interval_s: float = 1.0,
+    incremental: bool = True,
 ) -> dict:
-    """Replay ``trace`` (not modified) and return ``{"summary": ..., "jobs": [...]}``."""
+    """Replay ``trace`` (not modified) and return ``{"summary": ..., "jobs": [...]}``.
+
+    ``incremental=False`` hands the whole backlog to every cycle (same result, slower).
+    """
     if isinstance(policy, str):
         policy = POLICIES[policy]
     jobs = {j.id: TraceJob(**j.__dict__) for j in trace}
     quotas = quotas if quotas is not None else equal_quotas(federation, (j.project for j in trace))
     qmap = {(q.project, q.node): q for q in quotas}
     cluster = _Cluster(hosts_from_federation(federation))
-    gpu_capacity = sum(len(h.gpu_free) for h in cluster.hosts)
+    gpu_capacity = sum(len(h.gpu_free) for h in cluster.hosts.values())
+    ledger = QuotaLedger(qmap, (), borrowing=policy.borrowing, require_quota=policy.require_quota)
+    backlog = Backlog(policy, [n.name for n in federation.nodes])
     events: list[tuple[float, int, str, str]] = []  # (time, kind 0=end 1=arrival, job, token)
     for j in jobs.values():
         heapq.heappush(events, (j.submit_s, 1, j.id, ""))
-    pending: dict[str, PendingJob] = {}
     running: dict[str, RunningJob] = {}
     run_token: dict[str, str] = {}
     reservations: dict[str, tuple[str, ...]] = {}
     preemptions = 0
     now = 0.0
+    cycle = 0
     while events:
+        cycle += 1
         t = events[0][0]
         now = math.ceil(t / interval_s - 1e-9) * interval_s if interval_s > 0 else t
         while events and events[0][0] <= now + 1e-9:
             at, kind, job_id, token = heapq.heappop(events)
             job = jobs[job_id]
             if kind == 1:
-                pending[job_id] = _pending(job)
+                backlog.add(_pending(job))
             elif run_token.get(job_id) == token:  # not a stale end of a preempted run
                 r = running.pop(job_id)
                 cluster.apply(r, -1.0)
+                ledger.add(r.project, r.node, r.usage, -1.0)
+                backlog.grow(cycle, r.node)
                 job.end_s = at
                 job.gpu_seconds += job.gang.total_demand().get("gpu", 0.0) * (at - job.start_s)
-        if not pending:
+        if not len(backlog):
             continue
-        for job_id, hosts in reservations.items():
-            if job_id in pending:
-                pending[job_id] = _with_reservation(pending[job_id], hosts)
-        snap = Snapshot(cluster.snapshot_hosts(), qmap, list(running.values()),
-                        list(pending.values()), dict(weights or {}))
-        decisions = decide(snap, lambda now=now: now, policy)
+        decisions = _decide(backlog, cluster, qmap, running, weights, reservations, now, policy,
+                            incremental)
+        if decisions is None:
+            continue  # provably nothing would change: reservations stand
+        released = any(a.job_id in backlog.last_owners for a in decisions.admissions)
         reservations = decisions.reservations
+        if decisions.preemptions or released:
+            backlog.grow(cycle + 1)  # failures seen in this cycle may fit now
         for p in decisions.preemptions:
             r = running.pop(p.job_id)
             cluster.apply(r, -1.0)
+            ledger.add(r.project, r.node, r.usage, -1.0)
             job = jobs[p.job_id]
             job.preemptions += 1
             preemptions += 1
             job.gpu_seconds += job.gang.total_demand().get("gpu", 0.0) * (now - job.start_s)
             run_token.pop(p.job_id, None)
-            pending[p.job_id] = _pending(job)
+            backlog.add(_pending(job))
         for a in decisions.admissions:
             job = jobs[a.job_id]
-            pending.pop(a.job_id)
+            backlog.remove(a.job_id)
             r = RunningJob(job.id, job.project, job.partner, a.node, a.cluster, job.priority, now,
                            job.gang, a.placement(), a.gpu_type)
             running[job.id] = r
             cluster.apply(r, 1.0)
+            ledger.add(r.project, r.node, r.usage)
             job.start_s = now
             job.ran_at = a.node
             token = f"{job.id}#{job.preemptions}"
             run_token[job.id] = token
             heapq.heappush(events, (now + job.duration_s, 0, job.id, token))
+        backlog.record(cycle, decisions, ledger, reservations)
     return _result(policy.name, jobs, gpu_capacity, preemptions)
+
+
+def _decide(backlog: Backlog, cluster: _Cluster, qmap: Mapping, running: Mapping[str, RunningJob],
+            weights: Mapping[str, float] | None, reservations: dict[str, tuple[str, ...]],
+            now: float, policy: Policy, incremental: bool) -> Decisions | None:
+    """One cycle on the jobs the backlog says can matter, checked and widened until exact."""
+    owners = {j: h for j, h in reservations.items() if j in backlog.jobs}
+    backlog.last_owners = owners
+    extra: dict[tuple, int] = {}
+    hosts = cluster.snapshot_hosts()
+    run = list(running.values())
+    while True:
+        chosen = backlog.select(now, owners, extra) if incremental and extra != {"*": 0} \
+            else backlog.jobs
+        if chosen is None:
+            return None
+        if len(chosen) >= FULL_SHARE * len(backlog.jobs):
+            chosen = backlog.jobs  # most of it anyway: a check and a rerun would cost more
+        pending = [_with_reservation(j, owners[j.id]) if j.id in owners else j
+                   for j in chosen.values()]
+        snap = Snapshot(hosts, qmap, run, pending, dict(weights or {}))
+        result = run_cycle(snap, now, policy)
+        if len(chosen) == len(backlog.jobs):
+            return result.decisions
+        more = backlog.check(result.decisions, owners, chosen, result.cleared_at,
+                             result.reopened)
+        if more is None:
+            return result.decisions
+        widened = {**extra, **more}
+        extra = {"*": 0} if not more or widened == extra else widened
 
 
 def _pending(job: TraceJob) -> PendingJob:
