@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -161,24 +161,30 @@ class PackingPicker:
         return (hit, []) if hit is not None else None
 
 
+def _fitting_slots(pools: Sequence[PoolState], demand: Demand, job_id: str) -> Iterator[Slot]:
+    """Every host that could take the replica now (the baselines' full scan)."""
+    for pool in pools:
+        if demand.gpu and not pool.gpus:
+            continue
+        for slot in pool.slots:
+            if not (_usable(slot, job_id) and slot.fits(demand)):
+                continue
+            if demand.fractional and not any(f + EPS >= demand.gpu for f in slot.dev):
+                continue
+            if demand.whole and slot.whole < demand.whole:
+                continue
+            yield slot
+
+
 class BestFitPicker:
     """Baseline: the host left with the least free GPU (then CPU) after placement; full scan."""
 
     def pick(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None:
         best: tuple[tuple[float, float], Slot] | None = None
-        for pool in pools:
-            if demand.gpu and not pool.gpus:
-                continue
-            for slot in pool.slots:
-                if not (_usable(slot, job_id) and slot.fits(demand)):
-                    continue
-                if demand.fractional and not any(f + EPS >= demand.gpu for f in slot.dev):
-                    continue
-                if demand.whole and slot.whole < demand.whole:
-                    continue
-                key = (slot.gpu_free() - demand.gpu, slot.cpu - demand.cpu)
-                if best is None or key < best[0]:
-                    best = (key, slot)
+        for slot in _fitting_slots(pools, demand, job_id):
+            key = (slot.gpu_free() - demand.gpu, slot.cpu - demand.cpu)
+            if best is None or key < best[0]:
+                best = (key, slot)
         if best is None:
             return None
         slot = best[1]
@@ -195,18 +201,7 @@ class RandomPicker:
         self.rng = random.Random(seed)
 
     def pick(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None:
-        fits: list[Slot] = []
-        for pool in pools:
-            if demand.gpu and not pool.gpus:
-                continue
-            for slot in pool.slots:
-                if not (_usable(slot, job_id) and slot.fits(demand)):
-                    continue
-                if demand.fractional and not any(f + EPS >= demand.gpu for f in slot.dev):
-                    continue
-                if demand.whole and slot.whole < demand.whole:
-                    continue
-                fits.append(slot)
+        fits = list(_fitting_slots(pools, demand, job_id))
         if not fits:
             return None
         slot = self.rng.choice(fits)
