@@ -54,8 +54,19 @@ def get_principal(
     return accounts.authenticate(session, credentials.credentials if credentials else None)
 
 
+def get_principal_detached(
+    state: Annotated[AppState, Depends(get_state)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Authenticate in a short transaction of its own, for routes that call other services
+    (Ray, MLflow) or stream a body: no database transaction stays open meanwhile."""
+    with state.db.session() as session:
+        return accounts.authenticate(session, credentials.credentials if credentials else None)
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 # "function" scope: the transaction commits before the response is sent, so a
 # client never sees success for a write that then fails to commit.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 CallerDep = Annotated[Principal, Depends(get_principal)]
+DetachedCallerDep = Annotated[Principal, Depends(get_principal_detached)]

@@ -98,14 +98,10 @@ class Reconciler:
 
     def _replica(self, job: Job, spec: ReplicaSpec, index: int) -> ReplicaResources:
         host = job.placement.hosts[index] if job.placement and index < len(job.placement.hosts) else None
-        pool_name = host.split("/")[1] if host else None
-        gpu_type = None
-        if host and spec.gpu.count:
-            found = self.federation.cluster(job.cluster or "")
-            pool = next((p for p in found[1].pools if p.name == pool_name), None) if found else None
-            gpu_type = pool.gpu_type if pool else None
+        pool = self.federation.pool_of_host(host) if host else None
         return ReplicaResources(cpu=spec.cpu, memory_gib=spec.memory_gib, gpu=spec.gpu.count,
-                                gpu_type=gpu_type, pool=pool_name)
+                                gpu_type=pool.gpu_type if pool and spec.gpu.count else None,
+                                pool=pool.name if pool else None)
 
     def request_for(self, job: Job, env: dict[str, str]) -> DispatchRequest:
         gang = job.spec.gang

@@ -49,11 +49,8 @@ class CycleResult:
 def _gpu_type_of(job: Job, federation: Federation) -> str | None:
     if not job.placement or not job.placement.hosts:
         return None
-    cluster, pool, *_ = job.placement.hosts[0].split("/")
-    found = federation.cluster(cluster)
-    if not found:
-        return None
-    return next((p.gpu_type for p in found[1].pools if p.name == pool), None)
+    pool = federation.pool_of_host(job.placement.hosts[0])
+    return pool.gpu_type if pool else None
 
 
 class SchedulingCycle:

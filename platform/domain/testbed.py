@@ -90,6 +90,15 @@ class Federation(_Strict):
     def clusters(self) -> list[tuple[Node, Cluster]]:
         return [(n, c) for n in self.nodes for c in n.clusters]
 
+    def pool_of_host(self, host_id: str) -> Pool | None:
+        """The pool of a scheduler host id ``<cluster>/<pool>/<index>``."""
+        cluster_name, _, rest = host_id.partition("/")
+        pool_name = rest.partition("/")[0]
+        found = self.cluster(cluster_name)
+        if found is None:
+            return None
+        return next((p for p in found[1].pools if p.name == pool_name), None)
+
 
 def _unique(names: list[str], what: str) -> None:
     seen: set[str] = set()

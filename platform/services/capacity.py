@@ -19,12 +19,6 @@ from aitb.store.jobs import jobs_in_states
 from aitb.store.tables import ProjectRow, QuotaRow
 
 
-def pool_of_host(host: str) -> tuple[str, str]:
-    """Host ids are ``<cluster>/<pool>/<index>``."""
-    cluster, pool, *_ = host.split("/")
-    return cluster, pool
-
-
 def job_usage(job: Job, federation: Federation) -> tuple[ResourceMap, dict[tuple[str, str], ResourceMap]]:
     """What an active job holds: its quota usage, and usage per (cluster, pool)."""
     total: ResourceMap = {}
@@ -33,12 +27,10 @@ def job_usage(job: Job, federation: Federation) -> tuple[ResourceMap, dict[tuple
     hosts = job.placement.hosts if job.placement else []
     for index, replica in enumerate(replicas):
         demand = replica.quota_demand()
-        key = pool_of_host(hosts[index]) if index < len(hosts) else None
-        if key and replica.gpu.count:
-            found = federation.cluster(key[0])
-            pool = next((p for p in found[1].pools if p.name == key[1]), None) if found else None
-            if pool is not None and pool.gpu_type:
-                demand[f"gpu:{pool.gpu_type}"] = replica.gpu.count
+        key = tuple(hosts[index].split("/")[:2]) if index < len(hosts) else None
+        pool = federation.pool_of_host(hosts[index]) if key else None
+        if pool is not None and pool.gpu_type and replica.gpu.count:
+            demand[f"gpu:{pool.gpu_type}"] = replica.gpu.count
         total = add(total, demand)
         if key:
             per_pool[key] = add(per_pool[key], demand)

@@ -55,11 +55,10 @@ def validate_submission(session: Session, federation: Federation, spec: JobSpec)
     if unknown:
         raise Invalid(f"unknown node(s) {', '.join(unknown)}: known nodes are {', '.join(sorted(known))}")
     gpu_types = {p.gpu_type for _, c in federation.clusters() for p in c.pools if p.gpu_type}
-    for replica in spec.gang.replicas()[:2]:
-        missing = replica.gpu.types - gpu_types
+    for replica in filter(None, (spec.gang.head, spec.gang.worker)):
         if replica.gpu.count and replica.gpu.types and not (replica.gpu.types & gpu_types):
             raise Invalid(
-                f"no pool offers gpu type {', '.join(sorted(missing))}: available types are "
+                f"no pool offers gpu type {', '.join(sorted(replica.gpu.types))}: available types are "
                 f"{', '.join(sorted(gpu_types)) or 'none'}"
             )
         problem = _largest_fit(federation, replica, set(spec.nodes) or None)
@@ -117,10 +116,3 @@ def cancel(
     if on_changed:
         on_changed(session, updated)
     return updated
-
-
-def require_job(session: Session, job_id: str) -> Job:
-    job = store.get_job(session, job_id)
-    if job is None:
-        raise NotFound(f"unknown job {job_id!r}")
-    return job

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from aitb.store.base import utcnow
@@ -120,7 +120,3 @@ def list_entries(
             return []
         query = query.where(or_(*scope))
     return list(session.scalars(query.order_by(AuditRow.seq).limit(limit)))
-
-
-def count(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(AuditRow)) or 0

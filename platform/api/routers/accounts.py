@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from aitb.api.deps import CallerDep, SessionDep, StateDep
+from aitb.api.deps import CallerDep, DetachedCallerDep, SessionDep, StateDep
 from aitb.api.routers import errors
 from aitb.api.schemas import (
+    API_VERSION,
     MemberIn,
     MemberOut,
     MembershipOut,
@@ -24,7 +25,7 @@ from aitb.api.schemas import (
 )
 from aitb.services import accounts
 
-router = APIRouter(prefix="/v1", tags=["accounts"])
+router = APIRouter(prefix=f"/{API_VERSION}", tags=["accounts"])
 
 
 @router.post("/partners", status_code=201, response_model=PartnerOut, responses=errors(401, 403, 409, 422))
@@ -115,11 +116,12 @@ def _project_changed(state, session, project: str, revoke: list[str] | None = No
 
 
 @router.post("/users/{name}/mlflow-password", response_model=MlflowLoginOut, responses=errors(401, 403, 404, 409))
-def mlflow_password(name: str, session: SessionDep, caller: CallerDep, state: StateDep) -> MlflowLoginOut:
+def mlflow_password(name: str, caller: DetachedCallerDep, state: StateDep) -> MlflowLoginOut:
     """A new password for the user's MLflow UI account (shown once; the old one stops working)."""
     from aitb.services.errors import Conflict, Forbidden
 
-    target = accounts.require_user(session, name)
+    with state.db.session() as session:  # closed before MLflow is called
+        target = accounts.require_user(session, name)
     if caller.name != name and not caller.is_platform_admin and not caller.is_partner_admin(target.partner):
         raise Forbidden("only the user or an admin may reset an MLflow password")
     if state.mlflow_access is None:

@@ -6,12 +6,12 @@ from fastapi import APIRouter
 
 from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.routers import errors, first_error
-from aitb.api.schemas import QuotaIn, QuotaOut, TestbedOut
+from aitb.api.schemas import API_VERSION, QuotaIn, QuotaOut, TestbedOut
 from aitb.domain.models import Quota
 from aitb.services import capacity
 from aitb.services.errors import Invalid
 
-router = APIRouter(prefix="/v1", tags=["capacity"])
+router = APIRouter(prefix=f"/{API_VERSION}", tags=["capacity"])
 
 
 @router.get("/testbeds", response_model=TestbedOut, responses=errors(401))

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Response
 
 from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.routers import errors
-from aitb.api.schemas import DatasetIn, DatasetOut, GrantIn, GrantOut
+from aitb.api.schemas import API_VERSION, DatasetIn, DatasetOut, GrantIn, GrantOut
 from aitb.domain.models import Dataset, Grant
 from aitb.services import datasets
 
-router = APIRouter(prefix="/v1", tags=["datasets"])
+router = APIRouter(prefix=f"/{API_VERSION}", tags=["datasets"])
 
 
 @router.post("/datasets", status_code=201, response_model=DatasetOut, responses=errors(401, 403, 404, 409, 422))

@@ -7,16 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from aitb.api.deps import CallerDep, SessionDep, StateDep
+from aitb.api.deps import CallerDep, DetachedCallerDep, SessionDep, StateDep
 from aitb.api.routers import errors, first_error
-from aitb.api.schemas import JobIn, JobOut, PackageOut, QueueEntryOut
+from aitb.api.schemas import API_VERSION, JobIn, JobOut, PackageOut, QueueEntryOut
 from aitb.domain.lifecycle import JobState
 from aitb.domain.models import JobSpec
 from aitb.services import jobs, packages
 from aitb.services.errors import Invalid, NotFound, TooLarge
 from aitb.store import jobs as job_store
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix=f"/{API_VERSION}", tags=["jobs"])
 
 
 @router.post(
@@ -26,16 +26,11 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
     responses={200: {"model": PackageOut, "description": "already stored"}, **errors(401, 413, 422)},
     openapi_extra={"requestBody": {"required": True, "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
 )
-async def upload_package(request: Request, response: Response, state: StateDep) -> PackageOut:
-    # Authenticate before reading the body, so anonymous uploads cost nothing.
-    from aitb.services import accounts
-
-    token = request.headers.get("authorization", "")
-    token = token[7:] if token.lower().startswith("bearer ") else None
+async def upload_package(request: Request, response: Response, state: StateDep,
+                         caller: DetachedCallerDep) -> PackageOut:
+    # The caller is authenticated before the body is read: anonymous uploads cost nothing.
     limit = state.settings.packages.max_bytes
     declared = request.headers.get("content-length")
-    with state.db.session() as session:
-        caller = accounts.authenticate(session, token)
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"package is {declared} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
@@ -134,9 +129,11 @@ def cancel(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep)
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}, "description": "driver log from `offset`"}, **errors(401, 404)},
 )
-def logs(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep,
+def logs(job_id: str, caller: DetachedCallerDep, state: StateDep,
          offset: Annotated[int, Query(ge=0)] = 0) -> Response:
-    job = jobs.visible_job(session, caller, job_id)
+    with state.db.session() as session:
+        job = jobs.visible_job(session, caller, job_id)
+    # the backend is asked outside any transaction
     data, next_offset = (b"", offset)
     if state.log_reader is not None:
         data, next_offset = state.log_reader(job, offset)

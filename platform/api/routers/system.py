@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.routers import errors
-from aitb.api.schemas import AuditOut, AuditVerifyOut, HealthOut
+from aitb.api.schemas import API_VERSION, AuditOut, AuditVerifyOut, HealthOut
 from aitb.services.errors import Forbidden
 from aitb.store import audit
 
@@ -37,7 +37,7 @@ def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.extras["metrics"].registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/audit", response_model=list[AuditOut], responses=errors(401, 403), tags=["audit"])
+@router.get(f"/{API_VERSION}/audit", response_model=list[AuditOut], responses=errors(401, 403), tags=["audit"])
 def list_audit(session: SessionDep, caller: CallerDep,
                after: Annotated[int, Query(ge=0)] = 0,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditOut]:
@@ -51,7 +51,7 @@ def list_audit(session: SessionDep, caller: CallerDep,
     return [AuditOut.model_validate(r) for r in rows]
 
 
-@router.get("/v1/audit/verify", response_model=AuditVerifyOut, responses=errors(401, 403), tags=["audit"])
+@router.get(f"/{API_VERSION}/audit/verify", response_model=AuditVerifyOut, responses=errors(401, 403), tags=["audit"])
 def verify_audit(session: SessionDep, caller: CallerDep) -> AuditVerifyOut:
     if not caller.is_platform_admin:
         raise Forbidden("only a platform admin may verify the whole audit chain")
