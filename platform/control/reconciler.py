@@ -118,9 +118,8 @@ class Reconciler:
     def run_once(self) -> None:
         with self.db.session() as session:
             active = job_store.jobs_in_states(session, ACTIVE_STATES)
-            to_stop = [j for j in job_store.jobs_in_states(
-                session, [JobState.CANCELLED, JobState.QUEUED, JobState.FAILED, JobState.SUCCEEDED]
-            ) if j.cancel_requested]
+            # filtered in SQL: this runs every tick, and finished jobs only accumulate
+            to_stop = job_store.jobs_to_stop(session)
         for job in to_stop:
             self._stop_leftover(job)
         self.hot = any(j.state == JobState.ADMITTED for j in active)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from aitb.domain.lifecycle import JobState, check_transition
+from aitb.domain.lifecycle import ACTIVE_STATES, JobState, check_transition
 from aitb.domain.models import Job, JobEvent, JobSpec, Placement
 from aitb.store.base import utcnow
 from aitb.store.tables import JobEventRow, JobRow
@@ -171,6 +171,18 @@ def jobs_in_states(session: Session, states: Iterable[JobState]) -> list[Job]:
         select(JobRow)
         .where(JobRow.state.in_([s.value for s in states]))
         .order_by(JobRow.created_at, JobRow.id)
+    )
+    return [to_job(r) for r in rows]
+
+
+def jobs_to_stop(session: Session) -> list[Job]:
+    """Jobs whose backend attempt still has to be stopped (cancelled or preempted).
+
+    Active jobs are left out: a re-admitted job's flag belongs to its old attempt."""
+    rows = session.scalars(
+        select(JobRow)
+        .where(JobRow.cancel_requested.is_(True), JobRow.state.not_in([s.value for s in ACTIVE_STATES]))
+        .order_by(JobRow.id)
     )
     return [to_job(r) for r in rows]
 
