@@ -1,0 +1,167 @@
+"""Governance benchmarks: decision latency with 1,000 policies, and submit throughput on vs off.
+
+1. Decision latency: `decide(job, candidates)` for the six-node federation of
+   testbeds/sweden.yaml (every pool a candidate) with 1,000 added policies
+   (node admins' and partners' forbids, scoped as people write them) on top of
+   the baseline, for random jobs (0-3 datasets of 20 partners, grants, requested
+   nodes). Reports p50/p99 per job, cold (first decision of each policy slice)
+   and steady.
+2. Submit throughput: jobs submitted through the service layer into a real
+   SQLite store, governance on (the decision, its audit entry) vs off, in the
+   same run, alternating batches.
+
+    .venv/bin/python bench/governance.py [--jobs 2000] [--policies 1000] [--submits 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aitb.domain.models import Classification, Residency
+from aitb.domain.testbed import load_testbed
+from aitb.governance import (
+    DatasetFacts,
+    GrantFacts,
+    JobFacts,
+    PolicyDoc,
+    PolicyEngine,
+    candidates_of,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+PARTNERS = [f"partner{i}" for i in range(20)]
+PROJECTS = [(f"proj{i}", PARTNERS[i % len(PARTNERS)]) for i in range(60)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def make_policies(n: int, nodes: list[str], rng: random.Random) -> list[PolicyDoc]:
+    """About 60 % node admins' rules, 40 % partners' rules, mostly about one project or partner."""
+    docs: list[PolicyDoc] = []
+    for i in range(n):
+        project, partner = rng.choice(PROJECTS)
+        kind = rng.random()
+        if i % 10 < 6:
+            node = rng.choice(nodes)
+            scope = f"node:{node}"
+            if kind < 0.6:
+                text = (f'forbid (principal == Project::"{project}", action == Action::"run", resource) '
+                        f'when {{ resource.gpu_type == "{rng.choice(["a100", "h100", "l40s"])}" }};')
+            elif kind < 0.85:
+                text = (f'forbid (principal in Partner::"{partner}", action == Action::"run", resource) '
+                        f'when {{ context.job.priority < {rng.randint(-5, 5)} }};')
+            else:
+                text = (f'forbid (principal, action == Action::"run", resource) '
+                        f'when {{ context.level >= 3 && context.job.gpus > {rng.randint(8, 64)} }};')
+        else:
+            owner = rng.choice(PARTNERS)
+            scope = f"partner:{owner}"
+            if kind < 0.5:
+                text = (f'forbid (principal == Project::"{project}", action == Action::"use", '
+                        f'resource in Partner::"{owner}") when {{ context has purpose && '
+                        f'context.purpose == "marketing" }};')
+            elif kind < 0.8:
+                text = (f'forbid (principal in Partner::"{partner}", action == Action::"run", resource) '
+                        f'when {{ resource.node == "{rng.choice(nodes)}" }};')
+            else:
+                text = (f'forbid (principal == Project::"{project}", action in [Action::"egress", '
+                        f'Action::"install"], resource);')
+        docs.append(PolicyDoc(f"rule-{i}", scope, text))
+    return docs
+
+
+def make_jobs(n: int, nodes: list[str], rng: random.Random) -> list[JobFacts]:
+    datasets = [
+        DatasetFacts(f"ds{i}", rng.choice(PARTNERS), rng.choice(list(Classification)), rng.choice(nodes),
+                     rng.choice([Residency.NONE, Residency.NONE, Residency.STRICT]), 365,
+                     tuple(rng.sample(["research", "teaching", "care"], rng.randint(0, 2))))
+        for i in range(100)
+    ]
+    jobs = []
+    for i in range(n):
+        project, partner = rng.choice(PROJECTS)
+        used = tuple(rng.sample(datasets, rng.randint(0, 3)))
+        grants = {d.name: GrantFacts(rng.choice(["research", "teaching"]),
+                                     NOW + timedelta(days=rng.randint(-10, 300)))
+                  for d in used if rng.random() < 0.85}
+        requested = frozenset(rng.sample(nodes, 1)) if rng.random() < 0.2 else frozenset()
+        jobs.append(JobFacts(project, partner, "alice", NOW + timedelta(seconds=i), used, grants, requested,
+                             None, f"job{i}", rng.randint(-3, 3), rng.choice([0, 1, 8, 16])))
+    return jobs
+
+
+def bench_latency(args) -> dict:
+    federation = load_testbed(REPO / "testbeds" / "sweden.yaml")
+    candidates = candidates_of(federation)
+    nodes = [n.name for n in federation.nodes]
+    rng = random.Random(args.seed)
+    t0 = time.perf_counter()
+    engine = PolicyEngine(make_policies(args.policies, nodes, rng), revision=1)
+    compile_s = time.perf_counter() - t0
+    jobs = make_jobs(args.jobs, nodes, rng)
+    cold: list[float] = []
+    for job in jobs:
+        t = time.perf_counter()
+        engine.decide(job, candidates)
+        cold.append(time.perf_counter() - t)
+    warm: list[float] = []
+    cpu: list[float] = []
+    allowed = 0
+    for job in jobs:
+        t, c = time.perf_counter(), time.thread_time()
+        d = engine.decide(job, candidates)
+        cpu.append(time.thread_time() - c)
+        warm.append(time.perf_counter() - t)
+        allowed += d.allowed
+    baseline_only = PolicyEngine([], 0)
+    base: list[float] = []
+    for job in jobs:
+        baseline_only.decide(job, candidates)
+    for job in jobs:
+        t = time.perf_counter()
+        baseline_only.decide(job, candidates)
+        base.append(time.perf_counter() - t)
+    ms = lambda xs, q: percentile(xs, q) * 1000  # noqa: E731
+    return {
+        "candidates": len(candidates), "policies": args.policies, "jobs": len(jobs),
+        "compile_s": round(compile_s, 2), "allowed_jobs": allowed,
+        "first_pass_p50_ms": round(ms(cold, 0.5), 3), "first_pass_p99_ms": round(ms(cold, 0.99), 3),
+        "p50_ms": round(ms(warm, 0.5), 3), "p99_ms": round(ms(warm, 0.99), 3),
+        "mean_ms": round(statistics.mean(warm) * 1000, 3),
+        "cpu_p50_ms": round(ms(cpu, 0.5), 3), "cpu_p99_ms": round(ms(cpu, 0.99), 3),
+        "baseline_only_p50_ms": round(ms(base, 0.5), 3), "baseline_only_p99_ms": round(ms(base, 0.99), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--policies", type=int, default=1000)
+    parser.add_argument("--submits", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-submit", action="store_true")
+    args = parser.parse_args()
+    lat = bench_latency(args)
+    print("decision latency (sweden.yaml, every pool a candidate):")
+    for k, v in lat.items():
+        print(f"  {k:24} {v}")
+    print(f"  target p99 < 2 ms: {'met' if lat['p99_ms'] < 2 else 'NOT met'}")
+    if not args.skip_submit:
+        bench_submit(args)
+
+
+def bench_submit(args) -> None:
+    print("submit throughput: needs the submission path with governance (step 2); not yet wired")
+
+
+if __name__ == "__main__":
+    main()
