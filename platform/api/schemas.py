@@ -172,6 +172,8 @@ class DatasetIn(In):
     home_node: str = Field(pattern=SLUG)
     residency: Residency = Residency.NONE
     retention_days: int = Field(default=365, ge=0, le=36500)
+    purposes: list[str] = Field(default_factory=list, max_length=50,
+                                description="purposes the dataset may be used for; empty: any")
 
 
 class DatasetOut(Out):
@@ -181,6 +183,7 @@ class DatasetOut(Out):
     home_node: str
     residency: Residency
     retention_days: int
+    purposes: list[str] = Field(default_factory=list)
 
 
 class GrantIn(In):
@@ -239,6 +242,8 @@ class JobIn(In):
     code: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
     env: dict[str, str] = Field(default_factory=dict)
     max_retries: int = Field(default=0, ge=0, le=10)
+    purpose: str | None = Field(default=None, min_length=3, max_length=500,
+                                description="what the job uses its datasets for (checked against grants)")
 
     @field_validator("env")
     @classmethod

@@ -95,6 +95,7 @@ class Dataset(_Model):
     home_node: str = Field(pattern=SLUG)
     residency: Residency = Residency.NONE
     retention_days: int = Field(default=365, ge=0, le=36500)
+    purposes: list[str] = Field(default_factory=list, max_length=50)  # empty: any purpose
 
 
 class Grant(_Model):
@@ -128,6 +129,7 @@ class JobSpec(_Model):
     code: str | None = None  # "sha256:<hex>" of an uploaded package
     env: dict[str, str] = Field(default_factory=dict)
     max_retries: int = Field(default=0, ge=0, le=10)
+    purpose: str | None = Field(default=None, max_length=500)  # checked against grants and datasets
 
 
 class Job(_Model):

@@ -34,6 +34,7 @@ from aitb.governance.policies import (
     baseline,
     compile_added,
     policy_set_digest,
+    policy_version,
 )
 
 _SETS_CACHED = 4096
@@ -65,7 +66,7 @@ class PolicyEngine:
         self.docs = list(docs)
         self.revision = revision
         self.digest = policy_set_digest(self.docs)
-        self.version = f"{revision}-{self.digest[:12]}"
+        self.version = policy_version(revision)
         self.baseline = baseline()
         added: list[Statement] = []
         for doc in self.docs:

@@ -225,3 +225,9 @@ def policy_set_digest(docs: list[PolicyDoc]) -> str:
     for d in sorted(docs, key=lambda d: (d.scope, d.name)):
         h.update(f"\0{d.scope}\0{d.name}\0{d.revision}\0{d.text}".encode())
     return h.hexdigest()
+
+
+def policy_version(revision: int) -> str:
+    """The policy-set version decisions and audit entries carry: the store's policy revision
+    (the newest policy row id; 0 with no added policy) and which baseline was shipped."""
+    return f"{revision}:{hashlib.sha256(baseline_text().encode()).hexdigest()[:8]}"

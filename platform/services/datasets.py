@@ -23,6 +23,7 @@ def to_dataset(row: DatasetRow) -> Dataset:
         home_node=row.home_node,
         residency=row.residency,
         retention_days=row.retention_days,
+        purposes=list(row.purposes or []),
     )
 
 
@@ -41,6 +42,7 @@ def create_dataset(session: Session, who: Principal, federation: Federation, ds:
         home_node=ds.home_node,
         residency=ds.residency.value,
         retention_days=ds.retention_days,
+        purposes=sorted(set(ds.purposes)),
     )
     session.add(row)
     audit.append(session, who.name, "dataset.create", f"dataset/{ds.name}", ds.model_dump(mode="json"),
@@ -73,6 +75,8 @@ def set_grant(session: Session, who: Principal, grant: Grant) -> GrantRow:
         raise Invalid("expires_at must include a time zone (e.g. 2027-01-01T00:00:00Z)")
     if grant.expires_at <= utcnow():
         raise Invalid("expires_at is in the past")
+    if ds.purposes and grant.purpose not in ds.purposes:
+        raise Invalid(f"dataset {ds.name!r} may be used only for: {', '.join(ds.purposes)}")
     row = session.get(GrantRow, (grant.dataset, grant.project))
     if row is None:
         row = GrantRow(dataset=grant.dataset, project=grant.project)

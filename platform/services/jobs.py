@@ -10,6 +10,7 @@ from aitb.domain.lifecycle import ACTIVE_STATES, CANCELLABLE_STATES, JobState
 from aitb.domain.models import Job, JobSpec
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
+from aitb.services import governance
 from aitb.services.accounts import require_project
 from aitb.services.authz import Principal
 from aitb.services.datasets import require_dataset
@@ -74,7 +75,10 @@ def submit(
     federation: Federation,
     spec: JobSpec,
     on_created: JobHook | None = None,
+    on_changed: JobHook | None = None,
 ) -> Job:
+    """Store the job QUEUED, or REJECTED when governance allows it nowhere (the caller answers
+    403 with `job.reasons`; the refusal is recorded, audited and tracked like any job)."""
     project = require_project(session, spec.project)
     if not who.can_submit(project.name, project.partner):
         raise Forbidden(f"only researchers and leads of project {spec.project!r} may submit to it")
@@ -82,6 +86,16 @@ def submit(
     job = store.create_job(session, spec, partner=project.partner, submitter=who.name)
     if on_created:
         on_created(session, job)
+    return governance_check(session, who, federation, job, on_changed)
+
+
+def governance_check(session: Session, who: Principal, federation: Federation, job: Job,
+                     on_changed: JobHook | None) -> Job:
+    decision = governance.decide_job(session, federation, job)
+    if not decision.allowed:
+        return governance.reject(session, job, decision.explain(), who.name, decision, on_changed)
+    governance.audit_decision(session, who.name, "job.submit", job.id, decision, job.spec.datasets,
+                              partner=job.partner)
     return job
 
 

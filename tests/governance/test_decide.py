@@ -183,11 +183,12 @@ def test_expired_reason_says_when():
 
 
 def test_version_changes_with_the_policies():
-    a = PolicyEngine([], 0).version
-    b = PolicyEngine([NODE_LUND_FORBID_P1], 1).version
-    c = PolicyEngine([replace(NODE_LUND_FORBID_P1, text=NODE_LUND_FORBID_P1.text + " ")], 1).version
-    assert len({a, b, c}) == 3
-    assert decide(job(), CANDIDATES).version == a
+    a = PolicyEngine([], 0)
+    b = PolicyEngine([NODE_LUND_FORBID_P1], 1)
+    c = PolicyEngine([replace(NODE_LUND_FORBID_P1, text=NODE_LUND_FORBID_P1.text + " ")], 2)
+    assert len({a.version, b.version, c.version}) == 3
+    assert len({a.digest, b.digest, c.digest}) == 3
+    assert decide(job(), CANDIDATES).version == a.version
 
 
 def test_input_digest_is_stable_and_sensitive():

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from aitb.api.deps import CallerDep, DetachedCallerDep, SessionDep, StateDep
+from aitb.api.governance_schemas import RejectedOut
 from aitb.api.routers import errors, first_error
+from aitb.api.routers.policies import rejected
 from aitb.api.schemas import API_VERSION, JobIn, JobOut, PackageOut, QueueEntryOut
 from aitb.domain.lifecycle import JobState
 from aitb.domain.models import JobSpec
@@ -59,7 +61,9 @@ def has_package(digest: str, session: SessionDep, caller: CallerDep) -> Response
     return Response(status_code=200)
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut, responses=errors(401, 403, 404, 422))
+@router.post("/jobs", status_code=201, response_model=JobOut,
+             responses={**errors(401, 404, 422), 403: {"model": RejectedOut, "description":
+                        "not a member, or refused by governance (then recorded as a REJECTED job)"}})
 def submit(body: JobIn, session: SessionDep, caller: CallerDep, state: StateDep) -> JobOut:
     try:
         spec = JobSpec(
@@ -74,10 +78,14 @@ def submit(body: JobIn, session: SessionDep, caller: CallerDep, state: StateDep)
             code=body.code,
             env=body.env,
             max_retries=body.max_retries,
+            purpose=body.purpose,
         )
     except ValueError as exc:
         raise Invalid(first_error(exc)) from None
-    job = jobs.submit(session, caller, state.federation, spec, on_created=state.on_job_created)
+    job = jobs.submit(session, caller, state.federation, spec, on_created=state.on_job_created,
+                      on_changed=state.on_job_changed)
+    if job.state == JobState.REJECTED:
+        return rejected(job)  # 403 with the reasons; the REJECTED job is committed and audited
     return JobOut.of(job)
 
 
