@@ -28,6 +28,9 @@ COMMANDS: dict[str, str] = {
     "queue": "queue:queue",
     "quota": "queue:quota",
     "admin": "admin:admin",
+    "policy": "governance:policy",
+    "dataset": "governance:dataset",
+    "grant": "governance:grant",
 }
 #: commands owned by other modules that may not exist yet: tolerated when missing.
 OPTIONAL_COMMANDS: dict[str, str] = {
