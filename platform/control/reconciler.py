@@ -268,7 +268,7 @@ class Reconciler:
         """The attempt is over for its job: the job ends, or goes back to the queue by the
         retry rule. ``close=False`` leaves the attempt open, owing its stop (over time)."""
         target = target or JOB_STATE_ON_ATTEMPT_END[outcome]
-        log_path = self._save_log(attempt) if close else None
+        log_path = self._save_log(attempt) if outcome != AttemptOutcome.REJECTED else None
         try:
             with self.db.session() as session:
                 if close:
