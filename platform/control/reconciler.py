@@ -109,6 +109,7 @@ class Reconciler:
         self.workdir_for = workdir_for
         self.clock = clock
         self._backoff: dict[str, _Backoff] = {}
+        self._stranded: set[str] = set()  # attempts on an undriven cluster, warned about once
         self.hot = False  # some job is admitted but not running yet: poll fast
 
     # -- helpers --------------------------------------------------------------------------
@@ -161,6 +162,11 @@ class Reconciler:
                 # (e.g. from before the backend went away) was never dispatched by us
                 if owes_stop:
                     self._withdraw(attempt, job)
+                elif attempt.backend_id not in self._stranded:
+                    self._stranded.add(attempt.backend_id)
+                    log.warning("job %s is admitted to cluster %s, which has no usable backend: it "
+                                "will not start until the cluster is driven or the job is cancelled",
+                                job.id, attempt.cluster)
                 continue
             if not self._available(attempt.cluster):
                 continue

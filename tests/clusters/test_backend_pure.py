@@ -186,3 +186,36 @@ def test_sim_models_a_pending_start_and_a_stop_that_a_pending_job_ignores() -> N
     assert sim.stop("a") is False  # already over
     assert (sim.dispatches, sim.stops) == (["a", "a"], ["a", "a", "a"])
     assert set(sim.list_jobs()) == {"a"}
+
+
+def test_ray_status_is_a_read() -> None:
+    """Reading a status never acts on the job, even right after a stop of a pending job."""
+
+    class Info:
+        submission_id = "p"
+        status = "PENDING"
+        message = ""
+        entrypoint = "sleep 1"
+        start_time = end_time = None
+        driver_exit_code = None
+        metadata = {"aitb.job_id": "p"}
+
+    class Client:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def get_job_info(self, job_id: str) -> Info:
+            self.calls.append(f"info {job_id}")
+            return Info()
+
+        def stop_job(self, job_id: str) -> bool:
+            self.calls.append(f"stop {job_id}")
+            return True
+
+    backend = RayBackend("http://127.0.0.1:1")
+    client = backend._client = Client()
+    assert backend.stop("p") is True
+    for state in ("PENDING", "RUNNING"):
+        Info.status = state
+        assert backend.status("p").state == BackendState(state)
+    assert client.calls == ["stop p", "info p", "info p"]

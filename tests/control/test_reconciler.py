@@ -306,3 +306,24 @@ def test_a_restarted_reconciler_re_adopts_instead_of_dispatching_twice(db, clock
         assert [len(restarted.attempts(j)) for j in both] == [1, 1]
     finally:
         db2.dispose()
+
+
+def test_an_attempt_left_on_a_cluster_that_is_no_longer_driven(db, clock, tmp_path, caplog):
+    """Admitted while the cluster was driven; after a restart without its backend the job
+    waits (said once in the log), and a cancel withdraws the attempt without any backend."""
+    plane = Plane(db, SimBackend(clock), clock, tmp_path, env_ready=lambda job: False)
+    job_id = submit(db)
+    plane.tick()
+    undriven = Reconciler(db, FEDERATION, {}, plane.events, tmp_path, env_for=lambda job: {}, clock=clock)
+    with caplog.at_level("WARNING", logger="aitb.reconciler"):
+        undriven.run_once()
+        undriven.run_once()
+    assert [r.getMessage() for r in caplog.records].count(
+        f"job {job_id} is admitted to cluster {CLUSTER}, which has no usable backend: it will not start "
+        "until the cluster is driven or the job is cancelled") == 1
+    assert plane.attempts(job_id)[0].is_open
+    with db.session() as s:
+        job_service.cancel(s, ADMIN, job_id)
+    undriven.run_once()
+    (attempt,) = plane.attempts(job_id)
+    assert attempt.outcome == AttemptOutcome.WITHDRAWN and plane.sim.dispatches == []
