@@ -25,6 +25,18 @@ def _rows(settings) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
     ]
 
 
+def _not_driven(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Clusters of the testbed the local API serves that aitb cannot drive: cluster -> why."""
+    from aitb.clusters.registry import not_driven_reason
+    from aitb.domain.testbed import load_testbed
+    from aitb.local import supervisor
+
+    path = supervisor.generated_testbed_path(settings)
+    if not path.exists():  # nothing started: no testbed is being served
+        return {}
+    return {c.name: why for _, c in load_testbed(path).clusters() if (why := not_driven_reason(c))}
+
+
 def _show(
     app: AppContext, rows: list[dict[str, object]], extra: dict[str, object] | None = None
 ) -> None:
@@ -89,6 +101,10 @@ def down(app: AppContext) -> None:
 @output_option
 @pass_app
 def ps(app: AppContext) -> None:
-    """Health of each part of the local platform."""
+    """Health of each part of the local platform, and the clusters it cannot drive."""
     settings = _settings()
-    _show(app, _rows(settings), {"data_dir": str(settings.data_dir)})
+    not_driven = _not_driven(settings)
+    _show(app, _rows(settings), {"data_dir": str(settings.data_dir), "not_driven": not_driven})
+    for cluster, why in not_driven.items():
+        note(f"[yellow]cluster {cluster} is not driven[/yellow] (no job is placed there): {why}",
+             json_mode=app.json)

@@ -44,7 +44,11 @@ class ControlPlane:
         self.settings = settings
         tracking_uri = settings.tracking.tracking_uri
         self.events = JobEvents(tracking=bool(tracking_uri))
-        self.backends = backends_for(state.federation)
+        # -- backends: one per driven cluster; each undriven one is said once, here --------
+        backends = backends_for(state.federation)
+        for cluster, why in backends.undriven.items():
+            log.warning("cluster %s is not driven, no job will be placed there: %s", cluster, why)
+        self.backends = backends.driven
         self.leader = LeaderElection(state.db, lease_s=settings.scheduler.lease_s)
         self.reconciler = Reconciler(
             state.db, state.federation, self.backends, self.events, settings.data_dir,
@@ -53,7 +57,7 @@ class ControlPlane:
         self.scheduler = SchedulingCycle(
             state.db, state.federation, self.events,
             Policy(aging_threshold_s=settings.scheduler.aging_threshold_s),
-            on_preempt=self.reconciler.stop_now,
+            on_preempt=self.reconciler.stop_now, undriven=backends.undriven,
         )
         self.outbox = self._outbox() if tracking_uri else None
         self._stop = threading.Event()

@@ -7,6 +7,7 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aitb.clusters.registry import not_driven_reason
 from aitb.domain.lifecycle import ACTIVE_STATES
 from aitb.domain.models import Job, Quota
 from aitb.domain.resources import ResourceMap, add
@@ -121,8 +122,10 @@ def testbed_view(session: Session, federation: Federation) -> dict:
                 )
                 cap = add(cap, pool.capacity())
                 used = add(used, pool_used)
+            why_not = not_driven_reason(cluster)
             clusters.append(
-                {"name": cluster.name, "backend": cluster.backend, "capacity": cap, "used": used, "pools": pools}
+                {"name": cluster.name, "backend": cluster.backend, "capacity": cap, "used": used, "pools": pools,
+                 "driven": why_not is None, "not_driven_reason": why_not}
             )
             node_cap = add(node_cap, cap)
             node_used = add(node_used, used)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from aitb.domain.lifecycle import ACTIVE_STATES, CANCELLABLE_STATES, JobState
+from aitb.domain.lifecycle import CANCELLABLE_STATES, JobState
 from aitb.domain.models import Job, JobSpec
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
@@ -15,6 +15,7 @@ from aitb.services.accounts import require_project
 from aitb.services.authz import Principal
 from aitb.services.datasets import require_dataset
 from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
+from aitb.store import attempts as attempt_store
 from aitb.store import jobs as store
 from aitb.store.tables import PackageRow
 
@@ -121,12 +122,12 @@ def cancel(
             job,
             JobState.CANCELLED,
             reason=f"cancelled by {who.name}",
-            # The backend still has to stop what it started: the reconciler does it.
-            cancel_requested=job.state in ACTIVE_STATES,
             pending_reason=None,
         )
     except store.StaleTransition as exc:
         raise Conflict(f"job {job_id} changed while cancelling; try again") from exc
+    # Whatever the backend started (or may yet start) owes a stop: the reconciler sends it.
+    attempt_store.owe_stop(session, job.id)
     if on_changed:
         on_changed(session, updated)
     return updated
