@@ -12,6 +12,7 @@ from pathlib import Path
 from aitb.api.deps import AppState
 from aitb.clusters.registry import backends_for
 from aitb.control.events import JobEvents
+from aitb.control.governance import GovernanceGate
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
@@ -54,10 +55,13 @@ class ControlPlane:
             state.db, state.federation, self.backends, self.events, settings.data_dir,
             env_for=self.job_env, workdir_for=self.workdir,
         )
+        self.governance = GovernanceGate(state.db, state.federation, self.events)
+        self.reconciler.governance = self.governance  # dispatch re-checks
         self.scheduler = SchedulingCycle(
             state.db, state.federation, self.events,
             Policy(aging_threshold_s=settings.scheduler.aging_threshold_s),
             on_preempt=self.reconciler.stop_now, undriven=backends.undriven,
+            governance=self.governance,
         )
         self.outbox = self._outbox() if tracking_uri else None
         self._stop = threading.Event()

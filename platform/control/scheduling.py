@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from aitb.control.events import JobEvents
+from aitb.control.governance import GovernanceGate
 from aitb.domain.lifecycle import ACTIVE_STATES, REQUEUE_RULES, JobState
 from aitb.domain.models import Dataset, Job
 from aitb.domain.testbed import Federation
@@ -65,6 +66,7 @@ class SchedulingCycle:
         clock: Callable[[], float] = time.time,
         on_preempt: Callable[[Job], None] | None = None,
         undriven: Mapping[str, str] | None = None,
+        governance: GovernanceGate | None = None,
     ):
         self.db = db
         self.federation = federation
@@ -72,6 +74,7 @@ class SchedulingCycle:
         self.policy = policy
         self.clock = clock
         self.on_preempt = on_preempt  # stops the backend job of a victim
+        self.governance = governance  # narrows candidates from its Decision; None: residency/classification only
         # clusters without a usable backend -> why: nothing is placed there
         self.undriven = dict(undriven or {})
         self._undriven_nodes = {
@@ -90,9 +93,15 @@ class SchedulingCycle:
             quotas = all_quotas(session)
             weights = {p.name: p.weight for p in session.scalars(select(PartnerRow))}
             datasets: dict[str, Dataset] = {r.name: to_dataset(r) for r in session.scalars(select(DatasetRow))}
+            allowed, refused = self.governance.pending(session, pending_jobs) if self.governance else ({}, [])
+        if refused:  # a grant expired or was revoked while they waited: REJECTED, with the reasons
+            self.governance.reject_queued(refused)
+            out = {j.id for j, _ in refused}  # rejected now, or changed meanwhile: next cycle
+            pending_jobs = [j for j in pending_jobs if j.id not in out]
         pending = []
         for job in pending_jobs:
-            c = governance_constraints(job.spec.nodes, [datasets[d] for d in job.spec.datasets if d in datasets])
+            c = allowed.get(job.id) or governance_constraints(
+                job.spec.nodes, [datasets[d] for d in job.spec.datasets if d in datasets])
             pending.append(
                 PendingJob(
                     id=job.id, project=job.project, partner=job.partner, priority=job.spec.priority,
@@ -153,6 +162,12 @@ class SchedulingCycle:
 
     def _admit(self, job: Job, admission) -> bool:
         placement = admission.placement()
+        if self.governance is not None:
+            refusal = self.governance.admissible(job, admission.cluster, list(placement.hosts))
+            if refusal:  # a pool rule the snapshot could not express: leave it queued, say why
+                with self.db.session() as session:
+                    job_store.update_fields(session, job.id, pending_reason=refusal)
+                return False
         try:
             with self.db.session() as session:
                 # The attempt opens with the admission, in one transaction: its backend id is

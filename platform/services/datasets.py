@@ -5,12 +5,14 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aitb.domain.lifecycle import ACTIVE_STATES
 from aitb.domain.models import Dataset, Grant
 from aitb.domain.testbed import Federation
 from aitb.services.accounts import require_partner, require_project
 from aitb.services.authz import Principal
 from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
 from aitb.store import audit
+from aitb.store import jobs as job_store
 from aitb.store.base import utcnow
 from aitb.store.tables import DatasetRow, GrantRow
 
@@ -100,7 +102,10 @@ def list_grants(session: Session, who: Principal, dataset: str) -> list[GrantRow
     return [r for r in rows if r.project in who.memberships]
 
 
-def revoke_grant(session: Session, who: Principal, dataset: str, project: str) -> None:
+def revoke_grant(session: Session, who: Principal, dataset: str, project: str,
+                 federation: Federation | None = None, on_changed=None) -> list[str]:
+    """Revoke; with the federation given, the project's queued jobs that needed the grant are
+    rejected (returned). Returns the ids of the rejected jobs."""
     ds = require_dataset(session, dataset)
     if not who.is_partner_admin(ds.partner):
         raise Forbidden(f"only an admin of partner {ds.partner!r} may revoke grants of its datasets")
@@ -108,6 +113,18 @@ def revoke_grant(session: Session, who: Principal, dataset: str, project: str) -
     if row is None:
         raise NotFound(f"project {project!r} has no grant for dataset {dataset!r}")
     session.delete(row)
-    audit.append(session, who.name, "grant.revoke", f"dataset/{dataset}/grants/{project}", {},
+    session.flush()
+    rejected: list[str] = []
+    if federation is not None:
+        from aitb.services.governance import reject_after_revoke
+
+        rejected = reject_after_revoke(session, who, federation, dataset, project, on_changed)
+    still_running = [
+        j.id for j in job_store.jobs_in_states(session, ACTIVE_STATES)
+        if j.project == project and dataset in j.spec.datasets
+    ]
+    audit.append(session, who.name, "grant.revoke", f"dataset/{dataset}/grants/{project}",
+                 {"rejected_jobs": rejected, "still_active_jobs": still_running},
                  node=ds.home_node, partner=ds.partner)
     session.flush()
+    return rejected

@@ -69,22 +69,30 @@ def candidates(federation: Federation) -> list[Candidate]:
 
 def facts_for(session: Session, spec: JobSpec, partner: str, submitter: str, now: datetime,
               job_id: str = "") -> JobFacts:
-    rows = {r.name: r for r in session.scalars(select(DatasetRow).where(DatasetRow.name.in_(spec.datasets)))}
+    datasets = {r.name: r for r in session.scalars(select(DatasetRow).where(DatasetRow.name.in_(spec.datasets)))}
     grants = {
-        g.dataset: GrantFacts(g.purpose, g.expires_at)
+        (g.project, g.dataset): g
         for g in session.scalars(select(GrantRow).where(GrantRow.project == spec.project,
                                                         GrantRow.dataset.in_(spec.datasets)))
     }
-    datasets = tuple(
+    return facts_for_loaded(spec, partner, submitter, now, job_id, datasets, grants)
+
+
+def facts_for_loaded(spec: JobSpec, partner: str, submitter: str, now: datetime, job_id: str,
+                     datasets: dict[str, DatasetRow], grants: dict[tuple[str, str], GrantRow]) -> JobFacts:
+    """A job's governance facts from rows loaded already (the scheduler loads them in bulk)."""
+    facts = tuple(
         DatasetFacts.of(Dataset(name=r.name, partner=r.partner, classification=r.classification,
                                 home_node=r.home_node, residency=r.residency,
                                 retention_days=r.retention_days), r.purposes or ())
-        for name in spec.datasets if (r := rows.get(name)) is not None
+        for name in spec.datasets if (r := datasets.get(name)) is not None
     )
+    held = {d.name: GrantFacts(g.purpose, g.expires_at)
+            for d in facts if (g := grants.get((spec.project, d.name))) is not None}
     gpus = spec.gang.head.gpu.count + (spec.gang.worker.gpu.count * spec.gang.workers if spec.gang.worker else 0)
     return JobFacts(
-        project=spec.project, partner=partner, submitter=submitter, now=now, datasets=datasets,
-        grants=grants, requested_nodes=frozenset(spec.nodes), purpose=spec.purpose, job_id=job_id,
+        project=spec.project, partner=partner, submitter=submitter, now=now, datasets=facts,
+        grants=held, requested_nodes=frozenset(spec.nodes), purpose=spec.purpose, job_id=job_id,
         priority=spec.priority, gpus=int(-(-gpus // 1)),
     )
 
@@ -126,6 +134,24 @@ def reject(session: Session, job: Job, reasons: list[str], actor: str, decision:
     if on_changed:
         on_changed(session, moved)
     return moved
+
+
+def reject_after_revoke(session: Session, who: Principal, federation: Federation, dataset: str, project: str,
+                        on_changed=None) -> list[str]:
+    """A grant was revoked (in this transaction): the project's queued jobs that needed it and can
+    now run nowhere become REJECTED, each audited with the reason. Running jobs keep running;
+    the revocation's audit entry names them, so nothing is stopped or kept silently."""
+    rejected: list[str] = []
+    for job in job_store.jobs_in_states(session, [JobState.QUEUED]):
+        if job.project != project or dataset not in job.spec.datasets:
+            continue
+        decision = decide_job(session, federation, job)
+        if not decision.allowed:
+            reasons = [f"the grant of dataset {dataset} to project {project} was revoked by {who.name}",
+                       *decision.explain()]
+            reject(session, job, reasons, who.name, decision, on_changed)
+            rejected.append(job.id)
+    return rejected
 
 
 # --- policies --------------------------------------------------------------------------
