@@ -64,6 +64,7 @@ class ControlPlane:
             governance=self.governance,
         )
         self.outbox = self._outbox() if tracking_uri else None
+        self.retention = self._retention()
         self._stop = threading.Event()
         self._wake_control = threading.Event()
         self._wake_tracking = threading.Event()
@@ -94,6 +95,31 @@ class ControlPlane:
             runner_secret=runner_secret(self.settings) if t.admin_password else None,
             on_run_created=self._run_created,
         )
+
+    def _retention(self):
+        from aitb.control.retention import MlflowRunArtifacts, NoArtifacts, Retention
+
+        t = self.settings.tracking
+        artifacts = NoArtifacts()
+        on_purged = None
+        if t.tracking_uri:
+            from aitb.tracking import outbox
+            from aitb.tracking.credentials import MlflowAccount
+
+            artifacts = MlflowRunArtifacts(t.tracking_uri, MlflowAccount(t.admin_user, t.admin_password or ""))
+
+            def on_purged(session, job, tags):
+                outbox.enqueue_tags(session, job.id, tags)
+        return Retention(self.state.db, self.settings.data_dir, artifacts, on_purged)
+
+    def _retention_loop(self) -> None:
+        while not self._stop.wait(self.RETENTION_INTERVAL_S):
+            if not self.leader.is_leader:
+                continue
+            try:
+                self.retention.run_once()
+            except Exception:
+                log.exception("retention purge failed")
 
     def _run_created(self, job_id: str, experiment_id: str, run_id: str) -> None:
         with self.state.db.session() as session:
@@ -153,6 +179,7 @@ class ControlPlane:
     # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
+    RETENTION_INTERVAL_S = 600.0  # how often finished jobs past their datasets' retention are purged
 
     def wake(self) -> None:
         self._wake_control.set()
@@ -206,7 +233,8 @@ class ControlPlane:
             self._wake_tracking.clear()
 
     def start(self) -> None:
-        self._threads = [threading.Thread(target=self._control_loop, name="aitb-control", daemon=True)]
+        self._threads = [threading.Thread(target=self._control_loop, name="aitb-control", daemon=True),
+                         threading.Thread(target=self._retention_loop, name="aitb-retention", daemon=True)]
         if self.outbox is not None:
             self._threads.append(threading.Thread(target=self._tracking_loop, name="aitb-tracking", daemon=True))
         for thread in self._threads:

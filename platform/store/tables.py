@@ -116,6 +116,18 @@ class PolicyRow(Base):
     __table_args__ = (Index("ux_policies_name_revision", "name", "revision", unique=True),)
 
 
+class PurgeRow(Base):
+    """A finished job whose artifacts retention purged: what went, and when. The job and its
+    MLflow run stay (the run is tagged aitb.purged=true)."""
+
+    __tablename__ = "purges"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    purged_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(TS)
+    artifacts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    actor: Mapped[str] = mapped_column(String(64))
+
+
 class PackageRow(Base):
     __tablename__ = "packages"
     digest: Mapped[str] = mapped_column(String(80), primary_key=True)
@@ -232,6 +244,7 @@ __all__ = [
     "MembershipRow",
     "PackageRow",
     "PolicyRow",
+    "PurgeRow",
     "PartnerRow",
     "ProjectRow",
     "QuotaRow",

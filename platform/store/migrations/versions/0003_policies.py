@@ -1,4 +1,4 @@
-"""policies: versioned governance policies; datasets declare their purposes
+"""policies: versioned governance policies; datasets declare their purposes; retention purges
 
 Revision ID: 0003_policies
 Revises: 0003_attempts
@@ -35,9 +35,20 @@ def upgrade() -> None:
         batch_op.create_index("ux_policies_name_revision", ["name", "revision"], unique=True)
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("purposes", sa.JSON(), nullable=False, server_default="[]"))
+    op.create_table(
+        "purges",
+        sa.Column("job_id", sa.String(length=32), nullable=False),
+        sa.Column("purged_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("artifacts", sa.JSON(), nullable=False),
+        sa.Column("actor", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_purges_job_id_jobs"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_purges")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("purges")
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.drop_column("purposes")
     with op.batch_alter_table("policies", schema=None) as batch_op:
