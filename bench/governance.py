@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import time
@@ -108,8 +109,10 @@ def bench_latency(args) -> dict:
     engine = PolicyEngine(make_policies(args.policies, nodes, rng), revision=1)
     compile_s = time.perf_counter() - t0
     jobs = make_jobs(args.jobs, nodes, rng)
+    # 1. every job distinct and evaluated (the decision cache off): what Cedar costs per job
+    engine._cacheable = False
     cold: list[float] = []
-    for job in jobs:
+    for job in jobs:  # first pass: policy slices parsed on first use
         t = time.perf_counter()
         engine.decide(job, candidates)
         cold.append(time.perf_counter() - t)
@@ -122,7 +125,18 @@ def bench_latency(args) -> dict:
         cpu.append(time.thread_time() - c)
         warm.append(time.perf_counter() - t)
         allowed += d.allowed
+    # 2. sweeps: jobs repeat their shape (project, datasets, nodes), the decision cache on
+    engine._cacheable = True
+    shapes = jobs[: max(1, len(jobs) // 20)]
+    sweep_jobs = [dataclasses.replace(rng.choice(shapes), job_id=f"s{i}", now=NOW + timedelta(seconds=i))
+                  for i in range(len(jobs))]
+    sweep: list[float] = []
+    for job in sweep_jobs:
+        t = time.perf_counter()
+        engine.decide(job, candidates)
+        sweep.append(time.perf_counter() - t)
     baseline_only = PolicyEngine([], 0)
+    baseline_only._cacheable = False
     base: list[float] = []
     for job in jobs:
         baseline_only.decide(job, candidates)
@@ -138,6 +152,7 @@ def bench_latency(args) -> dict:
         "p50_ms": round(ms(warm, 0.5), 3), "p99_ms": round(ms(warm, 0.99), 3),
         "mean_ms": round(statistics.mean(warm) * 1000, 3),
         "cpu_p50_ms": round(ms(cpu, 0.5), 3), "cpu_p99_ms": round(ms(cpu, 0.99), 3),
+        "sweep_cached_p50_ms": round(ms(sweep, 0.5), 3), "sweep_cached_p99_ms": round(ms(sweep, 0.99), 3),
         "baseline_only_p50_ms": round(ms(base, 0.5), 3), "baseline_only_p99_ms": round(ms(base, 0.99), 3),
     }
 
@@ -149,18 +164,96 @@ def main() -> None:
     parser.add_argument("--submits", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-submit", action="store_true")
+    parser.add_argument("--distinct", action="store_true", help="submit bench: no two jobs alike")
     args = parser.parse_args()
     lat = bench_latency(args)
     print("decision latency (sweden.yaml, every pool a candidate):")
     for k, v in lat.items():
         print(f"  {k:24} {v}")
-    print(f"  target p99 < 2 ms: {'met' if lat['p99_ms'] < 2 else 'NOT met'}")
+    print(f"  target p99 < 2 ms: evaluated {'met' if lat['p99_ms'] < 2 else 'NOT met'}, "
+          f"cpu {'met' if lat['cpu_p99_ms'] < 2 else 'NOT met'}, "
+          f"sweeps {'met' if lat['sweep_cached_p99_ms'] < 2 else 'NOT met'}")
     if not args.skip_submit:
         bench_submit(args)
 
 
 def bench_submit(args) -> None:
-    print("submit throughput: needs the submission path with governance (step 2); not yet wired")
+    """Jobs/s through `services.jobs.submit` into a real SQLite store, governance on vs off,
+    alternating batches in one run. Off means the decision and its audit entry are skipped
+    (the submission path before governance); on is the shipped path with 1,000 policies."""
+    import tempfile
+
+    from sqlalchemy import insert
+
+    from aitb.domain.models import JobSpec
+    from aitb.domain.resources import GangSpec, ReplicaSpec
+    from aitb.services import jobs as job_service
+    from aitb.services.authz import PLATFORM_ADMIN, Principal
+    from aitb.store import policies as policy_store
+    from aitb.store.db import Database
+    from aitb.store.tables import DatasetRow, GrantRow, PartnerRow, ProjectRow
+
+    federation = load_testbed(REPO / "testbeds" / "sweden.yaml")
+    nodes = [n.name for n in federation.nodes]
+    rng = random.Random(args.seed)
+    admin = Principal(name="bench", roles=frozenset({PLATFORM_ADMIN}))
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite:///{tmp}/bench.db")
+        with db.session() as s:
+            s.execute(insert(PartnerRow), [{"name": p, "weight": 1.0} for p in PARTNERS])
+            s.execute(insert(ProjectRow), [{"name": p, "partner": q} for p, q in PROJECTS])
+            s.execute(insert(DatasetRow), [
+                {"name": f"ds{i}", "partner": rng.choice(PARTNERS), "classification": "internal",
+                 "home_node": rng.choice(nodes), "residency": "none", "retention_days": 365, "purposes": []}
+                for i in range(100)])
+            s.execute(insert(GrantRow), [
+                {"dataset": f"ds{i}", "project": p, "purpose": "research", "expires_at": NOW + timedelta(days=3650),
+                 "granted_by": "bench"} for i in range(100) for p, _ in PROJECTS])
+            for doc in make_policies(args.policies, nodes, rng):
+                policy_store.add_revision(s, doc, "bench")
+
+        # sweeps: a dozen sweeps in flight, each submitting its shape over and over
+        # (--distinct: no two jobs alike)
+        shapes = [(rng.choice(PROJECTS)[0], [f"ds{i}" for i in rng.sample(range(100), rng.randint(0, 2))])
+                  for _ in range(12)]
+
+        def spec() -> JobSpec:
+            if args.distinct:
+                project = rng.choice(PROJECTS)[0]
+                datasets = [f"ds{i}" for i in rng.sample(range(100), rng.randint(0, 2))]
+            else:
+                project, datasets = rng.choice(shapes)
+            return JobSpec(project=project, entrypoint="python train.py", datasets=datasets,
+                           priority=rng.randint(-3, 3) if args.distinct else 0,
+                           gang=GangSpec(head=ReplicaSpec(cpu=4, memory_gib=16)))
+
+        real_check = job_service.governance_check
+        off_check = lambda session, who, federation, job, on_changed: job  # noqa: E731
+        seconds = {"on": 0.0, "off": 0.0}
+        counts = {"on": 0, "off": 0}
+        with db.session() as s:  # warm: compile the policy set once, as a running server has
+            job_service.submit(s, admin, federation, spec())
+        batch = 50
+        for round_ in range(max(1, args.submits // batch)):
+            for mode in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
+                job_service.governance_check = real_check if mode == "on" else off_check
+                specs = [spec() for _ in range(batch)]
+                t = time.perf_counter()
+                for sp in specs:
+                    with db.session() as s:
+                        job_service.submit(s, admin, federation, sp)
+                seconds[mode] += time.perf_counter() - t
+                counts[mode] += batch
+        job_service.governance_check = real_check
+        db.dispose()
+    on = counts["on"] / seconds["on"]
+    off = counts["off"] / seconds["off"]
+    kind = "every job distinct" if args.distinct else "12 sweeps"
+    print(f"submit throughput (service layer, SQLite, {args.policies} policies, {counts['on']} jobs per mode, "
+          f"{kind}):")
+    print(f"  governance off            {off:.1f} jobs/s")
+    print(f"  governance on             {on:.1f} jobs/s")
+    print(f"  on/off                    {on / off:.3f} (target >= 0.90: {'met' if on / off >= 0.9 else 'NOT met'})")
 
 
 if __name__ == "__main__":

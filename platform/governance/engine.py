@@ -12,6 +12,7 @@ fast with a thousand policies. Parsed policy sets are cached per slice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import OrderedDict
@@ -38,6 +39,13 @@ from aitb.governance.policies import (
 )
 
 _SETS_CACHED = 4096
+_DECISIONS_CACHED = 20_000
+
+
+def _reads_clock_or_id(s: Statement) -> bool:
+    """Does an added statement read `context.now`, the job's id, or put the id in its reason?"""
+    text = json.dumps(s.body.get("conditions", []))
+    return '"attr": "now"' in text or '"attr": "id"' in text or "{job}" in s.reason
 
 
 class _Defaults(dict):
@@ -82,6 +90,8 @@ class PolicyEngine:
         self._slices: dict[tuple, tuple[Statement, ...]] = {}
         self._slice_reads: dict[tuple[str, ...], frozenset[str]] = {}
         self._base_entities: dict[tuple[Candidate, ...], cedarpy.Entities] = {}
+        self._decisions: dict[tuple, Decision] = {}
+        self._cacheable = not any(_reads_clock_or_id(s) for s in added)
 
     # -- policy slices ---------------------------------------------------------------------
     def _policy_set(self, statements: tuple[Statement, ...]) -> cedarpy.PolicySet:
@@ -167,7 +177,35 @@ class PolicyEngine:
 
     # -- the decision ----------------------------------------------------------------------
     def decide(self, job: JobFacts, candidates: Sequence[Candidate]) -> Decision:
+        """Decide, reusing the answer for a job with the same facts (a sweep's hundred
+        submissions share one evaluation). Only safe facts enter the key: see `_cache_key`."""
         candidates = tuple(candidates)
+        key = self._cache_key(job, candidates)
+        if key is not None:
+            hit = self._decisions.get(key)
+            if hit is not None:
+                return dataclasses.replace(hit, input_digest=job.digest())
+        decision = self._decide(job, candidates)
+        if key is not None:
+            with self._lock:
+                if len(self._decisions) >= _DECISIONS_CACHED:
+                    self._decisions.pop(next(iter(self._decisions)))
+                self._decisions[key] = decision
+        return decision
+
+    def _cache_key(self, job: JobFacts, candidates: tuple[Candidate, ...]) -> tuple | None:
+        """Everything a decision can depend on. The clock enters only as which grants have
+        expired (the baseline's one use of it); policies that read the clock or the job id
+        themselves switch the cache off."""
+        if not self._cacheable:
+            return None
+        expired = tuple(sorted(d for d, g in job.grants.items() if g.expires_at <= job.now))
+        grants = tuple(sorted((d, g.purpose, g.expires_at.isoformat()) for d, g in job.grants.items()))
+        return (candidates, job.project, job.partner,
+                job.submitter, job.datasets, grants, expired, job.requested_nodes, job.purpose, job.priority,
+                job.gpus)
+
+    def _decide(self, job: JobFacts, candidates: tuple[Candidate, ...]) -> Decision:
         entities = self._entities(job, candidates)
         now = _ts(job.now)
         job_ctx = {"id": job.job_id, "submitter": job.submitter, "priority": job.priority,

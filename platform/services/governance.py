@@ -69,6 +69,8 @@ def candidates(federation: Federation) -> list[Candidate]:
 
 def facts_for(session: Session, spec: JobSpec, partner: str, submitter: str, now: datetime,
               job_id: str = "") -> JobFacts:
+    if not spec.datasets:  # most jobs: nothing to load
+        return facts_for_loaded(spec, partner, submitter, now, job_id, {}, {})
     datasets = {r.name: r for r in session.scalars(select(DatasetRow).where(DatasetRow.name.in_(spec.datasets)))}
     grants = {
         (g.project, g.dataset): g

@@ -233,3 +233,24 @@ forbid (principal, action == Action::"run", resource) when { context.now * 92233
     d = PolicyEngine([doc], 1).decide(job(), CANDIDATES)
     assert not d.allows("lund-1", "open") and d.allows("sthlm-1", "open")
     assert any(r.policy == "evaluation-error" for r in d.verdict("lund-1", "open").reasons)
+
+
+def test_the_decision_cache_never_outlives_a_grant_or_serves_another_job():
+    engine = PolicyEngine()
+    g = {"d": grant(expires=NOW + timedelta(minutes=5))}
+    first = engine.decide(job([ds()], g), CANDIDATES)
+    again = engine.decide(replace(job([ds()], g), job_id="j-2"), CANDIDATES)
+    assert again.allowed_pools == first.allowed_pools == ALL
+    assert again.input_digest != first.input_digest  # each job's own input digest
+    later = engine.decide(replace(job([ds()], g), now=NOW + timedelta(minutes=6)), CANDIDATES)
+    assert not later.allowed and "baseline.grant-unexpired" in {r.policy for r in later.denial_reasons()}
+    other = engine.decide(job([ds()], g, project="p2"), CANDIDATES)
+    assert other.allowed_pools == ALL
+    assert engine.decide(job([ds()]), CANDIDATES).allowed is False  # no grant: not p1's cached allow
+
+
+def test_policies_reading_the_clock_switch_the_cache_off():
+    clocked = PolicyDoc("night", "node:lund", 'forbid (principal, action == Action::"run", resource) '
+                                              'when { context.now > 1800000000 };')
+    assert PolicyEngine([clocked], 1)._cacheable is False
+    assert PolicyEngine([NODE_LUND_FORBID_P1], 1)._cacheable is True
