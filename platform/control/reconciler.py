@@ -26,11 +26,11 @@ from aitb.clusters.base import (
     GangWorkers,
     ReplicaResources,
 )
-from aitb.control.events import JobEvents
 from aitb.domain.lifecycle import ACTIVE_STATES, JobState
 from aitb.domain.models import Job
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
+from aitb.services.tracking_events import TrackingEvents
 from aitb.store import jobs as job_store
 from aitb.store.base import utcnow
 from aitb.store.db import Database
@@ -64,7 +64,7 @@ class Reconciler:
         db: Database,
         federation: Federation,
         backends: dict[str, Backend],
-        events: JobEvents,
+        events: TrackingEvents,
         data_dir: Path,
         env_for: EnvBuilder,
         workdir_for: Callable[[str], Path] | None = None,
