@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aitb.clusters.base import (
-    BackendCapabilities,
     BackendJobStatus,
     BackendState,
     DispatchRequest,
@@ -33,7 +32,6 @@ class _SimJob:
 
 
 class SimBackend:
-    capabilities = BackendCapabilities(follow_logs=False, real_processes=False)
 
     def __init__(self, clock: Callable[[], float], default_duration_s: float = 60.0):
         self.clock = clock

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aitb.domain.lifecycle import ACTIVE_STATES, JobState, check_transition
@@ -173,6 +173,14 @@ def jobs_in_states(session: Session, states: Iterable[JobState]) -> list[Job]:
         .order_by(JobRow.created_at, JobRow.id)
     )
     return [to_job(r) for r in rows]
+
+
+def count_by_state_and_project(session: Session) -> list[tuple[str, str, int]]:
+    """(state, project, number of jobs) for every pair that has jobs."""
+    rows = session.execute(
+        select(JobRow.state, JobRow.project, func.count()).group_by(JobRow.state, JobRow.project)
+    )
+    return [(state, project, count) for state, project, count in rows]
 
 
 def jobs_to_stop(session: Session) -> list[Job]:
