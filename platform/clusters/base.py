@@ -100,20 +100,8 @@ class DispatchRequest:
     max_runtime_s: int | None = None
 
 
-@dataclass(frozen=True)
-class BackendCapabilities:
-    """What a backend can do, so callers need no isinstance checks."""
-
-    logs: bool = True
-    follow_logs: bool = True
-    gangs: bool = True
-    real_processes: bool = True  # False for the simulator
-
-
 @runtime_checkable
 class Backend(Protocol):
-    capabilities: BackendCapabilities
-
     def dispatch(self, req: DispatchRequest) -> None:
         """Start the job; dispatching the same job id again is a no-op, never a second run."""
 

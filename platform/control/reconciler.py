@@ -32,7 +32,6 @@ from aitb.clusters.base import (
     GangWorkers,
     ReplicaResources,
 )
-from aitb.control.events import JobEvents
 from aitb.domain.lifecycle import (
     ACTIVE_STATES,
     JOB_STATE_ON_ATTEMPT_END,
@@ -43,6 +42,7 @@ from aitb.domain.lifecycle import (
 from aitb.domain.models import Attempt, Job
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
+from aitb.services.tracking_events import TrackingEvents
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.base import utcnow
@@ -94,7 +94,7 @@ class Reconciler:
         db: Database,
         federation: Federation,
         backends: dict[str, Backend],
-        events: JobEvents,
+        events: TrackingEvents,
         data_dir: Path,
         env_for: EnvBuilder,
         workdir_for: Callable[[str], Path] | None = None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aitb.domain.lifecycle import JobState, Requeue, check_transition
@@ -177,6 +177,14 @@ def jobs_by_id(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
     if not ids:
         return {}
     return {r.id: to_job(r) for r in session.scalars(select(JobRow).where(JobRow.id.in_(ids)))}
+
+
+def count_by_state_and_project(session: Session) -> list[tuple[str, str, int]]:
+    """(state, project, number of jobs) for every pair that has jobs."""
+    rows = session.execute(
+        select(JobRow.state, JobRow.project, func.count()).group_by(JobRow.state, JobRow.project)
+    )
+    return [(state, project, count) for state, project, count in rows]
 
 
 _TIMESTAMP_ON_ENTRY = {
