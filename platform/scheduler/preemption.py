@@ -1,22 +1,36 @@
-"""Choosing preemption victims by simulation on the cycle's working state.
+"""Preemption: which running jobs make room for a waiting one, found by simulation.
 
-Victims are evicted one by one in preference order until the preemptor fits,
-then each is put back if the preemptor still fits without evicting it (fewest
-victims). Nothing is kept unless the preemptor really fits afterwards; on
-failure every eviction is undone.
+``find_room`` tries the waiting job's nodes in preference order. At a node the
+candidates are running jobs of other projects admitted as borrowing (a reclaim:
+the waiting job is within its nominal quota there) and, with
+``Policy.within_project_preemption``, lower-priority jobs of its own project.
+``choose_victims`` evicts candidates one by one in preference order on the
+cycle's working state until the job fits, then puts back each victim it can do
+without (fewest victims). Nothing is kept unless the job really fits; on
+failure every eviction is undone. The core commits what is found.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from aitb.scheduler.placement import HostPicker, Placed, place_gang, unplace
+
+if TYPE_CHECKING:
+    from aitb.scheduler.capacity import Capacity, Slot
+    from aitb.scheduler.policy import Policy
+    from aitb.scheduler.quota import QuotaCheck, QuotaLedger
+    from aitb.scheduler.shape import Demand
+    from aitb.scheduler.snapshot import PendingJob, RunningJob
 
 V = TypeVar("V")
 P = TypeVar("P")
 
 
 class Simulation(Protocol[V, P]):
-    """What the chooser needs from the core: evict/restore a victim, try, and undo a try."""
+    """What the chooser needs: evict/restore a victim, try, and undo a try."""
 
     def evict(self, victim: V) -> None: ...
     def restore(self, victim: V) -> None: ...
@@ -62,3 +76,97 @@ def choose_victims(
     placed = sim.attempt()
     assert placed is not None, "the preemptor fitted with these victims a moment ago"
     return evicted, placed
+
+
+class WorkingState(Protocol):
+    """The parts of the cycle's working copy a victim search reads and changes."""
+
+    cap: Capacity
+    ledger: QuotaLedger
+    picker: HostPicker
+    policy: Policy
+    running_at: dict[str, dict[str, RunningJob]]
+
+    def held(self, job: RunningJob) -> list[tuple[Slot, Demand, tuple[int, ...]]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """A found preemption: evict ``victims`` at ``node`` and the job lands at ``placed``."""
+
+    node: str
+    victims: list[RunningJob]
+    placed: Placed
+
+
+class _Trial:
+    """``Simulation`` over the working state for one job at one node."""
+
+    def __init__(self, state: WorkingState, job: PendingJob, node: str, clusters: list[str],
+                 types: list[str] | None) -> None:
+        self.state, self.job, self.node, self.clusters, self.types = state, job, node, clusters, types
+
+    def evict(self, victim: RunningJob) -> None:
+        for slot, demand, devs in self.state.held(victim):
+            self.state.cap.give(slot, demand, devs)
+        self.state.ledger.add(victim.project, victim.node, victim.usage, -1.0)
+
+    def restore(self, victim: RunningJob) -> None:
+        for slot, demand, devs in reversed(self.state.held(victim)):
+            self.state.cap.take(slot, demand, devs)
+        self.state.ledger.add(victim.project, victim.node, victim.usage)
+
+    def attempt(self) -> Placed | None:
+        s, job = self.state, self.job
+        if not s.ledger.check(job.project, self.node, job.shape.usage(None)).ok:
+            return None
+        for cluster in self.clusters:
+            placed = place_gang(s.cap, s.picker, cluster, job.shape, job.pool_labels, job.id,
+                                self.types)
+            if placed is not None:
+                if s.ledger.check(job.project, self.node, job.shape.usage(placed.gpu_type)).ok:
+                    return placed
+                unplace(s.cap, placed)
+        return None
+
+    def undo(self, placed: Placed) -> None:
+        unplace(self.state.cap, placed)
+
+
+def candidates_at(state: WorkingState, job: PendingJob, node: str, q: QuotaCheck) -> list[RunningJob]:
+    """Running jobs at ``node`` that ``job`` may preempt, in preference order."""
+    reclaim = q.ok and q.within_nominal
+    within = state.policy.within_project_preemption
+    found = [
+        v for v in state.running_at.get(node, {}).values()
+        if (reclaim and v.project != job.project and v.borrowing)
+        or (within and v.project == job.project and v.priority < job.priority)
+    ]
+    found.sort(key=lambda v: victim_order(v.priority, v.started_at))
+    return found[: state.policy.max_victims]
+
+
+def find_room(state: WorkingState, job: PendingJob,
+              nodes: Sequence[tuple[str, list[str], list[str] | None, QuotaCheck]]
+              ) -> tuple[Room | None, bool]:
+    """The first node (in the given order) where evicting candidates makes ``job`` fit.
+
+    Returns (room, tried): ``tried`` says some node had candidates (the reason then says
+    "even after preempting"). The victims are left evicted and the job placed on the
+    working state; the caller commits or undoes.
+    """
+    tried = False
+    for node, clusters, types, q in nodes:
+        candidates = candidates_at(state, job, node, q)
+        if not candidates:
+            continue
+        tried = True
+
+        def eligible(v: RunningJob, node: str = node) -> bool:
+            # A reclaim stops once the lender's project is back within its nominal quota.
+            return v.project == job.project or state.ledger.borrows(v.project, node)
+
+        found = choose_victims(candidates, _Trial(state, job, node, clusters, types), eligible)
+        if found is not None:
+            return Room(node, found[0], found[1]), tried
+    return None, tried

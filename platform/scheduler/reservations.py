@@ -56,6 +56,26 @@ def choose_reservation(
     return None
 
 
+def reserve(cap: Capacity, job_id: str, clusters: Iterable[str], shape: Shape,
+            labels: Mapping[str, object]) -> list[Slot] | None:
+    """Choose hosts for an aged job and hold them (``Slot.reserved_for``) for the cycle."""
+    chosen = choose_reservation(cap, clusters, shape, labels)
+    for slot in chosen or ():
+        slot.reserved_for = job_id
+    return chosen or None
+
+
+def release(slots: Iterable[Slot]) -> None:
+    for slot in slots:
+        slot.reserved_for = None
+
+
+def held_text(cause: str, slots: list[Slot]) -> str:
+    """The pending reason of a job holding a reservation."""
+    return (f"{cause}; waited past the aging threshold, holding {len(slots)} host(s) "
+            f"at {slots[0].pool.node}")
+
+
 def honour(cap: Capacity, job_id: str, host_ids: Iterable[str]) -> list[Slot] | None:
     """Re-apply a reservation from an earlier cycle if all its hosts are still free to hold."""
     slots = [cap.slots.get(h) for h in host_ids]

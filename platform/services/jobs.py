@@ -21,7 +21,7 @@ from aitb.store.tables import PackageRow
 JobHook = Callable[[Session, Job], None]
 
 
-def _largest_fit(federation: Federation, replica: ReplicaSpec, nodes: set[str] | None) -> str | None:
+def _why_nothing_fits(federation: Federation, replica: ReplicaSpec, nodes: set[str] | None) -> str | None:
     """None when some host could ever hold the replica, else why none can."""
     gpu = replica.gpu
     pools = [
@@ -61,7 +61,7 @@ def validate_submission(session: Session, federation: Federation, spec: JobSpec)
                 f"no pool offers gpu type {', '.join(sorted(replica.gpu.types))}: available types are "
                 f"{', '.join(sorted(gpu_types)) or 'none'}"
             )
-        problem = _largest_fit(federation, replica, set(spec.nodes) or None)
+        problem = _why_nothing_fits(federation, replica, set(spec.nodes) or None)
         if problem:
             raise Invalid(problem)
     if spec.code is not None and session.get(PackageRow, spec.code) is None:

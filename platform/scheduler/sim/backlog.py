@@ -31,7 +31,7 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aitb.scheduler.core import equivalence_key
+from aitb.scheduler.classes import equivalence_key
 from aitb.scheduler.decisions import Decisions
 from aitb.scheduler.policy import Policy
 from aitb.scheduler.quota import QuotaLedger

@@ -100,8 +100,11 @@ def equal_quotas(federation: Federation, projects: Iterable[str]) -> list[Quota]
     return out
 
 
-class _Cluster:
-    """The ``sim`` backend: host free capacity, changed by admissions, completions, preemptions.
+class _SimulatedHosts:
+    """Free capacity per host in virtual time, changed by admissions, completions, preemptions.
+
+    (Not the ``sim`` cluster backend of ``clusters/sim_backend.py``, which stands in for Ray
+    on a real platform; this is the simulator's own bookkeeping.)
 
     Host records are rebuilt only for hosts that changed since the last snapshot.
     """
@@ -150,8 +153,8 @@ def replay(
     jobs = {j.id: TraceJob(**j.__dict__) for j in trace}
     quotas = quotas if quotas is not None else equal_quotas(federation, (j.project for j in trace))
     qmap = {(q.project, q.node): q for q in quotas}
-    cluster = _Cluster(hosts_from_federation(federation))
-    gpu_capacity = sum(len(h.gpu_free) for h in cluster.hosts.values())
+    hosts = _SimulatedHosts(hosts_from_federation(federation))
+    gpu_capacity = sum(len(h.gpu_free) for h in hosts.hosts.values())
     ledger = QuotaLedger(qmap, (), borrowing=policy.borrowing, require_quota=policy.require_quota)
     backlog = Backlog(policy, [n.name for n in federation.nodes])
     events: list[tuple[float, int, str, str]] = []  # (time, kind 0=end 1=arrival, job, token)
@@ -174,14 +177,14 @@ def replay(
                 backlog.add(_pending(job))
             elif run_token.get(job_id) == token:  # not a stale end of a preempted run
                 r = running.pop(job_id)
-                cluster.apply(r, -1.0)
+                hosts.apply(r, -1.0)
                 ledger.add(r.project, r.node, r.usage, -1.0)
                 backlog.grow(cycle, r.node)
                 job.end_s = at
                 job.gpu_seconds += job.gang.total_demand().get("gpu", 0.0) * (at - job.start_s)
         if not len(backlog):
             continue
-        decisions = _decide(backlog, cluster, qmap, running, weights, reservations, now, policy,
+        decisions = _decide(backlog, hosts, qmap, running, weights, reservations, now, policy,
                             incremental)
         if decisions is None:
             continue  # provably nothing would change: reservations stand
@@ -191,7 +194,7 @@ def replay(
             backlog.grow(cycle + 1)  # failures seen in this cycle may fit now
         for p in decisions.preemptions:
             r = running.pop(p.job_id)
-            cluster.apply(r, -1.0)
+            hosts.apply(r, -1.0)
             ledger.add(r.project, r.node, r.usage, -1.0)
             job = jobs[p.job_id]
             job.preemptions += 1
@@ -205,7 +208,7 @@ def replay(
             r = RunningJob(job.id, job.project, job.partner, a.node, a.cluster, job.priority, now,
                            job.gang, a.placement(), a.gpu_type)
             running[job.id] = r
-            cluster.apply(r, 1.0)
+            hosts.apply(r, 1.0)
             ledger.add(r.project, r.node, r.usage)
             job.start_s = now
             job.ran_at = a.node
@@ -216,14 +219,14 @@ def replay(
     return _result(policy.name, jobs, gpu_capacity, preemptions)
 
 
-def _decide(backlog: Backlog, cluster: _Cluster, qmap: Mapping, running: Mapping[str, RunningJob],
+def _decide(backlog: Backlog, sim_hosts: _SimulatedHosts, qmap: Mapping, running: Mapping[str, RunningJob],
             weights: Mapping[str, float] | None, reservations: dict[str, tuple[str, ...]],
             now: float, policy: Policy, incremental: bool) -> Decisions | None:
     """One cycle on the jobs the backlog says can matter, checked and widened until exact."""
     owners = {j: h for j, h in reservations.items() if j in backlog.jobs}
     backlog.last_owners = owners
     extra: dict[tuple, int] = {}
-    hosts = cluster.snapshot_hosts()
+    hosts = sim_hosts.snapshot_hosts()
     run = list(running.values())
     while True:
         chosen = backlog.select(now, owners, extra) if incremental and extra != {"*": 0} \
