@@ -4,7 +4,8 @@ Within a cycle capacity only shrinks and quota usage only grows (except
 through a preemption or a released reservation), so when a job fails, every
 later job of its class fails too, with the same reason. The class is
 ``equivalence_key``: shape, allowed nodes, pool labels, project (and priority
-when jobs may preempt inside their project). The simulator's backlog
+when jobs may preempt inside their project; the declared runtime's bucket with
+backfill; whether it was preempted too often to borrow). The simulator's backlog
 (``sim/backlog.py``) groups pending jobs by the same key.
 
 ``ClassCache`` holds the remembered outcomes with one ``lookup``/``record``
@@ -21,6 +22,7 @@ fullness) hold derived values that do not change the outcome.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -38,15 +40,25 @@ def labels_key(labels: Mapping[str, object]) -> tuple:
 
 
 def class_key(shape: Shape, nodes: frozenset[str] | None, labels: tuple, project: str,
-              priority: int | bool) -> tuple:
+              priority: int | bool, runtime: int | None = None, thrash: bool = False) -> tuple:
     """The equivalence key from its parts (the core's hot loop has them at hand)."""
-    return (shape, nodes, labels, project, priority)
+    return (shape, nodes, labels, project, priority, runtime, thrash)
+
+
+def runtime_bucket(runtime_s: float | None) -> int | None:
+    """A declared runtime rounded up to a power of two seconds (backfill treats jobs of one
+    bucket alike, as ending after ``2 ** bucket`` seconds)."""
+    if runtime_s is None:
+        return None
+    return max(0, math.ceil(math.log2(max(1.0, runtime_s))))
 
 
 def equivalence_key(job: PendingJob, policy: Policy, shape: Shape | None = None) -> tuple:
     """Jobs with equal keys fit or fail alike at any moment of a cycle."""
     return class_key(shape or job.shape, job.nodes, labels_key(job.pool_labels), job.project,
-                     policy.within_project_preemption and job.priority)
+                     policy.within_project_preemption and job.priority,
+                     runtime_bucket(job.runtime_s) if policy.backfill else None,
+                     bool(policy.thrash_limit) and job.preemptions >= policy.thrash_limit)
 
 
 class ClassCache:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aitb.scheduler.capacity import Capacity, Slot
-from aitb.scheduler.classes import ClassCache, class_key, labels_key
+from aitb.scheduler.classes import ClassCache, class_key, labels_key, runtime_bucket
 from aitb.scheduler.decisions import Admission, Decisions, Preemption, Waiting
 from aitb.scheduler.ordering import FairShare, QueueOrder
 from aitb.scheduler.placement import HostPicker, PackingPicker, Placed, place_gang, unplace
@@ -100,9 +100,10 @@ class _Cycle:
         self.picker = picker
         self.cap = Capacity(snapshot.hosts)
         self.ledger = QuotaLedger(
-            snapshot.quotas, snapshot.running,
-            borrowing=policy.borrowing, require_quota=policy.require_quota,
+            snapshot.quotas if policy.quotas else {}, snapshot.running,
+            borrowing=policy.borrowing, require_quota=policy.require_quota and policy.quotas,
         )
+        self.weights = snapshot.partner_weights
         fair = (
             FairShare(self.cap.totals(), snapshot.running, snapshot.partner_weights)
             if policy.fair_share else None
@@ -117,12 +118,18 @@ class _Cycle:
         self.reserved: dict[str, list[Slot]] = {}
         self.blocker: str | None = None
         self.lines: dict[str, int] = {}
+        self._ends: dict[str, list[tuple[float, int]]] | None = None
+        self._pressure: dict[str, set[str]] | None = None
+        self.frees_at = self._frees_at if policy.reserve_soonest else None
         if policy.aging:
             for job in snapshot.pending:
                 if job.reservation and self._aged(job):
-                    slots = honour(self.cap, job.id, job.reservation)
+                    slots = honour(self.cap, job.id, job.reservation, job.shape, self.frees_at)
                     if slots:
                         self.reserved[job.id] = slots
+
+    def weight(self, partner: str) -> float:
+        return self.weights.get(partner, 1.0)
 
     def held(self, job: RunningJob) -> list[tuple[Slot, Demand, tuple[int, ...]]]:
         """What a running job holds, per replica: computed only for preemption candidates."""
@@ -144,6 +151,8 @@ class _Cycle:
     def run(self) -> Decisions:
         cache, shapes = self.cache, self.cache.shapes
         prio_key = self.policy.within_project_preemption
+        backfill, window, now = self.policy.backfill, self.cap.window, self.now
+        thrash = self.policy.thrash_limit
         for job in self.order:
             if self.blocker is not None:
                 self._wait(job, f"behind head-of-line job {self.blocker}")
@@ -152,7 +161,10 @@ class _Cycle:
             if shape is None:
                 shape = shapes[id(job.gang)] = job.shape
             lk = labels_key(job.pool_labels) if job.pool_labels else ()
-            key = class_key(shape, job.nodes, lk, job.project, prio_key and job.priority)
+            rb = runtime_bucket(job.runtime_s) if backfill else None
+            window.ends_by = now + 2.0 ** rb if rb is not None else float("inf")
+            key = class_key(shape, job.nodes, lk, job.project, prio_key and job.priority, rb,
+                            bool(thrash) and job.preemptions >= thrash)
             cause = cache.lookup(key) if job.id not in self.reserved else None
             if cause is None:
                 cause = self._consider(job, shape, lk, key)
@@ -236,6 +248,10 @@ class _Cycle:
                     problems.append(problem)
                     continue
             nominal_nodes.append((node, clusters, types, q))
+            if q.borrowing and self._thrashing(job, node):
+                problems.append(f"preempted {job.preemptions} times: not re-admitted on borrowed "
+                                f"capacity at {node}, which is about to be reclaimed")
+                continue
             for cluster in clusters:
                 options.append((q.borrowing, self._fullness(cluster, lk, job) if needs_gpu else 0.0,
                                 len(options), node, cluster, types))
@@ -291,7 +307,7 @@ class _Cycle:
     def _place(self, job: PendingJob, shape: Shape, lk: tuple, options: list[tuple],
                cache: bool) -> bool:
         for _, _, _, node, cluster, types in options:
-            ck = (cluster, shape, lk, tuple(types) if types else None)
+            ck = (cluster, shape, lk, tuple(types) if types else None, self.cap.window.ends_by)
             if cache and self.cache.placement_failed(ck):
                 continue
             placed = place_gang(self.cap, self.picker, cluster, shape, job.pool_labels, job.id, types)
@@ -340,7 +356,55 @@ class _Cycle:
         self._admit(job, room.placed, final.borrowing)
         self.cache.capacity_grew(len(self.decisions.waiting))  # earlier failures may fit now
 
+    def _thrashing(self, job: PendingJob, node: str) -> bool:
+        """A job preempted ``thrash_limit`` times does not borrow at a node where another
+        project waits within its nominal quota for more GPUs than are idle: it would be
+        reclaimed again."""
+        limit = self.policy.thrash_limit
+        if not limit or job.preemptions < limit:
+            return False
+        if self._pressure is None:
+            idle: dict[str, float] = {}
+            for pool in self.cap.pools.values():
+                idle[pool.node] = idle.get(pool.node, 0.0) + pool.free_gpu
+            self._pressure = {}
+            for project, queue in self.order.queues.items():
+                head = queue[0]
+                usage = head.shape.usage(None)
+                for n in self.cap.node_clusters:
+                    if head.nodes is not None and n not in head.nodes:
+                        continue
+                    q = self.ledger.check(project, n, usage)
+                    if q.ok and q.within_nominal and usage.get("gpu", 0.0) > idle.get(n, 0.0):
+                        self._pressure.setdefault(n, set()).add(project)
+        return bool(self._pressure.get(node, set()) - {job.project})
+
     # -- step 6: wait, age, reserve ----------------------------------------------------
+    def _frees_at(self, slot: Slot, demand: Demand) -> float:
+        """When ``slot`` could hold ``demand``'s GPUs: now, or the expected end of enough of
+        the jobs running there (declared ends, else as long again as they have run)."""
+        need = demand.whole or (1 if demand.gpu else 0)
+        free = slot.whole
+        if free >= need:
+            return self.now
+        if self._ends is None:
+            self._ends = {}
+            for jobs in self.running_at.values():
+                for v in jobs.values():
+                    end = self.now + v.remaining(self.now)
+                    for i, host in enumerate(v.placement.hosts):
+                        devs = v.placement.gpu_devices[i] if i < len(v.placement.gpu_devices) else []
+                        if devs:
+                            self._ends.setdefault(host, []).append((end, len(devs)))
+            for ends in self._ends.values():
+                ends.sort()
+        for end, gpus in self._ends.get(slot.id, ()):
+            free += gpus
+            if free >= need:
+                return end
+        return float("inf")
+
+
     def _maybe_reserve(self, job: PendingJob, cause: str) -> tuple[str, tuple[str, ...]]:
         if not self._aged(job):
             return cause, ()
@@ -353,7 +417,7 @@ class _Cycle:
                 if self.ledger.check(job.project, node, job.shape.usage(None)).ok
                 for c in cs
             ]
-            slots = reserve(self.cap, job.id, clusters, job.shape, job.pool_labels)
+            slots = reserve(self.cap, job.id, clusters, job.shape, job.pool_labels, self.frees_at)
             if not slots:
                 return cause, ()
             self.reserved[job.id] = slots

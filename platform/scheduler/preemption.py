@@ -86,7 +86,9 @@ class WorkingState(Protocol):
     picker: HostPicker
     policy: Policy
     running_at: dict[str, dict[str, RunningJob]]
+    now: float
 
+    def weight(self, partner: str) -> float: ...
     def held(self, job: RunningJob) -> list[tuple[Slot, Demand, tuple[int, ...]]]: ...
 
 
@@ -134,16 +136,45 @@ class _Trial:
 
 
 def candidates_at(state: WorkingState, job: PendingJob, node: str, q: QuotaCheck) -> list[RunningJob]:
-    """Running jobs at ``node`` that ``job`` may preempt, in preference order."""
-    reclaim = q.ok and q.within_nominal
-    within = state.policy.within_project_preemption
+    """Running jobs at ``node`` that ``job`` may preempt, in preference order.
+
+    ``reclaim``: other projects' borrowing jobs when ``job`` is within its nominal quota;
+    ``fair-share`` (Kueue): other projects' borrowing jobs whenever the quota admits ``job``
+    (the share test is made per victim, see ``find_room``). Jobs younger than
+    ``Policy.min_runtime_s`` are exempt. Order: lowest priority first, then the least work
+    lost (``victims_by_cost``) or the most recently started; Kueue takes the project with the
+    highest share first.
+    """
+    policy, now = state.policy, state.now
+    fair = policy.preemption_style == "fair-share"
+    reclaim = q.ok and (q.within_nominal or fair)
+    within = policy.within_project_preemption
+    exempt = policy.min_runtime_s
     found = [
         v for v in state.running_at.get(node, {}).values()
-        if (reclaim and v.project != job.project and v.borrowing)
-        or (within and v.project == job.project and v.priority < job.priority)
+        if ((reclaim and v.project != job.project and v.borrowing)
+            or (within and v.project == job.project and v.priority < job.priority))
+        and now - v.started_at >= exempt
     ]
-    found.sort(key=lambda v: victim_order(v.priority, v.started_at))
-    return found[: state.policy.max_victims]
+    if fair:
+        share = {v.project: state.ledger.share(v.project, node, state.weight(v.partner))
+                 for v in found}
+        found.sort(key=lambda v: (-share[v.project], *victim_order(v.priority, v.started_at)))
+    elif policy.victims_by_cost:
+        found.sort(key=lambda v: (v.priority, v.work_lost(now), -v.started_at))
+    else:
+        found.sort(key=lambda v: victim_order(v.priority, v.started_at))
+    return found[: policy.max_victims]
+
+
+def worth_it(job: PendingJob, victims: Sequence[RunningJob], now: float) -> bool:
+    """A preemption must not destroy more than it frees: the work the victims lose
+    (GPU-seconds since their last checkpoint, plus restarts) against the GPU-seconds of
+    waiting it saves the job (its GPUs for as long as the victims are expected to run on)."""
+    lost = sum(v.work_lost(now) for v in victims)
+    size = job.shape.usage(None).get("gpu") or job.shape.cpu / 64.0
+    saved = size * sum(v.remaining(now) for v in victims) / max(1, len(victims))
+    return lost <= saved
 
 
 def find_room(state: WorkingState, job: PendingJob,
@@ -153,9 +184,13 @@ def find_room(state: WorkingState, job: PendingJob,
 
     Returns (room, tried): ``tried`` says some node had candidates (the reason then says
     "even after preempting"). The victims are left evicted and the job placed on the
-    working state; the caller commits or undoes.
+    working state; the caller commits.
     """
     tried = False
+    policy = state.policy
+    fair = policy.preemption_style == "fair-share"
+    mine = job.shape.usage(None)
+    weight = state.weight(job.partner)
     for node, clusters, types, q in nodes:
         candidates = candidates_at(state, job, node, q)
         if not candidates:
@@ -163,10 +198,29 @@ def find_room(state: WorkingState, job: PendingJob,
         tried = True
 
         def eligible(v: RunningJob, node: str = node) -> bool:
-            # A reclaim stops once the lender's project is back within its nominal quota.
-            return v.project == job.project or state.ledger.borrows(v.project, node)
+            if v.project == job.project:
+                return True
+            if not state.ledger.borrows(v.project, node):
+                return False  # a reclaim stops once the lender is back within its nominal quota
+            if fair:  # LessThanOrEqualToFinalShare
+                state.ledger.add(job.project, node, mine)
+                state.ledger.add(v.project, node, v.usage, -1.0)
+                ok = (state.ledger.share(job.project, node, weight)
+                      <= state.ledger.share(v.project, node, state.weight(v.partner)) + 1e-12)
+                state.ledger.add(v.project, node, v.usage)
+                state.ledger.add(job.project, node, mine, -1.0)
+                return ok
+            return True
 
-        found = choose_victims(candidates, _Trial(state, job, node, clusters, types), eligible)
-        if found is not None:
-            return Room(node, found[0], found[1]), tried
+        trial = _Trial(state, job, node, clusters, types)
+        found = choose_victims(candidates, trial, eligible)
+        if found is None:
+            continue
+        victims, placed = found
+        if policy.worth_it and not worth_it(job, victims, state.now):
+            trial.undo(placed)
+            for v in reversed(victims):
+                trial.restore(v)
+            continue
+        return Room(node, victims, placed), tried
     return None, tried
