@@ -39,7 +39,7 @@ class Policy:
     require_quota: bool = True  # no quota at a node: may not run there
     max_victims: int = 256  # candidates tried per preemption attempt
     # -- what a preemption costs (0 / False: the plain behaviour) --
-    min_runtime_s: float = 900.0  # a job runs this long before it may be preempted (PreemptExemptTime)
+    min_runtime_s: float = 0.0  # a job runs this long before it may be preempted (PreemptExemptTime)
     victims_by_cost: bool = True  # victims that lose the least work first (checkpoints count)
     worth_it: bool = True  # no preemption that destroys more GPU-time than the job gains
     thrash_limit: int = 2  # a job preempted this often does not borrow where reclaim is pending
@@ -48,7 +48,7 @@ class Policy:
     backfill: bool = True  # a job whose declared runtime ends before a reservation is due may use it
 
 
-OURS = Policy()
+OURS = Policy(min_runtime_s=900.0)
 FIFO = Policy(
     name="fifo", fair_share=False, by_priority=False, quotas=False, borrowing=False,
     preemption=False, head_of_line=True, aging=False, require_quota=False,
