@@ -154,7 +154,7 @@ def candidates_at(state: WorkingState, job: PendingJob, node: str, q: QuotaCheck
         v for v in state.running_at.get(node, {}).values()
         if ((reclaim and v.project != job.project and v.borrowing)
             or (within and v.project == job.project and v.priority < job.priority))
-        and now - v.started_at >= exempt
+        and (exempt <= 0 or now - v.started_at >= exempt)
     ]
     if fair:
         share = {v.project: state.ledger.share(v.project, node, state.weight(v.partner))
