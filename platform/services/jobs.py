@@ -20,7 +20,7 @@ from aitb.store import jobs as store
 from aitb.store import packages as package_store
 
 
-def _largest_fit(federation: Federation, replica: ReplicaSpec, nodes: set[str] | None) -> str | None:
+def _why_nothing_fits(federation: Federation, replica: ReplicaSpec, nodes: set[str] | None) -> str | None:
     """None when some host could ever hold the replica, else why none can."""
     gpu = replica.gpu
     pools = [
@@ -60,7 +60,7 @@ def validate_submission(session: Session, federation: Federation, spec: JobSpec)
                 f"no pool offers gpu type {', '.join(sorted(replica.gpu.types))}: available types are "
                 f"{', '.join(sorted(gpu_types)) or 'none'}"
             )
-        problem = _largest_fit(federation, replica, set(spec.nodes) or None)
+        problem = _why_nothing_fits(federation, replica, set(spec.nodes) or None)
         if problem:
             raise Invalid(problem)
     if spec.code is not None and package_store.get_package(session, spec.code) is None:
