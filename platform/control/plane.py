@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from aitb.api.deps import AppState
-from aitb.clusters.registry import backends_for
+from aitb.clusters.registry import backends_for, warn_undriven
 from aitb.control.events import JobEvents
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
@@ -44,10 +44,9 @@ class ControlPlane:
         self.settings = settings
         tracking_uri = settings.tracking.tracking_uri
         self.events = JobEvents(tracking=bool(tracking_uri))
-        # -- backends: one per driven cluster; each undriven one is said once, here --------
+        # backends: one per driven cluster; each undriven one is warned about once, here
         backends = backends_for(state.federation)
-        for cluster, why in backends.undriven.items():
-            log.warning("cluster %s is not driven, no job will be placed there: %s", cluster, why)
+        warn_undriven(backends)
         self.backends = backends.driven
         self.leader = LeaderElection(state.db, lease_s=settings.scheduler.lease_s)
         self.reconciler = Reconciler(
