@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from aitb.domain.lifecycle import ACTIVE_STATES
 from aitb.domain.models import Job, Quota
 from aitb.domain.resources import ResourceMap, add
-from aitb.domain.testbed import Federation
+from aitb.domain.testbed import Federation, host_pool
 from aitb.services.accounts import require_project
 from aitb.services.authz import Principal
 from aitb.services.errors import Forbidden, NotFound
@@ -27,7 +27,7 @@ def job_usage(job: Job, federation: Federation) -> tuple[ResourceMap, dict[tuple
     hosts = job.placement.hosts if job.placement else []
     for index, replica in enumerate(replicas):
         demand = replica.quota_demand()
-        key = tuple(hosts[index].split("/")[:2]) if index < len(hosts) else None
+        key = host_pool(hosts[index]) if index < len(hosts) else None
         pool = federation.pool_of_host(hosts[index]) if key else None
         if pool is not None and pool.gpu_type and replica.gpu.count:
             demand[f"gpu:{pool.gpu_type}"] = replica.gpu.count
