@@ -22,9 +22,6 @@ from aitb.store.db import Database
 if TYPE_CHECKING:
     from aitb.api.metrics import Metrics
 
-ERROR_CODES = (401, 403, 404, 409, 422)
-
-
 def scheduler_policy(settings: Settings) -> Policy:
     return Policy(aging_threshold_s=settings.scheduler.aging_threshold_s)
 

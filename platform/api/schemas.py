@@ -11,6 +11,7 @@ from aitb.domain.lifecycle import JobState
 from aitb.domain.models import (
     NAME,
     Classification,
+    Dataset,
     Entrypoint,
     Job,
     JobEvent,
@@ -23,11 +24,9 @@ from aitb.domain.models import (
     Purpose,
     Quota,
     Residency,
-    RetentionDays,
     Weight,
 )
 from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec, parse_gpu_types
-from aitb.domain.testbed import SLUG
 from aitb.version import API_VERSION
 
 __all__ = ["API_VERSION"]  # kept importable from here for older imports
@@ -188,13 +187,10 @@ class TestbedOut(Out):
 # --- datasets -------------------------------------------------------------------------
 
 
-class DatasetIn(In):
-    name: str = Field(pattern=NAME)
-    partner: str
+class DatasetIn(Dataset):
+    """A dataset as registered: the domain's fields and limits, the classification required."""
+
     classification: Classification
-    home_node: str = Field(pattern=SLUG)
-    residency: Residency = Residency.NONE
-    retention_days: RetentionDays = 365
 
 
 class DatasetOut(Out):

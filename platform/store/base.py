@@ -10,7 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Session
 
 from aitb.timeutil import as_utc, utcnow
 
-__all__ = ["NAMING", "Base", "UTCDateTime", "upsert", "utcnow"]
+__all__ = ["NAMING", "Base", "UTCDateTime", "delete", "upsert", "utcnow"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -39,6 +39,16 @@ def upsert(session: Session, row_type: type[B], key: tuple, **values: object) ->
         setattr(row, name, value)
     session.flush()
     return row
+
+
+def delete(session: Session, row_type: type[Base], key: tuple) -> bool:
+    """Delete the row of ``row_type`` with primary key ``key``; False when there was none."""
+    row = session.get(row_type, key)
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
 
 
 class UTCDateTime(TypeDecorator):

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import Dataset, Grant
-from aitb.store.base import upsert
+from aitb.store.base import delete, upsert
 from aitb.store.tables import DatasetRow, GrantRow
 
 
@@ -66,9 +66,4 @@ def set_grant(session: Session, grant: Grant) -> Grant:
 
 
 def delete_grant(session: Session, dataset: str, project: str) -> bool:
-    row = session.get(GrantRow, (dataset, project))
-    if row is None:
-        return False
-    session.delete(row)
-    session.flush()
-    return True
+    return delete(session, GrantRow, (dataset, project))

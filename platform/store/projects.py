@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import MemberRole, Membership, Project
-from aitb.store.base import upsert
+from aitb.store.base import delete, upsert
 from aitb.store.tables import MembershipRow, ProjectRow
 
 
@@ -76,9 +76,4 @@ def set_membership(session: Session, membership: Membership) -> Membership:
 
 
 def delete_membership(session: Session, project: str, user: str) -> bool:
-    row = session.get(MembershipRow, (project, user))
-    if row is None:
-        return False
-    session.delete(row)
-    session.flush()
-    return True
+    return delete(session, MembershipRow, (project, user))
