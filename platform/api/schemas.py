@@ -16,6 +16,7 @@ from aitb.domain.models import (
     Job,
     JobEvent,
     JobName,
+    JobSpec,
     MaxRetries,
     MaxRuntime,
     MemberRole,
@@ -275,6 +276,13 @@ class JobIn(In):
             head=self.resources.to_replica(),
             worker=workers.to_replica() if workers and workers.replicas else None,
             workers=workers.replicas if workers else 0,
+        )
+
+    def spec(self) -> JobSpec:
+        """The domain's job spec (raises ValueError where the gang breaks a domain rule)."""
+        return JobSpec(
+            gang=self.gang(),
+            **self.model_dump(exclude={"resources", "workers"}),
         )
 
 
