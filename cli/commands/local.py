@@ -25,6 +25,13 @@ def _rows(settings) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
     ]
 
 
+def _not_driven(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Clusters of the testbed the local API serves that aitb cannot drive: cluster -> why."""
+    from aitb.local import stack
+
+    return stack.undriven_clusters(settings)
+
+
 def _show(
     app: AppContext, rows: list[dict[str, object]], extra: dict[str, object] | None = None
 ) -> None:
@@ -89,6 +96,10 @@ def down(app: AppContext) -> None:
 @output_option
 @pass_app
 def ps(app: AppContext) -> None:
-    """Health of each part of the local platform."""
+    """Health of each part of the local platform, and the clusters it cannot drive."""
     settings = _settings()
-    _show(app, _rows(settings), {"data_dir": str(settings.data_dir)})
+    not_driven = _not_driven(settings)
+    _show(app, _rows(settings), {"data_dir": str(settings.data_dir), "not_driven": not_driven})
+    for cluster, why in not_driven.items():
+        note(f"[yellow]cluster {cluster} is not driven[/yellow] (no job is placed there): {why}",
+             json_mode=app.json)

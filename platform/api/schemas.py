@@ -170,6 +170,9 @@ class ClusterOut(Out):
     capacity: dict[str, float]
     used: dict[str, float]
     pools: list[PoolOut]
+    # False when this aitb cannot drive the cluster's backend: nothing is placed there
+    driven: bool = True
+    not_driven_reason: str | None = None
 
 
 class NodeOut(Out):

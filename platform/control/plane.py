@@ -46,7 +46,11 @@ class ControlPlane:
         self.db = db
         self.federation = federation
         self.events = events
-        self.backends = backends_for(federation)
+        # -- backends: one per driven cluster; each undriven one is said once, here --------
+        backends = backends_for(federation)
+        for cluster, why in backends.undriven.items():
+            log.warning("cluster %s is not driven, no job will be placed there: %s", cluster, why)
+        self.backends = backends.driven
         self.leader = LeaderElection(db, lease_s=settings.scheduler.lease_s)
         self.reconciler = Reconciler(
             db, federation, self.backends, self.events, settings.data_dir,
@@ -54,6 +58,7 @@ class ControlPlane:
         )
         self.scheduler = SchedulingCycle(
             db, federation, self.events, policy, on_preempt=self.reconciler.stop_now,
+            undriven=backends.undriven,
         )
         self.outbox = self._outbox() if settings.tracking.tracking_uri else None
         self._stop = threading.Event()
@@ -71,7 +76,7 @@ class ControlPlane:
         last = self.scheduler.last
         if last is None or not self.leader.is_leader:
             return queue.current_order(session, self.federation, self.scheduler.policy, node=node)
-        return queue.from_decisions(last, self.scheduler.pending, node=node)
+        return queue.from_decisions(last, self.scheduler.pending, node=node, notes=self.scheduler.notes)
 
     def read_log(self, job: Job, offset: int) -> tuple[bytes, int]:
         return self.reconciler.read_log(job, offset)

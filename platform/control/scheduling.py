@@ -7,17 +7,19 @@ changed (a cancel, another scheduler) is dropped, never applied twice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from aitb.domain.lifecycle import JobState
+from aitb.domain.lifecycle import REQUEUE_RULES, JobState
 from aitb.domain.models import Job
 from aitb.domain.testbed import Federation
 from aitb.scheduler import Decisions, PendingJob, Policy, decide
 from aitb.services.queue import load_snapshot
 from aitb.services.tracking_events import TrackingEvents
+from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
 
@@ -41,6 +43,7 @@ class SchedulingCycle:
         policy: Policy,
         clock: Callable[[], float] = time.time,
         on_preempt: Callable[[Job], None] | None = None,
+        undriven: Mapping[str, str] | None = None,
     ):
         self.db = db
         self.federation = federation
@@ -48,6 +51,12 @@ class SchedulingCycle:
         self.policy = policy
         self.clock = clock
         self.on_preempt = on_preempt  # stops the backend job of a victim
+        # clusters without a usable backend -> why: nothing is placed there
+        self.undriven = dict(undriven or {})
+        self._undriven_nodes = {
+            cluster.name: node.name for node, cluster in federation.clusters() if cluster.name in self.undriven
+        }
+        self.notes: dict[str, str] = {}
         self.reservations: dict[str, tuple[str, ...]] = {}
         self.last: Decisions | None = None
         #: the pending jobs of the last cycle's snapshot, by id
@@ -56,7 +65,19 @@ class SchedulingCycle:
     # -- load ---------------------------------------------------------------------------
     def snapshot(self):
         with self.db.session() as session:
-            return load_snapshot(session, self.federation, self.reservations)
+            snap, jobs = load_snapshot(session, self.federation, self.reservations)
+        if self.undriven:  # no backend would ever start a job placed there
+            snap = dataclasses.replace(snap, hosts=[h for h in snap.hosts if h.cluster not in self.undriven])
+        return snap, jobs
+
+    def _undriven_note(self, job: PendingJob) -> str:
+        """Why a waiting job is not offered the undriven clusters it could otherwise use."""
+        names = sorted(
+            c for c, node in self._undriven_nodes.items() if job.nodes is None or node in job.nodes
+        )
+        if not names:
+            return ""
+        return "; not driven (no usable backend): " + ", ".join(names)
 
     # -- decide + apply -------------------------------------------------------------------
     def run_once(self) -> CycleResult:
@@ -64,6 +85,8 @@ class SchedulingCycle:
         snap, jobs = self.snapshot()
         decisions = decide(snap, self.clock, policy=self.policy)
         self.pending = {p.id: p for p in snap.pending}
+        self.notes = {job_id: self._undriven_note(self.pending[job_id])
+                      for job_id in decisions.waiting if job_id in self.pending} if self.undriven else {}
         self.last = decisions
         result = CycleResult(waiting=len(decisions.waiting))
         for p in decisions.preemptions:
@@ -84,13 +107,15 @@ class SchedulingCycle:
         placement = admission.placement()
         try:
             with self.db.session() as session:
+                # The attempt opens with the admission, in one transaction: its backend id is
+                # fixed before any dispatch, so a dispatch repeated after a crash finds it.
+                attempt_store.open_attempt(session, job, cluster=admission.cluster, node=admission.node)
                 moved = job_store.transition(
                     session, job, JobState.ADMITTED,
                     reason=f"admitted to {admission.cluster} at {admission.node}"
                     + (" (borrowing)" if admission.borrowing else ""),
                     node=admission.node, cluster=admission.cluster, placement=placement,
-                    attempts=job.attempts + 1, pending_reason=None,
-                    backend_job_id=None, dispatched_at=None,
+                    pending_reason=None,
                 )
                 self.events.changed(session, moved)
             return True
@@ -103,15 +128,11 @@ class SchedulingCycle:
             with self.db.session() as session:
                 moved = job_store.transition(
                     session, job, JobState.PREEMPTED, reason=reason, preemptions=job.preemptions + 1,
-                    cancel_requested=True,  # the reconciler stops the backend attempt
                 )
+                attempt_store.owe_stop(session, job.id)  # the reconciler stops it on its cluster
                 self.events.changed(session, moved)
-                requeued = job_store.transition(
-                    session, moved, JobState.QUEUED, reason="requeued after preemption",
-                    # placement stays until re-admission: the reconciler stops the old attempt there
-                    node=None, cluster=None, pending_reason="requeued after preemption",
-                    admitted_at=None, started_at=None,
-                )
+                rule = REQUEUE_RULES[JobState.PREEMPTED]
+                requeued = job_store.requeue(session, moved, rule, reason=rule.pending_reason)
                 self.events.changed(session, requeued)
         except job_store.StaleTransition:
             return False
@@ -120,10 +141,11 @@ class SchedulingCycle:
         return True
 
     def _record_reasons(self, decisions: Decisions, jobs: dict[str, Job]) -> None:
+        reasons = {job_id: w.reason + self.notes.get(job_id, "") for job_id, w in decisions.waiting.items()}
         changed = {
-            job_id: w.reason
-            for job_id, w in decisions.waiting.items()
-            if job_id in jobs and jobs[job_id].pending_reason != w.reason
+            job_id: reason
+            for job_id, reason in reasons.items()
+            if job_id in jobs and jobs[job_id].pending_reason != reason
         }
         if not changed:
             return

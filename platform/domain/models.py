@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aitb.domain.lifecycle import JobState
+from aitb.domain.lifecycle import AttemptOutcome, JobState
 from aitb.domain.resources import GangSpec, ResourceMap, validate_resource_map
 from aitb.domain.testbed import SLUG
 
@@ -169,17 +169,51 @@ class Job(_Model):
     placement: Placement | None = None
     pending_reason: str | None = None
     reasons: list[str] = Field(default_factory=list)
-    attempts: int = 0
+    attempts: int = 0  # the number of the latest Attempt (0: never admitted)
     preemptions: int = 0
     retries_left: int = 0
     mlflow_run_id: str | None = None
     mlflow_experiment_id: str | None = None
-    cancel_requested: bool = False
-    backend_job_id: str | None = None
-    dispatched_at: datetime | None = None
     started_at: datetime | None = None
     admitted_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class Attempt(_Model):
+    """One try of a job on one cluster: opened at admission, closed when the backend is done.
+
+    ``backend_id`` is the idempotency key the backend knows it by (Ray's submission_id):
+    dispatching the same attempt twice finds the first submission. A job has at most one
+    open attempt that does not owe a stop; older ones stay open only while their backend
+    still has to stop them (``stop_owed``: cancelled, preempted, over its time limit).
+    """
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True, frozen=True)
+
+    job_id: str
+    number: int = Field(ge=1)
+    backend_id: str
+    cluster: str
+    node: str
+    created_at: datetime
+    dispatched_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    stop_owed: bool = False
+    outcome: AttemptOutcome | None = None
+
+    @staticmethod
+    def backend_id_for(job_id: str, number: int) -> str:
+        """``<job>`` for the first attempt, ``<job>-<n>`` for the n-th."""
+        return job_id if number <= 1 else f"{job_id}-{number}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None
+
+    @property
+    def dispatched(self) -> bool:
+        return self.dispatched_at is not None
 
 
 class JobEvent(_Model):

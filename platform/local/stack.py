@@ -85,6 +85,17 @@ def generated_testbed_path(settings: Settings) -> Path:
     return settings.data_dir / "testbed.yaml"
 
 
+def undriven_clusters(settings: Settings) -> dict[str, str]:
+    """Clusters of the testbed the local API serves that aitb cannot drive: cluster -> why."""
+    from aitb.clusters.registry import not_driven_reason
+    from aitb.domain.testbed import load_testbed
+
+    path = generated_testbed_path(settings)
+    if not path.exists():  # nothing started: no testbed is being served
+        return {}
+    return {c.name: why for _, c in load_testbed(path).clusters() if (why := not_driven_reason(c))}
+
+
 def admin_token_path(settings: Settings) -> Path:
     return settings.data_dir / "admin-token"
 

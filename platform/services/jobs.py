@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from sqlalchemy.orm import Session
 
-from aitb.domain.lifecycle import ACTIVE_STATES, CANCELLABLE_STATES, JobState
+from aitb.domain.lifecycle import CANCELLABLE_STATES, JobState
 from aitb.domain.models import Job, JobEvent, JobSpec
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
@@ -15,11 +15,12 @@ from aitb.services.authz import Principal
 from aitb.services.datasets import require_dataset
 from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
 from aitb.services.tracking_events import TrackingEvents
+from aitb.store import attempts as attempt_store
 from aitb.store import jobs as store
 from aitb.store import packages as package_store
 
 
-def _largest_fit(federation: Federation, replica: ReplicaSpec, nodes: set[str] | None) -> str | None:
+def _why_nothing_fits(federation: Federation, replica: ReplicaSpec, nodes: set[str] | None) -> str | None:
     """None when some host could ever hold the replica, else why none can."""
     gpu = replica.gpu
     pools = [
@@ -59,7 +60,7 @@ def validate_submission(session: Session, federation: Federation, spec: JobSpec)
                 f"no pool offers gpu type {', '.join(sorted(replica.gpu.types))}: available types are "
                 f"{', '.join(sorted(gpu_types)) or 'none'}"
             )
-        problem = _largest_fit(federation, replica, set(spec.nodes) or None)
+        problem = _why_nothing_fits(federation, replica, set(spec.nodes) or None)
         if problem:
             raise Invalid(problem)
     if spec.code is not None and package_store.get_package(session, spec.code) is None:
@@ -137,11 +138,11 @@ def cancel(session: Session, who: Principal, job_id: str, events: TrackingEvents
             job,
             JobState.CANCELLED,
             reason=f"cancelled by {who.name}",
-            # The backend still has to stop what it started: the reconciler does it.
-            cancel_requested=job.state in ACTIVE_STATES,
             pending_reason=None,
         )
     except store.StaleTransition as exc:
         raise Conflict(f"job {job_id} changed while cancelling; try again") from exc
+    # Whatever the backend started (or may yet start) owes a stop: the reconciler sends it.
+    attempt_store.owe_stop(session, job.id)
     events.changed(session, updated)
     return updated

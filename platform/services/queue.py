@@ -104,9 +104,12 @@ def _at(epoch: float) -> datetime:
 
 
 def from_decisions(
-    decisions: Decisions, pending: Mapping[str, PendingJob], node: str | None = None
+    decisions: Decisions, pending: Mapping[str, PendingJob], node: str | None = None,
+    notes: Mapping[str, str] | None = None,
 ) -> list[QueueEntry]:
-    """The queue as a scheduling cycle left it (positions and reasons of that cycle)."""
+    """The queue as a scheduling cycle left it (positions and reasons of that cycle; `notes`
+    adds what the cycle knew beyond the core's reason, e.g. undriven clusters)."""
+    notes = notes or {}
     entries = []
     for w in queue_view(decisions):
         job = pending.get(w.job_id)
@@ -115,7 +118,7 @@ def from_decisions(
         entries.append(QueueEntry(
             position=w.position, job=w.job_id, project=w.project, partner=w.partner, priority=w.priority,
             submitted_at=_at(job.submitted_at), dominant_share=round(w.partner_share, 4),
-            pending_reason=w.reason,
+            pending_reason=w.reason + notes.get(w.job_id, ""),
         ))
     return entries
 

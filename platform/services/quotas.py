@@ -6,9 +6,10 @@ from collections import defaultdict
 
 from sqlalchemy.orm import Session
 
+from aitb.clusters.registry import not_driven_reason
 from aitb.domain.lifecycle import ACTIVE_STATES
 from aitb.domain.models import Job, Quota
-from aitb.domain.resources import ResourceMap, add
+from aitb.domain.resources import ResourceMap, add, quota_usage
 from aitb.domain.testbed import Federation, host_pool
 from aitb.services.accounts import require_project
 from aitb.services.authz import Principal
@@ -26,11 +27,10 @@ def job_usage(job: Job, federation: Federation) -> tuple[ResourceMap, dict[tuple
     replicas = job.spec.gang.replicas()
     hosts = job.placement.hosts if job.placement else []
     for index, replica in enumerate(replicas):
-        demand = replica.quota_demand()
         key = host_pool(hosts[index]) if index < len(hosts) else None
         pool = federation.pool_of_host(hosts[index]) if key else None
-        if pool is not None and pool.gpu_type and replica.gpu.count:
-            demand[f"gpu:{pool.gpu_type}"] = replica.gpu.count
+        demand = quota_usage(replica.cpu, replica.memory_gib, replica.gpu.count,
+                             pool.gpu_type if pool is not None else None)
         total = add(total, demand)
         if key:
             per_pool[key] = add(per_pool[key], demand)
@@ -115,8 +115,10 @@ def testbed_view(session: Session, federation: Federation) -> dict:
                 )
                 cap = add(cap, pool.capacity())
                 used = add(used, pool_used)
+            why_not = not_driven_reason(cluster)
             clusters.append(
-                {"name": cluster.name, "backend": cluster.backend, "capacity": cap, "used": used, "pools": pools}
+                {"name": cluster.name, "backend": cluster.backend, "capacity": cap, "used": used, "pools": pools,
+                 "driven": why_not is None, "not_driven_reason": why_not}
             )
             node_cap = add(node_cap, cap)
             node_used = add(node_used, used)

@@ -105,3 +105,37 @@ def test_a_decision_on_a_stale_snapshot_is_dropped(db):
     assert [a.job_id for a in decisions.admissions] == [job_id]
     assert cycle._admit(jobs[job_id], decisions.admissions[0]) is False
     assert get(db, job_id).state == JobState.CANCELLED
+
+
+def test_no_job_is_placed_on_a_cluster_without_a_usable_backend(db):
+    """A node with a driven sim cluster and an undriven kuberay one: jobs go to the sim
+    cluster only; one that only the undriven cluster could hold waits, and says why."""
+    fed = parse_testbed({"federation": "t", "nodes": [{"name": "lund", "clusters": [
+        {"name": "lund-k8s", "backend": "kuberay", "connection": {"context": "x"}, "pools": [
+            {"name": "big", "hosts": 1, "cpu": 64, "memory_gib": 256, "gpus": 8, "gpu_type": "a100"}]},
+        {"name": "lund-sim", "backend": "sim", "pools": [
+            {"name": "gpu", "hosts": 1, "cpu": 8, "memory_gib": 32, "gpus": 4, "gpu_type": "a100"}]},
+    ]}]})
+    from aitb.clusters.registry import backends_for
+
+    backends = backends_for(fed)
+    assert set(backends.undriven) == {"lund-k8s"}
+    cycle = SchedulingCycle(db, fed, TrackingEvents(tracking=False), Policy(), clock=lambda: 1000.0,
+                            undriven=backends.undriven)
+    with db.session() as s:
+        s.add(ProjectRow(name="large", partner="volvo"))
+        s.flush()
+        s.add(QuotaRow(project="large", node="lund", nominal={"gpu": 8}, borrowing_limit={}))
+    fits_both = submit(db, "owner", "saab", 1, "small")
+    only_k8s = submit(db, "large", "volvo", 6, "large")  # 6 GPUs: only the kuberay pool has them
+    assert cycle.run_once().admitted == [fits_both]
+    assert get(db, fits_both).cluster == "lund-sim"
+    waiting = get(db, only_k8s)
+    assert waiting.state == JobState.QUEUED
+    assert "not driven (no usable backend): lund-k8s" in waiting.pending_reason, waiting.pending_reason
+    assert "quota" not in waiting.pending_reason, waiting.pending_reason  # capacity is why it waits
+    entry = queue.from_decisions(cycle.last, cycle.pending, notes=cycle.notes)[0]
+    assert "lund-k8s" in entry.pending_reason
+    for _ in range(3):  # and it stays so: no cycle places it there
+        cycle.run_once()
+    assert get(db, only_k8s).state == JobState.QUEUED
