@@ -22,7 +22,9 @@ from aitb.store.db import Database
 if TYPE_CHECKING:
     from aitb.api.metrics import Metrics
 
+
 def scheduler_policy(settings: Settings) -> Policy:
+    """The policy `aitb server` schedules with (and orders the queue by)."""
     return Policy(aging_threshold_s=settings.scheduler.aging_threshold_s)
 
 
