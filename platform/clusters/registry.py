@@ -8,12 +8,15 @@ must not connect (Ray's client is made lazily), so building one is also the chec
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aitb.clusters.base import Backend
 from aitb.domain.testbed import Cluster, Federation
+
+log = logging.getLogger("aitb.clusters")
 
 
 class BackendNotSupported(NotImplementedError):
@@ -71,3 +74,9 @@ def backends_for(federation: Federation, clock: Callable[[], float] = time.time)
         except (BackendNotSupported, BackendConfigError) as exc:
             out.undriven[cluster.name] = str(exc)
     return out
+
+
+def warn_undriven(backends: Backends) -> None:
+    """One warning per cluster that is not driven (the control plane says it once, at start)."""
+    for cluster, why in backends.undriven.items():
+        log.warning("cluster %s is not driven, no job will be placed there: %s", cluster, why)

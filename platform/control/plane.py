@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from aitb.clusters.registry import backends_for
+from aitb.clusters.registry import backends_for, warn_undriven
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
@@ -46,10 +46,9 @@ class ControlPlane:
         self.db = db
         self.federation = federation
         self.events = events
-        # -- backends: one per driven cluster; each undriven one is said once, here --------
+        # backends: one per driven cluster; each undriven one is warned about once, here
         backends = backends_for(federation)
-        for cluster, why in backends.undriven.items():
-            log.warning("cluster %s is not driven, no job will be placed there: %s", cluster, why)
+        warn_undriven(backends)
         self.backends = backends.driven
         self.leader = LeaderElection(db, lease_s=settings.scheduler.lease_s)
         self.reconciler = Reconciler(

@@ -159,14 +159,11 @@ class Reconciler:
             backend = self.backends.get(attempt.cluster)
             if backend is None:
                 # the scheduler places nothing on an undriven cluster; an attempt left there
-                # (e.g. from before the backend went away) was never dispatched by us
-                if owes_stop:
+                # (admitted before its backend went away) can only wait, or be withdrawn
+                if owes_stop and not attempt.dispatched:
                     self._withdraw(attempt, job)
-                elif attempt.backend_id not in self._stranded:
-                    self._stranded.add(attempt.backend_id)
-                    log.warning("job %s is admitted to cluster %s, which has no usable backend: it "
-                                "will not start until the cluster is driven or the job is cancelled",
-                                job.id, attempt.cluster)
+                else:
+                    self._stranded_once(attempt, owes_stop)
                 continue
             if not self._available(attempt.cluster):
                 continue
@@ -181,6 +178,14 @@ class Reconciler:
             except BackendUnavailable as exc:
                 self._failed(attempt.cluster, exc)
         self.hot = hot
+
+    def _stranded_once(self, attempt: Attempt, owes_stop: bool) -> None:
+        if attempt.backend_id in self._stranded:
+            return
+        self._stranded.add(attempt.backend_id)
+        what = "its stop waits" if owes_stop else "it will not start"
+        log.warning("attempt %s of job %s is on cluster %s, which has no usable backend: %s "
+                    "until the cluster is driven", attempt.backend_id, attempt.job_id, attempt.cluster, what)
 
     @staticmethod
     def _current(attempt: Attempt, job: Job) -> bool:

@@ -22,6 +22,7 @@ from aitb.clusters.registry import (
     backend_for,
     backends_for,
     not_driven_reason,
+    warn_undriven,
 )
 from aitb.clusters.sim_backend import SimBackend
 from aitb.domain.testbed import Cluster, Pool, parse_testbed
@@ -155,7 +156,7 @@ def test_registry_builds_backends_and_explains_what_is_missing() -> None:
         backend_for(_cluster("kuberay", {"context": "x"}))
 
 
-def test_clusters_without_a_usable_backend_are_reported_not_dropped() -> None:
+def test_clusters_without_a_usable_backend_are_reported_not_dropped(caplog: pytest.LogCaptureFixture) -> None:
     fed = parse_testbed({"federation": "t", "nodes": [{"name": "lund", "clusters": [
         {"name": "sim-1", "backend": "sim", "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
         {"name": "ray-1", "backend": "ray", "connection": {"address": "http://127.0.0.1:9"},
@@ -171,6 +172,11 @@ def test_clusters_without_a_usable_backend_are_reported_not_dropped() -> None:
     assert "'kuberay' is not yet supported" in backends.undriven["k8s-1"]
     assert {c.name: not_driven_reason(c) is None for _, c in fed.clusters()} == {
         "sim-1": True, "ray-1": True, "ray-unset": False, "k8s-1": False}
+    with caplog.at_level("WARNING", logger="aitb.clusters"):
+        warn_undriven(backends)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "cluster ray-unset is not driven, no job will be placed there",
+        "cluster k8s-1 is not driven, no job will be placed there"]
 
 
 def test_sim_models_a_pending_start_and_a_stop_that_a_pending_job_ignores() -> None:

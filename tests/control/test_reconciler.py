@@ -304,8 +304,8 @@ def test_an_attempt_left_on_a_cluster_that_is_no_longer_driven(db, clock, tmp_pa
         undriven.run_once()
         undriven.run_once()
     assert [r.getMessage() for r in caplog.records].count(
-        f"job {job_id} is admitted to cluster {CLUSTER}, which has no usable backend: it will not start "
-        "until the cluster is driven or the job is cancelled") == 1
+        f"attempt {job_id} of job {job_id} is on cluster {CLUSTER}, which has no usable backend: "
+        "it will not start until the cluster is driven") == 1
     assert plane.attempts(job_id)[0].is_open
     with db.session() as s:
         job_service.cancel(s, ADMIN, job_id, plane.events)
