@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
-from aitb.api.routers import accounts, capacity, datasets, jobs, system
+from aitb.api.routers import accounting, accounts, capacity, datasets, jobs, system
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
 from aitb.services.errors import ServiceError
@@ -41,7 +41,7 @@ def build_state(settings: Settings) -> AppState:
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
     settings = settings or get_settings()
     state = state or build_state(settings)
-    metrics = Metrics(state.db)
+    metrics = Metrics(state.db, state.federation)
     state.extras["metrics"] = metrics
 
     @asynccontextmanager
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     app.state.aitb = state
     app.middleware("http")(metrics.middleware)
-    for module in (system, accounts, capacity, datasets, jobs):
+    for module in (system, accounts, capacity, datasets, jobs, accounting):
         app.include_router(module.router)
     _install_error_handlers(app)
     return app

@@ -400,3 +400,64 @@ def quota_standing(session: Session, federation: Federation) -> list[dict]:
         out.append({"project": q.project, "node": q.node, "nominal": dict(q.nominal),
                     "borrowing_limit": dict(q.borrowing_limit), "used": used.get((q.project, q.node), {})})
     return out
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+@dataclass
+class MetricsView:
+    """What `/metrics` exports about capacity, queues, quotas and usage (read at scrape time)."""
+
+    pools: list[dict]  # node, cluster, pool, gpu_type, capacity, allocated
+    queued: dict[tuple[str, str], int]  # (partner, project) -> jobs
+    per_project_node: dict[tuple[str, str, str], dict[str, float]]  # (partner, project, node) -> measures
+    usage: dict[tuple[str, str, str, str], dict[str, float]]  # (partner, project, node, category) -> hours
+    quotas: list[dict]
+
+
+def metrics_view(session: Session, federation: Federation) -> MetricsView:
+    """Counters come from the store, so they survive restarts and agree across replicas:
+    the monthly rollup (ended attempts) plus what is running now."""
+    _, by_pool = active_usage(session, federation)
+    pools = []
+    for node, cluster in federation.clusters():
+        for pool in cluster.pools:
+            cap = pool.capacity()
+            used = by_pool.get((cluster.name, pool.name), {})
+            pools.append({"node": node.name, "cluster": cluster.name, "pool": pool.name,
+                          "gpu_type": pool.gpu_type or "none",
+                          "capacity": {r: cap.get(r, 0.0) for r in RESOURCES},
+                          "allocated": {r: used.get(r, 0.0) for r in RESOURCES}})
+    queued: dict[tuple[str, str], int] = defaultdict(int)
+    for job in jobs_in_states(session, [JobState.QUEUED]):
+        queued[(job.partner, job.project)] += 1
+    per_pn: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(MEASURES, 0.0))
+    usage_rows: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(
+        lambda: dict.fromkeys(HOURS.values(), 0.0))
+    everything = store.Scope(everything=True)
+    records = store.query_rollups(session, "month", datetime(1970, 1, 1, tzinfo=UTC),
+                                  datetime(9999, 1, 1, tzinfo=UTC), ["partner", "project", "node"], everything)
+    # resource-hours of ended attempts only: a running attempt's category may still change
+    # (borrowed -> preempted), and a counter must never go down
+    for rec in records:
+        hours = usage_rows[(rec["partner"], rec["project"], rec["node"], rec["category"])]
+        for m in HOURS.values():
+            hours[m] += float(rec[m] or 0.0)
+    # admissions and waits: ended attempts plus the running ones (admitted already)
+    now = datetime.now(UTC)
+    for charge in running_charges(session, everything, now):
+        values = charge.dims()
+        for _bucket, measures in increments(charge, "month"):
+            records.append({**{d: values[d] for d in ("partner", "project", "node", "category")}, **measures})
+    for rec in records:
+        acc = per_pn[(rec["partner"], rec["project"], rec["node"])]
+        for m in MEASURES:
+            if m not in HOURS.values():
+                acc[m] += float(rec[m] or 0.0)
+    quotas = []
+    partners = {p.name: p.partner for p in session.scalars(select(ProjectRow))}
+    for q in quota_standing(session, federation):
+        quotas.append({**q, "partner": partners.get(q["project"], "")})
+    return MetricsView(pools=pools, queued=dict(queued), per_project_node=dict(per_pn),
+                       usage=dict(usage_rows), quotas=quotas)
