@@ -28,6 +28,11 @@ COMMANDS: dict[str, str] = {
     "queue": "queue:queue",
     "quota": "queue:quota",
     "admin": "admin:admin",
+    # accounting (cli/commands/accounting.py)
+    "usage": "accounting:usage",
+    "fairshare": "accounting:fairshare",
+    "capacity": "accounting:capacity",
+    "report": "accounting:report",
 }
 #: commands owned by other modules that may not exist yet: tolerated when missing.
 OPTIONAL_COMMANDS: dict[str, str] = {
