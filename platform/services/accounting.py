@@ -139,17 +139,21 @@ def usage(
         sql_dims += [d for d in ("cluster", "pool") if d not in sql_dims]
     records: list[dict] = []
     if not scope.empty:
-        records = store.query_rollups(session, grain, query.start, query.end, sql_dims, scope)
+        records = store.query_split(session, grain, query.start, query.end, sql_dims, scope)
         if query.include_running:
-            records += _running_records(session, scope, grain, query, sql_dims, now)
+            records += [_split(r) for r in _running_records(session, scope, grain, query, sql_dims, now)]
     types = pool_gpu_types(federation)
     groups: dict[tuple, dict[str, float]] = {}
     for rec in records:
         if "gpu_type" in query.group_by:
             rec["gpu_type"] = types.get((rec["cluster"], rec["pool"]), "unknown")
         key = (query.period(rec["bucket"]), *(rec[d] for d in query.group_by))
-        row = groups.setdefault(key, _empty_row())
-        _accumulate(row, rec)
+        row = groups.get(key)
+        if row is None:
+            groups[key] = {m: float(rec[m] or 0.0) for m in _SPLIT}
+        else:
+            for m in _SPLIT:
+                row[m] += float(rec[m] or 0.0)
     rows = [
         {"period": key[0], **dict(zip(query.group_by, key[1:], strict=True)), **_finish(values)}
         for key, values in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0]))
@@ -186,19 +190,22 @@ def running_charges(session: Session, scope: store.Scope, now: datetime) -> list
     return out
 
 
+_SPLIT = tuple(f"{m}_{c}" for m in HOURS.values() for c in CATEGORIES) + store.COUNT_MEASURES
+
+
 def _empty_row() -> dict[str, float]:
-    row = {f"{m}_{c}": 0.0 for m in HOURS.values() for c in CATEGORIES}
-    row.update({m: 0.0 for m in MEASURES if m not in HOURS.values()})
-    return row
+    return dict.fromkeys(_SPLIT, 0.0)
 
 
-def _accumulate(row: dict[str, float], rec: Mapping) -> None:
-    cat = rec["category"]
+def _split(rec: Mapping) -> dict:
+    """A per-category record in the one-row-per-group shape of `store.query_split`."""
+    out = {k: v for k, v in rec.items() if k not in MEASURES and k != "category"}
     for m in HOURS.values():
-        row[f"{m}_{cat}"] += float(rec[m] or 0.0)
-    for m in MEASURES:
-        if m not in HOURS.values():
-            row[m] += float(rec[m] or 0.0)
+        for c in CATEGORIES:
+            out[f"{m}_{c}"] = float(rec[m]) if rec["category"] == c else 0.0
+    for m in store.COUNT_MEASURES:
+        out[m] = float(rec[m])
+    return out
 
 
 def _finish(values: Mapping[str, float]) -> dict:

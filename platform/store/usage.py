@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     and_,
+    case,
     delete,
     func,
     or_,
@@ -32,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from aitb.domain.accounting import (
+    CATEGORIES,
     GRAINS,
     MEASURES,
     WAIT_COLUMNS,
@@ -263,6 +265,38 @@ def query_rollups(
     keys = [t.bucket, *(getattr(t, g) for g in group_by), t.category]
     query = (
         select(*keys, *(func.sum(getattr(t, m)).label(m) for m in MEASURES))
+        .where(t.grain == grain, t.bucket >= start, t.bucket < end)
+        .group_by(*keys)
+    )
+    where = _scope_filter(t, scope)
+    if where is not None:
+        query = query.where(where)
+    return [dict(r._mapping) for r in session.execute(query)]
+
+
+#: what `query_split` returns per group: resource-hours per category, and the counts
+HOUR_MEASURES = ("cpu_hours", "memory_gib_hours", "gpu_hours")
+COUNT_MEASURES = ("attempts", "preemptions", "wait_s")
+
+
+def query_split(
+    session: Session,
+    grain: str,
+    start: datetime,
+    end: datetime,
+    group_by: Sequence[str],
+    scope: Scope,
+) -> list[dict]:
+    """Sums per (bucket, *group_by), each resource-hours measure split by category in the
+    same row (``gpu_hours_borrowed`` ...): one row per group, summed by the database."""
+    t = UsageRollupRow
+    keys = [t.bucket, *(getattr(t, g) for g in group_by)]
+    split = [
+        func.sum(case((t.category == cat, getattr(t, m)), else_=0.0)).label(f"{m}_{cat}")
+        for m in HOUR_MEASURES for cat in CATEGORIES
+    ]
+    query = (
+        select(*keys, *split, *(func.sum(getattr(t, m)).label(m) for m in COUNT_MEASURES))
         .where(t.grain == grain, t.bucket >= start, t.bucket < end)
         .group_by(*keys)
     )
