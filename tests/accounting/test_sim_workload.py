@@ -166,3 +166,50 @@ def test_running_attempts_count_up_to_now(database_url, tmp_path, monkeypatch):
         assert without["saab"]["gpu_hours"] == 0.0
     finally:
         db.dispose()
+
+
+def test_a_restarted_control_plane_charges_nothing_twice(workload, tmp_path):
+    """A new reconciler and scheduler over the same store and backends (a restart) replay
+    their ticks: the ledger and every figure stay as they were."""
+    from aitb.control.events import JobEvents
+    from aitb.control.reconciler import Reconciler
+    from aitb.control.scheduling import SchedulingCycle
+    from aitb.scheduler import Policy
+
+    before = _usage(workload.db, "partner,project,node", NOV, JAN, "hour")
+    events = JobEvents(tracking=False)
+    for _ in range(2):
+        reconciler = Reconciler(workload.db, FEDERATION, workload.backends, events, tmp_path,
+                                env_for=lambda job: dict(job.spec.env), clock=workload.clock.epoch)
+        cycle = SchedulingCycle(workload.db, FEDERATION, events, Policy(), clock=workload.clock.epoch)
+        reconciler.run_once()
+        cycle.run_once()
+        reconciler.run_once()
+    assert _usage(workload.db, "partner,project,node", NOV, JAN, "hour") == before
+
+
+def test_a_transition_rolled_back_charges_nothing(database_url, tmp_path, monkeypatch):
+    """The charge lives in the ending transition's transaction: a crash before the commit
+    loses both, and the transition done again later charges exactly once."""
+    db = Database(database_url)
+    try:
+        wl = run_workload(db, tmp_path, monkeypatch, until=30)  # B is admitted and dispatched
+        end = T0.replace(hour=23, minute=30)
+        with db.session() as s:
+            job_store.transition(s, job_store.get_job(s, wl.ids["B"]), JobState.RUNNING, at=T0.replace(minute=30))
+        with pytest.raises(RuntimeError), db.session() as s:
+            job = job_store.get_job(s, wl.ids["B"])
+            job_store.transition(s, job, JobState.SUCCEEDED, at=end)
+            raise RuntimeError("crash before commit")
+        with db.session() as s:
+            assert wl.ids["B"] not in {c.attempt_id for c in usage_store.ledger(s)}
+            job = job_store.get_job(s, wl.ids["B"])
+            assert job.state == JobState.RUNNING
+            job_store.transition(s, job, JobState.SUCCEEDED, at=end)
+        with db.session() as s:
+            charged = [c for c in usage_store.ledger(s) if c.attempt_id == wl.ids["B"]]
+        assert len(charged) == 1 and charged[0].seconds == 3600 and charged[0].category == "nominal"
+        rows = {r["partner"]: r for r in _usage(db, "partner", NOV, JAN, "none", now=end)["rows"]}
+        assert rows["saab"]["gpu_hours"] == 2.0
+    finally:
+        db.dispose()

@@ -77,6 +77,7 @@ class Workload:
     db: Database
     clock: Clock
     ids: dict[str, str]  # A/B/C -> job id
+    backends: dict = None  # cluster -> SimBackend (a restarted control plane finds them as they are)
 
     def attempt_id(self, name: str) -> str:
         base, _, n = name.partition("-")
@@ -133,13 +134,13 @@ def run_workload(db: Database, data_dir: Path, monkeypatch, until: int | None = 
     tick(20)
     clock.now = T0 + 30 * M
     if until is not None and until < 30:
-        return Workload(db=db, clock=clock, ids=ids)
+        return Workload(db=db, clock=clock, ids=ids, backends=backends)
     submit("B", _spec("owner", 1, 4, 2, 3600), "saab", "bob")
     tick(30)
     tick(90)
     tick(210)
     tick(240)
-    return Workload(db=db, clock=clock, ids=ids)
+    return Workload(db=db, clock=clock, ids=ids, backends=backends)
 
 
 def add_users(db: Database) -> None:
