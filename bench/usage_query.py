@@ -208,6 +208,8 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("AITB_TEST_DATABASE_URL",
                                                                  "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument("--plot", metavar="DIR", default=None,
+                        help="also draw the year's usage by month and the fair share into DIR (PNG)")
     args = parser.parse_args()
     if not args.database_url.startswith("postgres"):
         sys.exit("this benchmark needs PostgreSQL: set AITB_TEST_DATABASE_URL=postgresql://...")
@@ -290,6 +292,15 @@ def run(url: str, args) -> None:
                 got = body["totals"]["gpu_hours"]
                 assert abs(got - truth) < 1e-6 * max(1.0, truth), (got, truth)
                 print(f"{'':58} total {got:,.1f} GPU-h = ledger {truth:,.1f} GPU-h", flush=True)
+        if args.plot:
+            from aitb.cli.report import charts
+
+            year_usage = client.get("/v1/usage", params={"group_by": "partner,node", "step": "month", **year},
+                                    headers=root).json()
+            charts.save(charts.usage_chart(year_usage), Path(args.plot) / "usage-year.png")
+            charts.save(charts.fairshare_chart(client.get("/v1/fairshare", headers=root).json()),
+                        Path(args.plot) / "fairshare-year.png")
+            print(f"plots written to {args.plot}")
     db.dispose()
     headline = results[0][1]
     verdict = "OK" if headline < TARGET_MS else "OVER TARGET"

@@ -97,7 +97,7 @@ class UsageQuery:
         step = step or "none"
         if step not in STEPS:
             raise Invalid(f"step: must be one of {', '.join(STEPS)}")
-        end = ceil(_aware(end) if end else now + timedelta(days=1), "hour" if end else "day")
+        end = ceil(_aware(end), "hour") if end else floor(now, "day") + timedelta(days=1)
         start = floor(_aware(start), "hour") if start else end - timedelta(days=30)
         if start >= end:
             raise Invalid("from must be before to")

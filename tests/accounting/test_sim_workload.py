@@ -213,3 +213,14 @@ def test_a_transition_rolled_back_charges_nothing(database_url, tmp_path, monkey
         assert rows["saab"]["gpu_hours"] == 2.0
     finally:
         db.dispose()
+
+
+def test_default_period_is_thirty_days_to_tomorrow():
+    from aitb.services.accounting import UsageQuery
+
+    q = UsageQuery.parse(None, None, None, None, datetime.fromisoformat("2026-12-01T06:30:00+00:00"))
+    assert q.end == datetime.fromisoformat("2026-12-02T00:00:00+00:00")
+    assert q.start == datetime.fromisoformat("2026-11-02T00:00:00+00:00") and q.grain == "day"
+    odd = UsageQuery.parse("node", datetime.fromisoformat("2026-11-03T10:20:00+00:00"),
+                           datetime.fromisoformat("2026-11-04T10:20:00+00:00"), "day", q.end)
+    assert (odd.start.hour, odd.end.hour, odd.grain) == (10, 11, "hour")  # floored/ceiled to the hour
