@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aitb.domain.accounting import MEASURES, Charge, floor, increments, next_bucket  # noqa: E402
 from aitb.domain.testbed import parse_testbed  # noqa: E402
-from aitb.store.usage import ROLLUP_KEY  # noqa: E402
+from aitb.store.usage import ROLLUP_KEY, ROLLUPS  # noqa: E402
 
 NODES = ["stockholm", "goteborg", "orebro", "lund", "lulea", "linkoping"]
 GPU_OF = {"stockholm": "a100", "goteborg": "h100", "orebro": "l40s", "lund": "a100", "lulea": "h100",
@@ -153,8 +153,18 @@ def load(url: str, n: int) -> dict:
     t_ledger = time.perf_counter() - t0 - t_gen
     rollups = 0
     with engine.begin() as conn:
-        rollups = copy(conn, "usage_rollups", [*ROLLUP_KEY, *MEASURES], stream_rollups(all_charges))
-        conn.execute(text("ANALYZE"))
+        buffers = {g: io.StringIO() for g in ROLLUPS}
+        writers = {g: csv.writer(b) for g, b in buffers.items()}
+        for grain, row in stream_rollups(all_charges):
+            writers[grain].writerow(row)
+            rollups += 1
+        cursor = conn.connection.dbapi_connection.cursor()
+        cols = ", ".join(f'"{c}"' for c in (*ROLLUP_KEY, *MEASURES))
+        for grain, buf in buffers.items():
+            buf.seek(0)
+            cursor.copy_expert(f"COPY {ROLLUPS[grain].__tablename__} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
     t_rollup = time.perf_counter() - t0 - t_gen - t_ledger
     db.dispose()
     return {"attempts": len(all_charges), "jobs": len(jobs), "rollup_rows": rollups, "generate_s": t_gen,
@@ -169,7 +179,7 @@ def stream_rollups(sorted_charges):
         dims = charge.dims()
         for grain in ("hour", "day", "month"):
             for bucket, values in increments(charge, grain):
-                key = (grain, bucket, *(dims[k] for k in ROLLUP_KEY[2:]))
+                key = (grain, bucket, *(dims[k] for k in ROLLUP_KEY[1:]))
                 row = open_rows.get(key)
                 if row is None:
                     open_rows[key] = values
@@ -185,7 +195,7 @@ def _flush(open_rows: dict, before: datetime | None):
     done = [k for k in open_rows if before is None or next_bucket(k[1], k[0]) <= floor(before, k[0])]
     for key in done:
         values = open_rows.pop(key)
-        yield (key[0], iso(key[1]), *key[2:], *(values[m] for m in MEASURES))
+        yield key[0], (iso(key[1]), *key[2:], *(values[m] for m in MEASURES))
 
 
 def timed(client, path: str, params: dict, headers: dict, runs: int) -> tuple[list[float], dict]:

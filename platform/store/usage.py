@@ -1,9 +1,9 @@
 """The accounting repository: a ledger of ended attempts and usage rolled up as they end.
 
 ``usage_attempts`` holds one row per attempt and pool (what it held, from its
-admission to its end, and in which category); ``usage_rollups`` the same
-charges summed per UTC hour, day and month and per partner, project, user,
-node, cluster, pool and category. Both are written by :func:`record_attempt_end`
+admission to its end, and in which category); ``usage_hourly``, ``usage_daily``
+and ``usage_monthly`` the same charges summed per UTC hour, day and month and
+per partner, project, user, node, cluster, pool and category. Both are written by :func:`record_attempt_end`
 in the transaction of the ending transition, once per attempt (the ledger's
 primary key is the guard), so a restart neither loses nor doubles a charge.
 Queries read the rollups only: a year of jobs is a few thousand rows per month.
@@ -47,7 +47,7 @@ from aitb.store.base import Base, UTCDateTime
 from aitb.store.tables import JobEventRow
 
 TS = UTCDateTime()
-ROLLUP_KEY = ("grain", "bucket", "partner", "project", "user", "node", "cluster", "pool", "category")
+ROLLUP_KEY = ("bucket", "partner", "project", "user", "node", "cluster", "pool", "category")
 
 
 class UsageAttemptRow(Base):
@@ -74,12 +74,11 @@ class UsageAttemptRow(Base):
     gpu: Mapped[float] = mapped_column(Float)
 
 
-class UsageRollupRow(Base):
-    """Charges summed per bucket (``grain`` hour/day/month) and dimensions."""
+class _Rollup:
+    """Charges summed per bucket and dimensions; one table per grain (as Slurm keeps hour,
+    day and month usage tables), so a query reads only rows of its grain, stored together."""
 
-    __tablename__ = "usage_rollups"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    grain: Mapped[str] = mapped_column(String(5))
     bucket: Mapped[datetime] = mapped_column(TS)
     partner: Mapped[str] = mapped_column(String(64))
     project: Mapped[str] = mapped_column(String(64))
@@ -101,13 +100,30 @@ class UsageRollupRow(Base):
     waits_le_14400: Mapped[float] = mapped_column(Float, default=0.0)
     waits_le_86400: Mapped[float] = mapped_column(Float, default=0.0)
 
-    __table_args__ = (
-        UniqueConstraint(*ROLLUP_KEY, name="uq_usage_rollups_key"),
-        Index("ix_usage_rollups_grain_bucket", "grain", "bucket"),
-    )
+
+def _rollup_args(table: str) -> tuple:
+    return (UniqueConstraint(*ROLLUP_KEY, name=f"uq_{table}_key"), Index(f"ix_{table}_bucket", "bucket"))
 
 
-assert set(WAIT_COLUMNS) <= set(UsageRollupRow.__table__.c.keys())
+class UsageHourRow(_Rollup, Base):
+    __tablename__ = "usage_hourly"
+    __table_args__ = _rollup_args("usage_hourly")
+
+
+class UsageDayRow(_Rollup, Base):
+    __tablename__ = "usage_daily"
+    __table_args__ = _rollup_args("usage_daily")
+
+
+class UsageMonthRow(_Rollup, Base):
+    __tablename__ = "usage_monthly"
+    __table_args__ = _rollup_args("usage_monthly")
+
+
+ROLLUPS: dict[str, type[_Rollup]] = {"hour": UsageHourRow, "day": UsageDayRow, "month": UsageMonthRow}
+
+
+assert set(WAIT_COLUMNS) <= set(UsageHourRow.__table__.c.keys())
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -160,28 +176,27 @@ def charge_of_row(r: UsageAttemptRow) -> Charge:
     )
 
 
-def rollup_rows(charges: Iterable[Charge], grains: Sequence[str] = GRAINS) -> list[dict]:
-    """The rollup increments of ``charges``, summed per key, in key order."""
-    summed: dict[tuple, dict[str, float]] = {}
-    for charge in charges:
-        dims = charge.dims()
-        for grain in grains:
+def rollup_rows(charges: Iterable[Charge], grains: Sequence[str] = GRAINS) -> dict[str, list[dict]]:
+    """The rollup increments of ``charges`` per grain, summed per key, in key order."""
+    out: dict[str, list[dict]] = {}
+    for grain in grains:
+        summed: dict[tuple, dict[str, float]] = {}
+        for charge in charges:
+            dims = charge.dims()
             for bucket, values in increments(charge, grain):
-                key = (grain, bucket, *(dims[k] for k in ROLLUP_KEY[2:]))
+                key = (bucket, *(dims[k] for k in ROLLUP_KEY[1:]))
                 row = summed.get(key)
                 if row is None:
                     summed[key] = dict(values)
                 else:
                     for m, v in values.items():
                         row[m] += v
-    return [dict(zip(ROLLUP_KEY, key, strict=True)) | values for key, values in sorted(summed.items())]
+        out[grain] = [dict(zip(ROLLUP_KEY, key, strict=True)) | values for key, values in sorted(summed.items())]
+    return out
 
 
 def add_to_rollups(session: Session, charges: Sequence[Charge]) -> None:
     """Add to the rollups with one upsert per batch (keys sorted: no lock-order deadlocks)."""
-    rows = rollup_rows(charges)
-    if not rows:
-        return
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -189,14 +204,15 @@ def add_to_rollups(session: Session, charges: Sequence[Charge]) -> None:
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only the two supported databases
         raise RuntimeError(f"usage rollups need PostgreSQL or SQLite, not {dialect}")
-    table = UsageRollupRow.__table__
-    for chunk in _chunks(rows, 500):
-        stmt = insert(table).values(chunk)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(ROLLUP_KEY),
-            set_={m: table.c[m] + stmt.excluded[m] for m in MEASURES},
-        )
-        session.execute(stmt)
+    for grain, rows in rollup_rows(charges).items():
+        table = ROLLUPS[grain].__table__
+        for chunk in _chunks(rows, 500):
+            stmt = insert(table).values(chunk)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(ROLLUP_KEY),
+                set_={m: table.c[m] + stmt.excluded[m] for m in MEASURES},
+            )
+            session.execute(stmt)
 
 
 def _chunks(rows: list, size: int) -> Iterable[list]:
@@ -206,7 +222,8 @@ def _chunks(rows: list, size: int) -> Iterable[list]:
 
 def rebuild_rollups(session: Session, batch: int = 5000) -> int:
     """Recompute every rollup from the ledger (after a repair); returns attempts read."""
-    session.execute(delete(UsageRollupRow))
+    for model in ROLLUPS.values():
+        session.execute(delete(model))
     count = 0
     pending: list[Charge] = []
     for row in session.scalars(select(UsageAttemptRow).order_by(UsageAttemptRow.ended_at)).yield_per(batch):
@@ -261,11 +278,11 @@ def query_rollups(
     scope: Scope,
 ) -> list[dict]:
     """Sums per (bucket, *group_by, category) over buckets in [start, end)."""
-    t = UsageRollupRow
+    t = ROLLUPS[grain]
     keys = [t.bucket, *(getattr(t, g) for g in group_by), t.category]
     query = (
         select(*keys, *(func.sum(getattr(t, m)).label(m) for m in MEASURES))
-        .where(t.grain == grain, t.bucket >= start, t.bucket < end)
+        .where(t.bucket >= start, t.bucket < end)
         .group_by(*keys)
     )
     where = _scope_filter(t, scope)
@@ -289,7 +306,7 @@ def query_split(
 ) -> list[dict]:
     """Sums per (bucket, *group_by), each resource-hours measure split by category in the
     same row (``gpu_hours_borrowed`` ...): one row per group, summed by the database."""
-    t = UsageRollupRow
+    t = ROLLUPS[grain]
     keys = [t.bucket, *(getattr(t, g) for g in group_by)]
     split = [
         func.sum(case((t.category == cat, getattr(t, m)), else_=0.0)).label(f"{m}_{cat}")
@@ -297,7 +314,7 @@ def query_split(
     ]
     query = (
         select(*keys, *split, *(func.sum(getattr(t, m)).label(m) for m in COUNT_MEASURES))
-        .where(t.grain == grain, t.bucket >= start, t.bucket < end)
+        .where(t.bucket >= start, t.bucket < end)
         .group_by(*keys)
     )
     where = _scope_filter(t, scope)
@@ -317,11 +334,9 @@ def ledger(session: Session, scope: Scope | None = None) -> list[Charge]:
 
 def totals_by(session: Session, column: str, grain: str = "month") -> dict[str, dict[str, float]]:
     """All-time sums per value of one dimension (cheap: the monthly rollup)."""
-    t = UsageRollupRow
+    t = ROLLUPS[grain]
     col = getattr(t, column)
-    rows = session.execute(
-        select(col, *(func.sum(getattr(t, m)).label(m) for m in MEASURES)).where(t.grain == grain).group_by(col)
-    )
+    rows = session.execute(select(col, *(func.sum(getattr(t, m)).label(m) for m in MEASURES)).group_by(col))
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for r in rows:
         m = dict(r._mapping)

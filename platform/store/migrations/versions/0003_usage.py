@@ -1,4 +1,4 @@
-"""usage: the accounting ledger of ended attempts and its hourly/daily/monthly rollups
+"""usage: the accounting ledger of ended attempts and its hourly, daily and monthly rollups
 
 Revision ID: 0003_usage
 Revises: 0002
@@ -16,6 +16,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _WAITS = (60, 300, 900, 3600, 14400, 86400)
+ROLLUP_TABLES = ("usage_hourly", "usage_daily", "usage_monthly")
 
 
 def upgrade() -> None:
@@ -43,31 +44,32 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_usage_attempts_job_id"), "usage_attempts", ["job_id"])
     op.create_index(op.f("ix_usage_attempts_ended_at"), "usage_attempts", ["ended_at"])
-    op.create_table(
-        "usage_rollups",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("grain", sa.String(length=5), nullable=False),
-        sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("partner", sa.String(length=64), nullable=False),
-        sa.Column("project", sa.String(length=64), nullable=False),
-        sa.Column("user", sa.String(length=64), nullable=False),
-        sa.Column("node", sa.String(length=64), nullable=False),
-        sa.Column("cluster", sa.String(length=64), nullable=False),
-        sa.Column("pool", sa.String(length=64), nullable=False),
-        sa.Column("category", sa.String(length=16), nullable=False),
-        *(sa.Column(m, sa.Float(), nullable=False)
-          for m in ("cpu_hours", "memory_gib_hours", "gpu_hours", "attempts", "preemptions", "wait_s",
-                    *(f"waits_le_{b}" for b in _WAITS))),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_rollups")),
-        sa.UniqueConstraint("grain", "bucket", "partner", "project", "user", "node", "cluster", "pool",
-                            "category", name="uq_usage_rollups_key"),
-    )
-    op.create_index("ix_usage_rollups_grain_bucket", "usage_rollups", ["grain", "bucket"])
+    for table in ROLLUP_TABLES:
+        op.create_table(
+            table,
+            sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+            sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("partner", sa.String(length=64), nullable=False),
+            sa.Column("project", sa.String(length=64), nullable=False),
+            sa.Column("user", sa.String(length=64), nullable=False),
+            sa.Column("node", sa.String(length=64), nullable=False),
+            sa.Column("cluster", sa.String(length=64), nullable=False),
+            sa.Column("pool", sa.String(length=64), nullable=False),
+            sa.Column("category", sa.String(length=16), nullable=False),
+            *(sa.Column(m, sa.Float(), nullable=False)
+              for m in ("cpu_hours", "memory_gib_hours", "gpu_hours", "attempts", "preemptions", "wait_s",
+                        *(f"waits_le_{b}" for b in _WAITS))),
+            sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{table}")),
+            sa.UniqueConstraint("bucket", "partner", "project", "user", "node", "cluster", "pool", "category",
+                                name=f"uq_{table}_key"),
+        )
+        op.create_index(f"ix_{table}_bucket", table, ["bucket"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_usage_rollups_grain_bucket", table_name="usage_rollups")
-    op.drop_table("usage_rollups")
+    for table in ROLLUP_TABLES:
+        op.drop_index(f"ix_{table}_bucket", table_name=table)
+        op.drop_table(table)
     op.drop_index(op.f("ix_usage_attempts_ended_at"), table_name="usage_attempts")
     op.drop_index(op.f("ix_usage_attempts_job_id"), table_name="usage_attempts")
     op.drop_table("usage_attempts")
