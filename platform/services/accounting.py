@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.accounting import (
@@ -34,11 +33,12 @@ from aitb.domain.models import Job
 from aitb.domain.resources import add
 from aitb.domain.testbed import Federation
 from aitb.services.authz import Principal
-from aitb.services.capacity import active_usage, all_quotas
 from aitb.services.errors import Invalid
+from aitb.services.quotas import active_usage, all_quotas
+from aitb.store import accounts as account_store
+from aitb.store import projects as project_store
 from aitb.store import usage as store
 from aitb.store.jobs import jobs_in_states
-from aitb.store.tables import PartnerRow, ProjectRow
 
 RESOURCES = ("cpu", "memory_gib", "gpu")
 HOURS = {"cpu": "cpu_hours", "memory_gib": "memory_gib_hours", "gpu": "gpu_hours"}
@@ -260,8 +260,8 @@ def fairshare(
     if not (0 < half_life_days <= 365) or not (1 <= window_days <= 366):
         raise Invalid("half_life_days must be in (0, 365] and window_days in [1, 366]")
     capacity = federation_capacity(federation)
-    weights = {p.name: p.weight for p in session.scalars(select(PartnerRow))}
-    projects = {p.name: p.partner for p in session.scalars(select(ProjectRow))}
+    weights = account_store.partner_weights(session)
+    projects = project_store.project_partners(session)
     # held now (the scheduler's view)
     held_partner: dict[str, dict[str, float]] = defaultdict(dict)
     held_project: dict[str, dict[str, float]] = defaultdict(dict)
@@ -463,7 +463,7 @@ def metrics_view(session: Session, federation: Federation) -> MetricsView:
             if m not in HOURS.values():
                 acc[m] += float(rec[m] or 0.0)
     quotas = []
-    partners = {p.name: p.partner for p in session.scalars(select(ProjectRow))}
+    partners = project_store.project_partners(session)
     for q in quota_standing(session, federation):
         quotas.append({**q, "partner": partners.get(q["project"], "")})
     return MetricsView(pools=pools, queued=dict(queued), per_project_node=dict(per_pn),

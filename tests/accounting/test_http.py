@@ -67,7 +67,7 @@ def test_usage_is_scoped_to_the_caller(api, user, partners, nodes):
     if user == "erin":
         assert body["totals"]["gpu_hours"] == 0 and body["totals"]["cpu_hours"] == pytest.approx(8 / 6)
     if user == "dave":
-        assert body["totals"]["gpu_hours"] == 10.0 and body["totals"]["preemptions"] == 1
+        assert body["totals"]["gpu_hours"] == 5.0 and body["totals"]["preemptions"] == 1
 
 
 def test_usage_input_errors_and_auth(api):
@@ -86,7 +86,7 @@ def test_fairshare_shows_partners_and_scoped_projects(api):
     assert partners["volvo"]["entitlement"] == 0.25 and partners["saab"]["entitlement"] == 0.75
     assert {p["project"] for p in partners["saab"]["projects"]} == {"owner"}
     assert body["capacity"] == {"cpu": 24.0, "memory_gib": 128.0, "gpu": 4.0}
-    # volvo used more (10 GPU-h vs 2): a larger usage share and a lower factor
+    # volvo used more (5 GPU-h vs 4, later): a larger usage share and a lower factor
     assert partners["volvo"]["usage_share"] > partners["saab"]["usage_share"]
     assert partners["volvo"]["fairshare_factor"] < partners["saab"]["fairshare_factor"]
     alice = {p["partner"]: p for p in get(api, "alice", "/v1/fairshare").json()["partners"]}
@@ -128,10 +128,10 @@ def test_metrics_scraped_and_parsed(api):
     assert sample(fam, "aitb_project_queue_wait_seconds_bucket", le="3600.0", **lund) == 2
     assert sample(fam, "aitb_project_queue_wait_seconds_sum", **lund) == 3600
     assert sample(fam, "aitb_project_queue_wait_seconds_count", **lund) == 2
-    assert sample(fam, "aitb_project_quota_nominal_gpus", gpu_type="any", **lund) == 2
-    assert sample(fam, "aitb_project_quota_borrowing_limit_gpus", gpu_type="any", **lund) == 2
-    assert sample(fam, "aitb_usage_gpu_seconds_total", category="borrowed", **lund) == 8 * 3600
-    assert sample(fam, "aitb_usage_gpu_seconds_total", category="preempted", **lund) == 2 * 3600
+    assert sample(fam, "aitb_project_quota_nominal_gpus", gpu_type="any", **lund) == 0
+    assert sample(fam, "aitb_project_quota_borrowing_limit_gpus", gpu_type="any", **lund) == 4
+    assert sample(fam, "aitb_usage_gpu_seconds_total", category="borrowed", **lund) == 4 * 3600
+    assert sample(fam, "aitb_usage_gpu_seconds_total", category="preempted", **lund) == 1 * 3600
     assert fam["aitb_project_admissions"].type == "counter"
     assert fam["aitb_project_queue_wait_seconds"].type == "histogram"
     # bounded labels: no job or attempt ids anywhere

@@ -18,7 +18,8 @@ import yaml
 from PIL import Image
 
 from tests.accounting.workload import FEDERATION, run_workload
-from tests.conftest import aitb_command, start_api_server, stop_process
+from tests.support.api import start_api_server
+from tests.support.processes import aitb_command, stop_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -63,8 +64,8 @@ def decode_png(path: Path) -> Image.Image:
 def test_usage_outputs_and_plot(server, tmp_path):
     data = json.loads(aitb(server, "usage", "--month", "2026-11", "-g", "partner", "-o", "json", cwd=tmp_path))
     rows = {r["partner"]: r for r in data["rows"]}
-    assert rows["volvo"]["gpu_hours"] == 4.0 and rows["volvo"]["gpu_hours_preempted"] == 2.0
-    assert rows["saab"]["gpu_hours_nominal"] == 2.0
+    assert rows["volvo"]["gpu_hours"] == 2.0 and rows["volvo"]["gpu_hours_preempted"] == 1.0
+    assert rows["saab"]["gpu_hours_nominal"] == 4.0
     text = aitb(server, "usage", "--month", "2026-11", "-g", "partner,node", "-o", "csv", cwd=tmp_path)
     table = list(csv.DictReader(io.StringIO(text)))
     got = {(r["partner"], r["node"]): float(r["cpu_hours"]) for r in table}
@@ -130,12 +131,12 @@ def test_monthly_report_in_headless_chromium(server, tmp_path):
     # hand-computed November figures (tests/accounting/workload.py):
     # partner | GPU-h | nominal | borrowed | preempted | CPU-h | GiB-h | attempts | preemptions | mean wait
     assert cells(dom, "Usage by partner", "volvo") == [
-        "volvo", "4.00", "0.00", "2.00", "2.00", "2.00", "8.00", "2", "1", "30 min"]
+        "volvo", "2.00", "0.00", "1.00", "1.00", "2.00", "8.00", "2", "1", "30 min"]
     assert cells(dom, "Usage by partner", "saab") == [
-        "saab", "2.00", "2.00", "0.00", "0.00", "2.33", "6.67", "3", "0", "0 s"]
+        "saab", "4.00", "4.00", "0.00", "0.00", "2.33", "6.67", "3", "0", "0 s"]
     assert cells(dom, "Usage by partner", "total") == [
-        "total", "6.00", "2.00", "2.00", "2.00", "4.33", "14.67", "5", "1", "12 min"]
-    assert cells(dom, "GPU-hours by GPU type", "a100") == ["a100", "6.00", "2.00", "2.00", "2.00"]
+        "total", "6.00", "4.00", "1.00", "1.00", "4.33", "14.67", "5", "1", "12 min"]
+    assert cells(dom, "GPU-hours by GPU type", "a100") == ["a100", "6.00", "4.00", "1.00", "1.00"]
     assert cells(dom, "Queue wait and usage by node", "lund")[:3] == ["lund", "3", "20 min"]
     shot = tmp_path / "report.png"
     chromium(f"--screenshot={shot}", "--window-size=1200,2400", (tmp_path / "report.html").as_uri(), cwd=tmp_path)

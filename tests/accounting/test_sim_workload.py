@@ -21,22 +21,22 @@ DEC = datetime.fromisoformat("2026-12-01T00:00:00+00:00")
 JAN = datetime.fromisoformat("2027-01-01T00:00:00+00:00")
 
 # Hand-computed, by partner and month (gpu/cpu/mem hours split nominal/borrowed/preempted).
-#   volvo Nov: A 0.5 h preempted (4 gpu, 2 cpu, 8 GiB); A-2 23:30-24:00 borrowed 0.5 h
+#   volvo Nov: A 0.5 h preempted (2 gpu, 2 cpu, 8 GiB); A-2 23:30-24:00 borrowed 0.5 h
 #   volvo Dec: A-2 00:00-01:30 borrowed 1.5 h
-#   saab  Nov: B 1 h nominal (2 gpu, 1 cpu, 4 GiB); C and C-2 10 min each (4 cpu, 8 GiB)
+#   saab  Nov: B 1 h nominal (4 gpu, 1 cpu, 4 GiB); C and C-2 10 min each (4 cpu, 8 GiB)
 EXPECTED_BY_PARTNER_MONTH = {
     ("2026-11-01", "saab"): dict(
-        gpu_hours_nominal=2.0, gpu_hours_borrowed=0.0, gpu_hours_preempted=0.0,
+        gpu_hours_nominal=4.0, gpu_hours_borrowed=0.0, gpu_hours_preempted=0.0,
         cpu_hours_nominal=1 + 2 * 4 / 6, cpu_hours_borrowed=0.0, cpu_hours_preempted=0.0,
         memory_gib_hours_nominal=4 + 2 * 8 / 6, memory_gib_hours_borrowed=0.0, memory_gib_hours_preempted=0.0,
         attempts=3, preemptions=0, queue_wait_s=0.0),
     ("2026-11-01", "volvo"): dict(
-        gpu_hours_nominal=0.0, gpu_hours_borrowed=2.0, gpu_hours_preempted=2.0,
+        gpu_hours_nominal=0.0, gpu_hours_borrowed=1.0, gpu_hours_preempted=1.0,
         cpu_hours_nominal=0.0, cpu_hours_borrowed=1.0, cpu_hours_preempted=1.0,
         memory_gib_hours_nominal=0.0, memory_gib_hours_borrowed=4.0, memory_gib_hours_preempted=4.0,
         attempts=2, preemptions=1, queue_wait_s=3600.0),
     ("2026-12-01", "volvo"): dict(
-        gpu_hours_nominal=0.0, gpu_hours_borrowed=6.0, gpu_hours_preempted=0.0,
+        gpu_hours_nominal=0.0, gpu_hours_borrowed=3.0, gpu_hours_preempted=0.0,
         cpu_hours_nominal=0.0, cpu_hours_borrowed=3.0, cpu_hours_preempted=0.0,
         memory_gib_hours_nominal=0.0, memory_gib_hours_borrowed=12.0, memory_gib_hours_preempted=0.0,
         attempts=0, preemptions=0, queue_wait_s=0.0),
@@ -95,16 +95,16 @@ def test_usage_by_partner_and_month_matches_the_hand_computed_table(workload):
 def test_hourly_split_gpu_type_node_and_user(workload):
     result = _usage(workload.db, "partner", T0, T0.replace(day=1, month=12, hour=2), "hour")
     volvo = {r["period"].hour: r["gpu_hours"] for r in result["rows"] if r["partner"] == "volvo"}
-    assert volvo == {22: 2.0, 23: 2.0, 0: 4.0, 1: 2.0}
+    assert volvo == {22: 1.0, 23: 1.0, 0: 2.0, 1: 1.0}
     by_type = _usage(workload.db, "gpu_type", NOV, JAN, "none")["rows"]
-    assert {r["gpu_type"]: r["gpu_hours"] for r in by_type} == {"a100": 12.0, "none": 0.0}
+    assert {r["gpu_type"]: r["gpu_hours"] for r in by_type} == {"a100": 9.0, "none": 0.0}
     assert {r["gpu_type"]: round(r["cpu_hours"], 6) for r in by_type} == {"a100": 6.0, "none": round(8 / 6, 6)}
     rows = {(r["node"], r["user"]): r for r in _usage(workload.db, "node,user", NOV, JAN, "none")["rows"]}
-    assert rows[("lund", "alice")]["gpu_hours"] == 10.0 and rows[("lund", "bob")]["gpu_hours"] == 2.0
+    assert rows[("lund", "alice")]["gpu_hours"] == 5.0 and rows[("lund", "bob")]["gpu_hours"] == 4.0
     assert rows[("orebro", "bob")]["attempts"] == 2 and rows[("orebro", "bob")]["queue_wait_mean_s"] == 0.0
     assert rows[("lund", "alice")]["queue_wait_mean_s"] == 1800.0  # (0 + 3600) / 2 attempts
     totals = _usage(workload.db, "", NOV, JAN, "none")["totals"]
-    assert totals["gpu_hours"] == 12.0 and totals["preemptions"] == 1 and totals["attempts"] == 5
+    assert totals["gpu_hours"] == 9.0 and totals["preemptions"] == 1 and totals["attempts"] == 5
 
 
 def test_totals_rederived_from_the_raw_jobs(workload):
@@ -156,8 +156,8 @@ def test_running_attempts_count_up_to_now(database_url, tmp_path, monkeypatch):
             assert {c.attempt_id for c in usage_store.ledger(s)} == {
                 wl.attempt_id(n) for n in ("A", "C", "C-2")}
         rows = {r["partner"]: r for r in _usage(db, "partner", NOV, JAN, "none", now=now)["rows"]}
-        assert rows["saab"]["gpu_hours_nominal"] == 1.0  # B: 2 gpu x 0.5 h so far
-        assert rows["volvo"]["gpu_hours_preempted"] == 2.0 and rows["volvo"]["gpu_hours_borrowed"] == 0.0
+        assert rows["saab"]["gpu_hours_nominal"] == 2.0  # B: 4 gpu x 0.5 h so far
+        assert rows["volvo"]["gpu_hours_preempted"] == 1.0 and rows["volvo"]["gpu_hours_borrowed"] == 0.0
         assert rows["saab"]["attempts"] == 3
         with db.session() as s:
             without = {r["partner"]: r for r in accounting.usage(
@@ -171,13 +171,13 @@ def test_running_attempts_count_up_to_now(database_url, tmp_path, monkeypatch):
 def test_a_restarted_control_plane_charges_nothing_twice(workload, tmp_path):
     """A new reconciler and scheduler over the same store and backends (a restart) replay
     their ticks: the ledger and every figure stay as they were."""
-    from aitb.control.events import JobEvents
     from aitb.control.reconciler import Reconciler
     from aitb.control.scheduling import SchedulingCycle
     from aitb.scheduler import Policy
+    from aitb.services.tracking_events import TrackingEvents
 
     before = _usage(workload.db, "partner,project,node", NOV, JAN, "hour")
-    events = JobEvents(tracking=False)
+    events = TrackingEvents(tracking=False)
     for _ in range(2):
         reconciler = Reconciler(workload.db, FEDERATION, workload.backends, events, tmp_path,
                                 env_for=lambda job: dict(job.spec.env), clock=workload.clock.epoch)
@@ -210,7 +210,7 @@ def test_a_transition_rolled_back_charges_nothing(database_url, tmp_path, monkey
             charged = [c for c in usage_store.ledger(s) if c.attempt_id == wl.ids["B"]]
         assert len(charged) == 1 and charged[0].seconds == 3600 and charged[0].category == "nominal"
         rows = {r["partner"]: r for r in _usage(db, "partner", NOV, JAN, "none", now=end)["rows"]}
-        assert rows["saab"]["gpu_hours"] == 2.0
+        assert rows["saab"]["gpu_hours"] == 4.0
     finally:
         db.dispose()
 

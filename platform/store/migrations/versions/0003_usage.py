@@ -1,7 +1,7 @@
 """usage: the accounting ledger of ended attempts and its hourly, daily and monthly rollups
 
 Revision ID: 0003_usage
-Revises: 0002
+Revises: 0003_attempts
 Create Date: 2026-12-01 06:30:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_usage"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0003_attempts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
