@@ -127,7 +127,7 @@ def fairshare_chart(fairshare: Mapping[str, Any], title: str | None = None) -> b
     series = (("entitlement", "entitlement (weight share)", "#999999"),
               ("usage_share", f"usage share (half-life {fairshare.get('half_life_days', '?'):g} d)", "#0072B2"),
               ("dominant_share", "dominant share held now", "#E69F00"))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 3), 4.6))
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.6 * len(names) + 3), 4.8))
     width = 0.26
     for i, (key, label, colour) in enumerate(series):
         xs = [j + (i - 1) * width for j in range(len(names))]
@@ -144,7 +144,8 @@ def fairshare_chart(fairshare: Mapping[str, Any], title: str | None = None) -> b
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False, loc="upper left", fontsize=9)
+    # below the axes: inside, it would hide the tallest bars' labels
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=9)
     if not names:
         ax.text(0.5, 0.5, "no partners", ha="center", va="center", transform=ax.transAxes, color="grey")
     ax.set_title(title or f"Fair share: usage vs entitlement (window {fairshare.get('window_days', '?')} d)",
