@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aitb.clusters.base import Backend
 from aitb.domain.testbed import Cluster, Federation
@@ -17,7 +18,8 @@ class BackendConfigError(ValueError):
     """A cluster's `connection` lacks what its backend needs."""
 
 
-def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time) -> Backend:
+def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time,
+                package_urls: Any = None) -> Backend:
     if cluster.backend == "ray":
         address = cluster.connection.get("address")
         if not address:
@@ -33,6 +35,17 @@ def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time) -> Bac
         from aitb.clusters.sim_backend import SimBackend
 
         return SimBackend(clock)
+    if cluster.backend == "kuberay":
+        from pydantic import ValidationError
+
+        from aitb.clusters.kuberay.backend import KubeRayBackend
+        from aitb.clusters.kuberay.options import ClusterOptions
+
+        try:
+            options = ClusterOptions.from_cluster(cluster)
+        except ValidationError as exc:
+            raise BackendConfigError(f"cluster {cluster.name}: connection: {exc}") from None
+        return KubeRayBackend(options, package_urls=package_urls)
     raise BackendNotSupported(
         f"cluster {cluster.name}: backend {cluster.backend!r} is not yet supported "
         "(use backend ray with connection.address, or sim)"
@@ -40,14 +53,14 @@ def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time) -> Bac
 
 
 def backends_for(
-    federation: Federation, clock: Callable[[], float] = time.time
+    federation: Federation, clock: Callable[[], float] = time.time, package_urls: Any = None
 ) -> dict[str, Backend]:
     """Backends of every cluster that has one; clusters whose backend is unsupported are
     left out (the caller may still schedule onto them once support lands)."""
     out: dict[str, Backend] = {}
     for _, cluster in federation.clusters():
         try:
-            out[cluster.name] = backend_for(cluster, clock)
+            out[cluster.name] = backend_for(cluster, clock, package_urls)
         except BackendNotSupported:
             continue
     return out

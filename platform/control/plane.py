@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 from aitb.api.deps import AppState
+from aitb.clusters.base import ChangeSource
 from aitb.clusters.registry import backends_for
 from aitb.control.events import JobEvents
 from aitb.control.leader import LeaderElection
@@ -44,7 +46,7 @@ class ControlPlane:
         self.settings = settings
         tracking_uri = settings.tracking.tracking_uri
         self.events = JobEvents(tracking=bool(tracking_uri))
-        self.backends = backends_for(state.federation)
+        self.backends = backends_for(state.federation, package_urls=self._package_urls())
         self.leader = LeaderElection(state.db, lease_s=settings.scheduler.lease_s)
         self.reconciler = Reconciler(
             state.db, state.federation, self.backends, self.events, settings.data_dir,
@@ -60,6 +62,10 @@ class ControlPlane:
         self._wake_control = threading.Event()
         self._wake_tracking = threading.Event()
         self._threads: list[threading.Thread] = []
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):  # e.g. KubeRay's watch: wake on every change
+                backend.subscribe(self._wake_control.set)
+        self._next_bundle_sync = 0.0
         # the API uses these for job hooks, logs and the queue
         state.on_job_created = self.hook(self.events.created)
         state.on_job_changed = self.hook(self.events.changed)
@@ -70,6 +76,21 @@ class ControlPlane:
             state.mlflow_access = self.outbox.access
         state.log_reader = self.reconciler.read_log
         state.queue_view = self.scheduler.queue
+
+    def _package_urls(self):
+        """Signed package URLs for pods on Kubernetes clusters (needs the public URL)."""
+        public = self.settings.server.public_url
+        if not public:
+            return None
+        from aitb.services.package_urls import PackageUrlSigner, signing_key
+
+        return PackageUrlSigner(signing_key(self.settings.data_dir), public)
+
+    def sync_bundles(self) -> None:
+        """Keep each project's namespace on Kubernetes clusters in step with its quota."""
+        from aitb.control.kube import sync_project_bundles
+
+        sync_project_bundles(self.state.db, self.state.federation, self.backends)
 
     def _outbox(self):
         from aitb.tracking.credentials import MlflowAccount
@@ -145,6 +166,7 @@ class ControlPlane:
     # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
+    BUNDLE_SYNC_S = 10.0
 
     def wake(self) -> None:
         self._wake_control.set()
@@ -164,7 +186,11 @@ class ControlPlane:
         """One scheduling + reconciling pass; True while some job waits to start."""
         if not self.leader.try_acquire():
             return False
-        for step in (self.scheduler.run_once, self.reconciler.run_once):
+        steps = [self.scheduler.run_once, self.reconciler.run_once]
+        if time.monotonic() >= self._next_bundle_sync:
+            self._next_bundle_sync = time.monotonic() + self.BUNDLE_SYNC_S
+            steps.append(self.sync_bundles)
+        for step in steps:
             try:
                 step()
             except Exception:  # one failing step must not stop the other or the loop
@@ -209,6 +235,9 @@ class ControlPlane:
         self.wake()
         for thread in self._threads:
             thread.join(timeout=10)
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):
+                backend.close()
         try:
             self.leader.release()
         except Exception:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,16 +24,18 @@ from aitb.clusters.base import (
     DispatchRejected,
     DispatchRequest,
     GangWorkers,
+    JobContext,
     ReplicaResources,
 )
-from aitb.control.events import JobEvents
+from aitb.control.events import JobEvents, highest_classification
 from aitb.domain.lifecycle import ACTIVE_STATES, JobState
-from aitb.domain.models import Job
+from aitb.domain.models import Classification, Job
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
 from aitb.store import jobs as job_store
 from aitb.store.base import utcnow
 from aitb.store.db import Database
+from aitb.store.tables import QuotaRow
 
 log = logging.getLogger("aitb.reconciler")
 
@@ -109,10 +111,27 @@ class Reconciler:
         if gang.worker and gang.workers:
             workers = GangWorkers(count=gang.workers, resources=self._replica(job, gang.worker, 1))
         workdir = self.workdir_for(job.spec.code) if (job.spec.code and self.workdir_for) else None
+        context = JobContext(job_id=job.id, attempt=max(1, job.attempts), project=job.project,
+                             partner=job.partner, node=job.node or "", package=job.spec.code)
         return DispatchRequest(
             job_id=attempt_id(job), entrypoint=job.spec.entrypoint, head=self._replica(job, gang.head, 0),
             workers=workers, working_dir=workdir, env=env, max_runtime_s=job.spec.max_runtime_s,
+            context=context,
         )
+
+    def _with_project_facts(self, job: Job, request: DispatchRequest) -> DispatchRequest:
+        """Add what isolating backends need from the store: the data's classification (no
+        egress for confidential or sensitive data) and the project's quota at the node."""
+        with self.db.session() as session:
+            classification = highest_classification(session, job.spec.datasets)
+            quota = session.get(QuotaRow, (job.project, job.node)) if job.node else None
+            limits = None
+            if quota is not None:
+                limits = {k: float(quota.nominal.get(k, 0.0)) + float(quota.borrowing_limit.get(k, 0.0))
+                          for k in {**quota.nominal, **quota.borrowing_limit}}
+        no_egress = bool(classification) and Classification(classification).needs_secure_pool
+        assert request.context is not None
+        return replace(request, context=replace(request.context, no_egress=no_egress, quota_limits=limits))
 
     # -- the tick -------------------------------------------------------------------------
     def run_once(self) -> None:
@@ -140,7 +159,7 @@ class Reconciler:
         if env is None:
             return  # e.g. the MLflow run is not created yet; try next tick
         backend = self.backends[job.cluster]
-        request = self.request_for(job, env)
+        request = self._with_project_facts(job, self.request_for(job, env))
         try:
             backend.dispatch(request)
         except DispatchRejected as exc:
