@@ -16,7 +16,7 @@ from aitb.clusters.base import (
     pool_resource,
 )
 from aitb.clusters.ray_backend import RayBackend, _http_status
-from aitb.clusters.registry import BackendConfigError, BackendNotSupported, backend_for
+from aitb.clusters.registry import BackendConfigError, backend_for
 from aitb.clusters.sim_backend import SimBackend
 from aitb.domain.testbed import Cluster, Pool
 
@@ -145,5 +145,9 @@ def test_registry_builds_backends_and_explains_what_is_missing() -> None:
     assert isinstance(backend_for(_cluster("sim", {})), SimBackend)
     with pytest.raises(BackendConfigError, match="connection.address"):
         backend_for(_cluster("ray", {}))
-    with pytest.raises(BackendNotSupported, match="not yet supported"):
-        backend_for(_cluster("kuberay", {"context": "x"}))
+    from aitb.clusters.kuberay.backend import KubeRayBackend
+
+    kube = backend_for(_cluster("kuberay", {"context": "x", "namespace": "aitb-jobs"}))
+    assert isinstance(kube, KubeRayBackend) and kube.options.context == "x"
+    with pytest.raises(BackendConfigError, match="adress"):  # a misspelt connection key
+        backend_for(_cluster("kuberay", {"context": "x", "adress": "y"}))
