@@ -58,6 +58,7 @@ KINDS: dict[GVR, Kind] = {
     ("", "v1", "pods"): Kind("Pod", status=True),
     ("", "v1", "services"): Kind("Service", status=True),
     ("networking.k8s.io", "v1", "networkpolicies"): Kind("NetworkPolicy"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"): Kind("RoleBinding"),
     ("ray.io", "v1", "rayjobs"): Kind("RayJob", status=True),
     ("ray.io", "v1", "rayclusters"): Kind("RayCluster", status=True),
 }

@@ -378,4 +378,62 @@ def test_bundle_twice_changes_nothing_and_a_quota_change_updates_the_resource_qu
     hard = kube_server.get("resourcequotas", "aitb-owner", "aitb-quota")["spec"]["hard"]
     assert hard["requests.nvidia.com/gpu"] == "8" and hard["requests.cpu"] == "49600m"
     assert sync_project_bundles(db, FEDERATION, {"lund-k8s": fresh}) == 0
+    # a resource dropped from the quota is dropped from the ResourceQuota (merge patch null)
+    with db.session() as s:
+        row = s.get(QuotaRow, ("owner", "lund"))
+        row.nominal, row.borrowing_limit = {"cpu": 32, "memory_gib": 128}, {}
+    assert sync_project_bundles(db, FEDERATION, {"lund-k8s": fresh}) == 1
+    hard = kube_server.get("resourcequotas", "aitb-owner", "aitb-quota")["spec"]["hard"]
+    assert "requests.nvidia.com/gpu" not in hard and hard["requests.cpu"] == "33600m"
     fresh.close()
+
+
+#: what the Helm chart's RBAC lets the control plane do (docs/helm.md, "Cluster-wide RBAC"
+#: and the `<release>-project` role): resource -> HTTP methods
+CHART_ALLOWS = {
+    "namespaces": {"GET", "POST", "PATCH", "DELETE"},
+    "rolebindings": {"GET", "POST", "PATCH", "DELETE"},
+    "rayjobs": {"GET", "POST", "PATCH", "PUT", "DELETE"},
+    "secrets": {"POST", "PATCH", "DELETE"},  # write-only: never read back
+    "resourcequotas": {"GET", "POST", "PATCH", "PUT", "DELETE"},
+    "limitranges": {"GET", "POST", "PATCH", "PUT", "DELETE"},
+    "serviceaccounts": {"GET", "POST", "PATCH", "PUT", "DELETE"},
+    "networkpolicies": {"GET", "POST", "PATCH", "PUT", "DELETE"},
+    "pods": {"GET"}, "services": {"GET"},
+}
+
+
+def test_the_backend_needs_no_right_the_helm_chart_does_not_grant(kube_server, kubeconfig, db, tmp_path):
+    cluster = CLUSTER.model_copy(update={"connection": {**CLUSTER.connection, "project_role": {
+        "cluster_role": "aitb-project", "subjects": [{"kind": "ServiceAccount", "name": "aitb",
+                                                      "namespace": "aitb-system"}]}}})
+    backend = KubeRayBackend(ClusterOptions.from_cluster(cluster), config_file=kubeconfig)
+    plane = Plane(db, backend, tmp_path)
+    try:
+        ok = submit(db)
+        plane.until(ok, JobState.RUNNING)
+        backend.logs(ok)
+        kube_server.controller.finish("aitb-owner", ok, "SUCCEEDED")
+        plane.until(ok, JobState.SUCCEEDED)
+        cancelled = submit(db)
+        job = plane.until(cancelled, JobState.RUNNING)
+        with db.session() as s:
+            job_store.transition(s, job, JobState.CANCELLED, reason="cancelled", cancel_requested=True)
+        plane.tick()
+        with db.session() as s:
+            s.get(QuotaRow, ("owner", "lund")).borrowing_limit = {"cpu": 8}
+        assert sync_project_bundles(db, FEDERATION, {"lund-k8s": backend}) == 1
+    finally:
+        backend.close()
+    binding = kube_server.get("rolebindings", "aitb-owner", "aitb-control-plane")
+    assert binding["roleRef"]["name"] == "aitb-project"
+    used: dict[str, set[str]] = {}
+    for method, path in kube_server.requests:
+        parts = [p for p in path.split("/") if p]
+        rest = parts[2:] if parts[0] == "api" else parts[3:]
+        if rest[:1] == ["namespaces"] and len(rest) > 2:
+            rest = rest[2:]
+        used.setdefault(rest[0], set()).add(method)
+    for resource, methods in used.items():
+        assert methods <= CHART_ALLOWS[resource], f"{resource}: {methods - CHART_ALLOWS[resource]}"
+    assert "PUT" not in used["namespaces"] and "GET" not in used["secrets"]

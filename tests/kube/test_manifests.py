@@ -30,7 +30,9 @@ def options(cluster: str) -> ClusterOptions:
     _, found = SWEDEN.cluster(cluster)
     return ClusterOptions(**found.connection, pools=tuple(found.pools), name=cluster,
                           mlflow={"cidrs": ["10.20.0.0/24"], "port": 5000},
-                          control_plane={"cidrs": ["10.30.0.0/24"], "port": 443})
+                          control_plane={"cidrs": ["10.30.0.0/24"], "port": 443},
+                          project_role={"cluster_role": "aitb-project", "subjects": [
+                              {"kind": "ServiceAccount", "name": "aitb", "namespace": "aitb-system"}]})
 
 
 def meta(attempt_id: str, cluster: str, node: str, package: str | None = None, no_egress=False):
@@ -167,4 +169,6 @@ def test_project_bundle_matches_golden_and_validates():
     assert ns["kind"] == "Namespace" and ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     kinds = [o["kind"] for o in bundle]
     assert kinds.count("NetworkPolicy") == 6 and "ResourceQuota" in kinds
+    assert kinds[:2] == ["Namespace", "RoleBinding"], "the RoleBinding grants the rest: it comes first"
+    assert all(o["metadata"]["labels"]["aitb.io/managed"] == "true" for o in bundle)
     check_golden("bundle", bundle)

@@ -39,12 +39,13 @@ LIMIT_RANGES = Resource("", "v1", "limitranges")
 PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies")
+ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
 RAYJOBS = Resource("ray.io", "v1", "rayjobs")
 
 BY_KIND = {
     "Namespace": NAMESPACES, "Secret": SECRETS, "ServiceAccount": SERVICE_ACCOUNTS,
     "ResourceQuota": RESOURCE_QUOTAS, "LimitRange": LIMIT_RANGES, "Pod": PODS, "Service": SERVICES,
-    "NetworkPolicy": NETWORK_POLICIES, "RayJob": RAYJOBS,
+    "NetworkPolicy": NETWORK_POLICIES, "RoleBinding": ROLE_BINDINGS, "RayJob": RAYJOBS,
 }
 
 

@@ -287,9 +287,33 @@ class KubeRayBackend:
         return sum(self.ensure_project(spec) for project, spec in projects.items() if project in present)
 
 
+def update_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch that makes `current` what aitb wants, leaving alone what others
+    (the API server, admins) added: labels and annotations are merged, each top-level field
+    aitb writes is replaced (keys aitb dropped inside it are removed), the rest untouched.
+    The resourceVersion makes it a compare-and-set: a concurrent writer gets a 409."""
+
+    def diff(have: Any, want: Any) -> Any:
+        if isinstance(have, dict) and isinstance(want, dict):
+            out = {k: diff(have.get(k), v) for k, v in want.items()}
+            out.update({k: None for k in have if k not in want})
+            return out
+        return want
+
+    meta = desired["metadata"]
+    patch: dict[str, Any] = {"metadata": {
+        "resourceVersion": current["metadata"]["resourceVersion"],
+        "labels": dict(meta.get("labels", {})), "annotations": dict(meta.get("annotations", {}))}}
+    for key, value in desired.items():
+        if key not in ("apiVersion", "kind", "metadata", "status"):
+            patch[key] = diff(current.get(key), value)
+    return patch
+
+
 def apply_objects(kube: Kube, objects: list[dict[str, Any]]) -> int:
-    """Create what is missing, replace what differs from what aitb wants (by spec hash),
-    leave the rest alone; returns the number of writes. Idempotent."""
+    """Create what is missing, patch what differs from what aitb wants (by spec hash),
+    leave the rest alone; returns the number of writes. Idempotent. Only get, create and
+    patch are used (the Helm chart grants no `update` on namespaces and role bindings)."""
     writes = 0
     for desired in objects:
         res = BY_KIND[desired["kind"]]
@@ -305,11 +329,7 @@ def apply_objects(kube: Kube, objects: list[dict[str, Any]]) -> int:
                 have = (current["metadata"].get("annotations") or {}).get(names.ANNOTATION_SPEC_HASH)
                 if want == have:
                     break
-                update = {**desired, "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}}
-                if desired["kind"] == "Namespace":  # keep labels others (and the server) set
-                    update["metadata"]["labels"] = {**(current["metadata"].get("labels") or {}),
-                                                    **meta.get("labels", {})}
-                kube.replace(res, update)
+                kube.merge_patch(res, meta.get("namespace"), meta["name"], update_patch(current, desired))
                 writes += 1
                 break
             except KubeError as exc:

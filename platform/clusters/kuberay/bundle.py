@@ -41,8 +41,8 @@ class ProjectSpec:
 
 
 def owner_labels(spec: ProjectSpec) -> dict[str, str]:
-    return {names.MANAGED_BY: names.MANAGER, names.LABEL_PROJECT: spec.project,
-            names.LABEL_PARTNER: spec.partner}
+    return {names.MANAGED_BY: names.MANAGER, names.LABEL_MANAGED: "true",
+            names.LABEL_PROJECT: spec.project, names.LABEL_PARTNER: spec.partner}
 
 
 def _meta(name: str, spec: ProjectSpec, namespace: str | None, extra: dict[str, str] | None = None
@@ -100,6 +100,20 @@ def service_account(spec: ProjectSpec, namespace: str) -> dict[str, Any]:
             "automountServiceAccountToken": False}
 
 
+def role_binding(spec: ProjectSpec, namespace: str, opts: ClusterOptions) -> dict[str, Any] | None:
+    """Binds the control plane's project role inside this namespace only (the Helm chart's
+    `<release>-project` ClusterRole): everything aitb does in a project namespace, it may
+    do there alone."""
+    role = opts.project_role
+    if role is None:
+        return None
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": _meta("aitb-control-plane", spec, namespace),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role.cluster_role},
+            "subjects": [dict(s) for s in role.subjects]}
+
+
 def _policy(name: str, spec: ProjectSpec, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": _meta(name, spec, namespace), "spec": body}
@@ -150,8 +164,11 @@ def network_policies(spec: ProjectSpec, namespace: str, opts: ClusterOptions) ->
 def project_bundle(spec: ProjectSpec, opts: ClusterOptions) -> list[dict[str, Any]]:
     """Every object of a project's namespace, the Namespace first; each with its spec hash."""
     namespace = names.project_namespace(spec.project, opts.namespace)
-    objects = [namespace_object(spec, namespace), service_account(spec, namespace),
-               limit_range(spec, namespace)]
+    objects = [namespace_object(spec, namespace)]
+    binding = role_binding(spec, namespace, opts)
+    if binding is not None:  # before anything else in the namespace: it grants the rest
+        objects.append(binding)
+    objects += [service_account(spec, namespace), limit_range(spec, namespace)]
     quota = resource_quota(spec, namespace, opts)
     if quota is not None:
         objects.append(quota)

@@ -88,6 +88,7 @@ def gpu_devices(gpu: float, slices: int = 1) -> int:
 def attempt_labels(meta: AttemptMeta) -> dict[str, str]:
     return {
         names.MANAGED_BY: names.MANAGER,
+        names.LABEL_MANAGED: "true",
         names.LABEL_JOB: meta.job_id,
         names.LABEL_ATTEMPT: names.rayjob_name(meta.attempt_id),
         names.LABEL_PROJECT: meta.project,

@@ -33,8 +33,11 @@ NODE_LABEL_PREFIX = PREFIX
 SECURE_TAINT_KEY = PREFIX + "secure"
 GPU_RESOURCE = "nvidia.com/gpu"
 
+#: every object aitb manages carries `aitb.io/managed=true` (the Helm chart's admission
+#: policy lets the control plane touch only namespaces labelled so)
+LABEL_MANAGED = PREFIX + "managed"
 #: the label selector of everything aitb manages on a cluster
-MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGER}"
+MANAGED_SELECTOR = f"{LABEL_MANAGED}=true"
 
 RUNNER_SERVICE_ACCOUNT = "aitb-runner"
 DEFAULT_NAMESPACE_PREFIX = "aitb"

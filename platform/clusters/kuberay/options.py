@@ -21,6 +21,17 @@ class EgressTarget(BaseModel):
     port: int = Field(default=443, ge=1, le=65535)
 
 
+class ProjectRole(BaseModel):
+    """The role the control plane holds inside each project namespace, bound there when the
+    namespace is created (with the Helm chart: ClusterRole `<release>-project`, subject the
+    release's ServiceAccount, or the kubeconfig user on a remote cluster)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cluster_role: str
+    subjects: tuple[dict[str, str], ...] = Field(min_length=1)
+
+
 class ClusterOptions(BaseModel):
     """A cluster's Kubernetes settings, read from its testbed `connection` block."""
 
@@ -41,6 +52,8 @@ class ClusterOptions(BaseModel):
     submitters_per_project: int = Field(default=8, ge=1, le=1000)
     #: where the KubeRay operator runs (its pods query each head's dashboard)
     operator_namespace: str = "kuberay-system"
+    #: bound in every project namespace (None: the control plane's identity has rights there)
+    project_role: ProjectRole | None = None
     mlflow: EgressTarget = EgressTarget()
     control_plane: EgressTarget = EgressTarget()
     #: seconds the watch waits for events before it re-opens (resuming from its version)
