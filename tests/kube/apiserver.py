@@ -156,6 +156,7 @@ class Event:
     gvr: GVR
     namespace: str
     obj: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)  # when it happened (benchmarks; system-wide clock)
 
 
 class Store:
@@ -576,6 +577,8 @@ class KubeApiServer:
         try:
             if request.headers.get("authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            if path.startswith("/_test/"):
+                return await self._test_hook(request, path)
             if self._fail > 0:
                 self._fail -= 1
                 raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
@@ -636,6 +639,23 @@ class KubeApiServer:
             return JSONResponse(self.store.patch(gvr, ns, name, body, status=sub == "status",
                                                  check=lambda merged: self._check(gvr, merged, strict)))
         raise ApiError(405, "MethodNotAllowed", method)
+
+    async def _test_hook(self, request: Request, path: str) -> Response:
+        """Not Kubernetes: lets a benchmark in another process read event times and steer
+        the controller."""
+        if path == "/_test/events":
+            with self.store.lock:
+                events = [{"type": e.type, "plural": e.gvr[2], "namespace": e.namespace,
+                           "name": e.obj["metadata"]["name"], "at": e.at,
+                           "jobStatus": (e.obj.get("status") or {}).get("jobStatus")} for e in self.store.events]
+            return JSONResponse(events)
+        if path == "/_test/controller" and request.method == "POST":
+            body = await self._body(request)
+            for key in ("paused", "init_s"):
+                if key in body:
+                    setattr(self.controller, key, body[key])
+            return JSONResponse({"paused": self.controller.paused, "init_s": self.controller.init_s})
+        raise ApiError(404, "NotFound", path)
 
     async def _body(self, request: Request) -> dict[str, Any]:
         try:
@@ -744,3 +764,30 @@ def write_kubeconfig(path: Path, servers: dict[str, KubeApiServer]) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def main() -> None:
+    """Serve on its own (a separate process for benchmarks): prints `{"port": ..}` once up."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--name", default="test")
+    args = parser.parse_args()
+    server = KubeApiServer(args.name, token=args.token).start(args.port)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print(json.dumps({"port": server.port}), flush=True)
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -149,7 +149,9 @@ class KubeRayBackend:
         ctx = req.context
         assert ctx is not None
         self.ensure_project(ProjectSpec(ctx.project, ctx.partner, ctx.quota_limits))
-        if self._read(req.job_id) is not None:
+        namespace = names.project_namespace(meta.project, self.options.namespace)
+        if self.kube.get(RAYJOBS, namespace, names.rayjob_name(req.job_id)) is not None:
+            self._namespaces[req.job_id] = namespace
             return  # this attempt is on the cluster already: never a second run
         url = None
         if meta.package:
@@ -159,7 +161,6 @@ class KubeRayBackend:
                     "to fetch it from (set AITB_SERVER__PUBLIC_URL)")
             url = self.package_urls.url(meta.package)
         secret, rayjob = attempt_objects(req, meta, self.options, url)
-        namespace = rayjob["metadata"]["namespace"]
         kube = self.kube
         try:
             kube.create(SECRETS, secret)
