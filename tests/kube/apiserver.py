@@ -349,6 +349,14 @@ class Controller:
     tracked: dict[str, _Tracked] = field(default_factory=dict)
     paused: bool = False
 
+    def __post_init__(self) -> None:
+        self._stepping = threading.Lock()
+
+    def pause(self, paused: bool = True) -> None:
+        """Stop (or resume) moving jobs; returns once no step is in progress."""
+        with self._stepping:
+            self.paused = paused
+
     def finish(self, namespace: str, name: str, outcome: str = "SUCCEEDED") -> None:
         self.outcomes[(namespace, name)] = outcome
 
@@ -359,8 +367,11 @@ class Controller:
             pass  # deleted meanwhile
 
     def step(self) -> None:
-        if self.paused:
-            return
+        with self._stepping:
+            if not self.paused:
+                self._step()
+
+    def _step(self) -> None:
         now = time.monotonic()
         jobs, _ = self.store.list(RAYJOBS, None, None)
         seen = set()
@@ -718,12 +729,14 @@ class KubeApiServer:
             store.waiters.append((loop, wake))
             deadline = time.monotonic() + timeout
             try:
-                while self.hold_watches:
+                while self.hold_watches and not (self._server and self._server.should_exit):
                     await asyncio.sleep(0.01)
                 for event in initial:
                     if matches(event.obj, checks):
                         yield line(event.type, event.obj)
                 while True:
+                    if watch_id < self._drop_before:
+                        return  # cut without a goodbye, as a dropped connection
                     try:
                         events = store.events_since(last)
                     except ApiError as exc:
@@ -734,8 +747,6 @@ class KubeApiServer:
                         if event.gvr == gvr and (namespace is None or event.namespace == namespace) \
                                 and matches(event.obj, checks):
                             yield line(event.type, event.obj)
-                    if watch_id < self._drop_before:
-                        return  # cut without a goodbye, as a dropped connection
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or (self._server is not None and self._server.should_exit):
                         if bookmarks:

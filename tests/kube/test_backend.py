@@ -140,6 +140,7 @@ def tracked(db, job_id):
 
 def test_submit_runs_as_a_rayjob_in_the_project_namespace_and_succeeds(plane, kube_server, db):
     job_id = submit(db, gpus=2, workers=1)
+    kube_server.controller.pause()
     plane.tick()
     job = plane.job(job_id)
     assert job.state == JobState.ADMITTED and job.dispatched_at is not None
@@ -157,6 +158,7 @@ def test_submit_runs_as_a_rayjob_in_the_project_namespace_and_succeeds(plane, ku
     assert kube_server.get("resourcequotas", "aitb-owner", "aitb-quota")["spec"]["hard"]["requests.nvidia.com/gpu"] == "4"
 
     woken = plane.woken
+    kube_server.controller.pause(False)
     plane.until(job_id, JobState.RUNNING)
     assert plane.woken > woken, "the watch did not wake the reconciler"
     kube_server.controller.finish("aitb-owner", job_id, "SUCCEEDED")
@@ -238,7 +240,7 @@ def test_preemption_deletes_the_rayjob_and_requeues_the_job(plane, kube_server, 
 
 def test_a_dropped_watch_and_410_gone_lose_no_transition(plane, backend, kube_server, db):
     job_id = submit(db)
-    kube_server.controller.paused = True
+    kube_server.controller.pause()
     plane.tick()
     watch = backend.watch
     wait_for(lambda: watch.synced, what="watch synced")
@@ -254,7 +256,7 @@ def test_a_dropped_watch_and_410_gone_lose_no_transition(plane, backend, kube_se
     #    version and replays what it missed
     kube_server.hold_watches = True
     kube_server.drop_watches()
-    kube_server.controller.paused = False
+    kube_server.controller.pause(False)
     wait_for(lambda: stored("RUNNING"), what="controller started the job")
     assert not seen("RUNNING")
     kube_server.hold_watches = False
@@ -280,15 +282,15 @@ def test_status_has_no_side_effects(backend, plane, kube_server, db):
     job_id = submit(db)
     plane.tick()
     wait_for(lambda: backend.watch.synced, what="synced")
+    kube_server.controller.pause()
     writes = kube_server.store.writes
     calls = len(kube_server.requests)
-    kube_server.controller.paused = True
     for _ in range(5):
         backend.status(job_id)
         backend.status("j-unknown")
     assert kube_server.store.writes == writes
     assert all(m == "GET" for m, _ in kube_server.requests[calls:])
-    kube_server.controller.paused = False
+    kube_server.controller.pause(False)
 
 
 def test_an_unreachable_cluster_is_unavailable_and_loses_no_job(plane, backend, kube_server, db):
@@ -310,6 +312,7 @@ def test_dispatch_twice_is_one_rayjob(backend, plane, kube_server, db):
     job_id = submit(db)
     plane.tick()
     request = plane.reconciler._with_project_facts(plane.job(job_id), plane.reconciler.request_for(plane.job(job_id), {}))
+    kube_server.controller.pause()
     writes = kube_server.store.writes
     backend.dispatch(request)
     assert len(kube_server.list("rayjobs", "aitb-owner")) == 1
