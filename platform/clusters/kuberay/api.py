@@ -69,11 +69,16 @@ class Kube:
     def connect(cls, context: str | None, name: str = "", timeout_s: float = 10.0,
                 config_file: str | None = None) -> Kube:
         """A client for a kubeconfig context, or the in-cluster service account when no
-        context is given (the control plane running inside Kubernetes)."""
+        context is given or no kubeconfig exists inside a pod (the control plane running in
+        the cluster it drives, as the Helm chart does without `kubernetes.kubeconfigSecret`)."""
+        import os
+
         from kubernetes import client, config
 
+        kubeconfig = config_file or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
         try:
-            if context is None:
+            if context is None or (in_pod and not os.path.exists(kubeconfig.split(os.pathsep)[0])):
                 configuration = client.Configuration()
                 config.load_incluster_config(client_configuration=configuration)
                 api_client = client.ApiClient(configuration)
