@@ -43,7 +43,7 @@ def test_a_signed_url_fetches_its_package_until_it_expires(app):
     query = parse_qs(path.query)
     assert path.path == f"/v1/packages/{digest}"
     # the real clock is far past 1_000_060: this URL has expired
-    assert client.get(f"{path.path}?{path.query}").status_code == 403
+    assert client.get(f"{path.path}?{path.query}").status_code == 401
     now[0] = __import__("time").time()
     fresh = urlparse(signer.url(digest))
     got = client.get(f"{fresh.path}?{fresh.query}")
@@ -52,8 +52,8 @@ def test_a_signed_url_fetches_its_package_until_it_expires(app):
     # the signature is for this digest only, and cannot be altered
     other = "sha256:" + "0" * 64
     q = parse_qs(fresh.query)
-    assert client.get(f"/v1/packages/{other}?exp={q['exp'][0]}&sig={q['sig'][0]}").status_code == 403
-    assert client.get(f"{fresh.path}?exp={int(q['exp'][0]) + 1000}&sig={q['sig'][0]}").status_code == 403
+    assert client.get(f"/v1/packages/{other}?exp={q['exp'][0]}&sig={q['sig'][0]}").status_code == 401
+    assert client.get(f"{fresh.path}?exp={int(q['exp'][0]) + 1000}&sig={q['sig'][0]}").status_code == 401
     assert client.get(f"{fresh.path}").status_code == 422  # no signature at all
     assert int(query["exp"][0]) == 1_000_060
 
