@@ -348,6 +348,9 @@ class Controller:
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
     tracked: dict[str, _Tracked] = field(default_factory=dict)
     paused: bool = False
+    #: how the cluster's network reaches hosts named in URLs: host -> "127.0.0.1:port"
+    network: dict[str, str] = field(default_factory=dict)
+    fetched: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._stepping = threading.Lock()
@@ -388,6 +391,13 @@ class Controller:
                 continue
             deployment = status["jobDeploymentStatus"]
             if deployment == "Initializing" and now - state.started >= self.init_s:
+                problem = self._fetch_code(job)
+                if problem:
+                    self.logs[(ns, name)] += f"[submitter] {problem}\n"
+                    self._status(ns, name, {"jobDeploymentStatus": "Failed", "reason": "SubmissionFailed",
+                                            "message": problem, "endTime": now_iso()})
+                    state.finished_at = now
+                    continue
                 self._start_cluster(job, cluster)
                 state.running_at = now
                 self.logs[(ns, name)] += f"[driver] job {spec.get('jobId')} running: {spec['entrypoint']}\n"
@@ -420,6 +430,40 @@ class Controller:
                 self._teardown(ns, cluster)
         for uid in set(self.tracked) - seen:
             del self.tracked[uid]
+
+    def _fetch_code(self, job: dict[str, Any]) -> str | None:
+        """Run the submitter's `fetch-code` init container: GET the package URL from the
+        attempt's Secret (as the pod would, through the cluster's network)."""
+        import io
+        import zipfile
+        from urllib.parse import urlsplit, urlunsplit
+
+        import httpx
+
+        template = (job["spec"].get("submitterPodTemplate") or {}).get("spec") or {}
+        init = [c for c in template.get("initContainers", []) if c.get("name") == "fetch-code"]
+        if not init:
+            return None
+        ns = job["metadata"]["namespace"]
+        ref = init[0]["env"][0]["valueFrom"]["secretKeyRef"]
+        try:
+            secret = self.store.get(("", "v1", "secrets"), ns, ref["name"])
+        except ApiError:
+            return f"fetch-code: secret {ref['name']} not found"
+        url = base64.b64decode(secret["data"][ref["key"]]).decode()
+        parts = urlsplit(url)
+        target = urlunsplit(parts._replace(netloc=self.network.get(parts.hostname or "", parts.netloc)))
+        try:
+            answer = httpx.get(target, timeout=10)
+        except httpx.HTTPError as exc:
+            return f"fetch-code: {exc}"
+        if answer.status_code != 200:
+            return f"fetch-code: HTTP {answer.status_code} from the control plane"
+        names = zipfile.ZipFile(io.BytesIO(answer.content)).namelist()
+        self.fetched[(ns, job["metadata"]["name"])] = names
+        self.logs[(ns, job["metadata"]["name"])] = (self.logs.get((ns, job["metadata"]["name"]), "")
+                                                    + f"[submitter] fetched the code package: {', '.join(names)}\n")
+        return None
 
     def _outcome(self, ns: str, name: str, spec: dict[str, Any], running_for: float) -> str | None:
         if (ns, name) in self.outcomes:

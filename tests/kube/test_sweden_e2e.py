@@ -5,7 +5,9 @@ nodes through the official kubernetes client."""
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 
 import pytest
 
@@ -16,6 +18,14 @@ from tests.kube.apiserver import KubeApiServer, write_kubeconfig
 pytestmark = pytest.mark.slow
 SWEDEN = load_testbed(REPO / "testbeds/sweden.yaml")
 FINISHED = {"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"}
+
+
+def package(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return buf.getvalue()
 
 
 @pytest.fixture
@@ -36,6 +46,9 @@ def federation(tmp_path):
 
 def test_jobs_run_on_every_node_of_the_federation(federation):
     api, servers = federation
+    # the clusters reach the control plane's public URL (aitb.invalid) at the test server
+    for server in servers.values():
+        server.controller.network["aitb.invalid"] = api.url.split("://", 1)[1]
     token = api.make_user("astrid", partner="rise", project="vision", role="researcher")
     with api.client() as admin:
         for node in SWEDEN.nodes:
@@ -50,6 +63,15 @@ def test_jobs_run_on_every_node_of_the_federation(federation):
             r = c.post("/v1/jobs", json=body)
             assert r.status_code == 201, r.text
             jobs.append(r.json()["id"])
+        # a job with code, fetched by the submitter pod through a signed URL
+        r = c.post("/v1/packages", content=package({"train.py": "print('hi')\n"}),
+                   headers={"Content-Type": "application/zip"})
+        assert r.status_code in (200, 201), r.text
+        r = c.post("/v1/jobs", json={"project": "vision", "entrypoint": "sleep 0.3", "nodes": ["goteborg"],
+                                     "code": r.json()["digest"], "resources": {"cpu": 1, "memory_gib": 2}})
+        assert r.status_code == 201, r.text
+        with_code = r.json()["id"]
+        jobs.append(with_code)
         # a two-replica GPU gang in Lund
         r = c.post("/v1/jobs", json={"project": "vision", "entrypoint": "sleep 0.3", "nodes": ["lund"],
                                      "resources": {"cpu": 4, "memory_gib": 16, "gpu": 2, "gpu_type": "h100"},
@@ -68,6 +90,9 @@ def test_jobs_run_on_every_node_of_the_federation(federation):
     assert len(done) == len(jobs), f"unfinished: {set(jobs) - set(done)}; log: {(api.data_dir / 'server.log').read_text()[-3000:]}"
     assert {j["state"] for j in done.values()} == {"SUCCEEDED"}, [(j["id"], j["state"], j.get("reasons")) for j in done.values()]
     assert {j["node"] for j in done.values()} == {n.name for n in SWEDEN.nodes}
+    with api.client(token) as c:
+        log = c.get(f"/v1/jobs/{with_code}/logs").text
+    assert "fetched the code package: train.py" in log, log
     for job in done.values():
         assert [e["to_state"] for e in job["events"]] == ["QUEUED", "ADMITTED", "RUNNING", "SUCCEEDED"]
         rayjob = servers[job["cluster"]].get("rayjobs", "aitb-jobs-vision", job["id"], group="ray.io")
