@@ -39,7 +39,6 @@ sys.path.insert(0, str(REPO))
 from aitb.clusters.kuberay.api import RAYJOBS, Kube  # noqa: E402
 from aitb.clusters.kuberay.backend import KubeRayBackend  # noqa: E402
 from aitb.clusters.kuberay.options import ClusterOptions  # noqa: E402
-from aitb.control.events import JobEvents  # noqa: E402
 from aitb.control.reconciler import Reconciler  # noqa: E402
 from aitb.control.scheduling import SchedulingCycle  # noqa: E402
 from aitb.domain.lifecycle import JobState  # noqa: E402
@@ -47,6 +46,7 @@ from aitb.domain.models import JobSpec  # noqa: E402
 from aitb.domain.resources import GangSpec, ReplicaSpec  # noqa: E402
 from aitb.domain.testbed import parse_testbed  # noqa: E402
 from aitb.scheduler import Policy  # noqa: E402
+from aitb.services.tracking_events import TrackingEvents  # noqa: E402
 from aitb.store import jobs as job_store  # noqa: E402
 from aitb.store.db import Database  # noqa: E402
 from aitb.store.tables import PartnerRow, ProjectRow, QuotaRow  # noqa: E402
@@ -106,7 +106,7 @@ def setup(tmp: Path, server: RemoteServer):
         s.add(ProjectRow(name="vision", partner="rise"))
         s.flush()
         s.add(QuotaRow(project="vision", node="lund", nominal={"cpu": 100000, "memory_gib": 1e6}, borrowing_limit={}))
-    events = JobEvents(tracking=False)
+    events = TrackingEvents(tracking=False)
     reconciler = Reconciler(db, FEDERATION, {"bench-k8s": backend}, events, tmp, env_for=lambda job: {})
     cycle = SchedulingCycle(db, FEDERATION, events, Policy(), clock=time.time)
     return backend, db, reconciler, cycle, kubeconfig

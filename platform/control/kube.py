@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from sqlalchemy import select
-
 from aitb.clusters.base import Backend, BackendUnavailable
+from aitb.control.reconciler import quota_limits
 from aitb.domain.testbed import Federation
+from aitb.store import projects as project_store
+from aitb.store import quotas as quota_store
 from aitb.store.db import Database
-from aitb.store.tables import ProjectRow, QuotaRow
 
 log = logging.getLogger("aitb.control.kube")
 
@@ -29,13 +29,12 @@ def sync_project_bundles(db: Database, federation: Federation, backends: Mapping
     if not kube:
         return 0
     with db.session() as session:
-        partners = dict(session.execute(select(ProjectRow.name, ProjectRow.partner)).all())
-        quotas = [(q.project, q.node, dict(q.nominal), dict(q.borrowing_limit))
-                  for q in session.scalars(select(QuotaRow))]
+        partners = project_store.project_partners(session)
+        quotas = quota_store.list_quotas(session)
     by_node: dict[str, dict[str, ProjectSpec]] = {}
-    for project, node, nominal, borrowing in quotas:
-        limits = {k: float(nominal.get(k, 0.0)) + float(borrowing.get(k, 0.0)) for k in {**nominal, **borrowing}}
-        by_node.setdefault(node, {})[project] = ProjectSpec(project, partners.get(project, ""), limits)
+    for quota in quotas:
+        by_node.setdefault(quota.node, {})[quota.project] = ProjectSpec(
+            quota.project, partners.get(quota.project, ""), quota_limits(quota))
     writes = 0
     for node, cluster in federation.clusters():
         backend = kube.get(cluster.name)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from aitb.api.schemas import API_VERSION
+from aitb.version import API_VERSION
 
 DEFAULT_TTL_S = 900
 

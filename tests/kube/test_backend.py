@@ -13,7 +13,6 @@ from aitb.clusters.kuberay import manifests
 from aitb.clusters.kuberay.backend import KubeRayBackend, to_status
 from aitb.clusters.kuberay.bundle import ProjectSpec
 from aitb.clusters.kuberay.options import ClusterOptions
-from aitb.control.events import JobEvents
 from aitb.control.kube import sync_project_bundles
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
@@ -22,6 +21,8 @@ from aitb.domain.models import JobSpec
 from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec
 from aitb.domain.testbed import parse_testbed
 from aitb.scheduler import Policy
+from aitb.services.tracking_events import TrackingEvents
+from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
 from aitb.store.outbox import OutboxRow
@@ -76,12 +77,20 @@ def db(tmp_path):
     database.dispose()
 
 
+def request_of(plane, job_id):
+    """The dispatch request the reconciler makes for a job's latest attempt."""
+    job = plane.job(job_id)
+    with plane.db.session() as s:
+        attempt = attempt_store.latest(s, job_id)
+    return plane.reconciler.with_project_facts(job, plane.reconciler.request_for(job, attempt, {}))
+
+
 class Plane:
     """The control loop's parts, ticked by the test (the watch wakes `woken`)."""
 
     def __init__(self, db, backend, tmp_path):
         self.db = db
-        self.events = JobEvents(tracking=True)
+        self.events = TrackingEvents(tracking=True)
         self.woken = 0
         backend.subscribe(self._wake)
         self.reconciler = Reconciler(db, FEDERATION, {"lund-k8s": backend}, self.events, tmp_path,
@@ -102,9 +111,11 @@ class Plane:
             return job_store.get_job(s, job_id)
 
     def until(self, job_id, state, timeout=10.0):
+        wanted = state if isinstance(state, set) else {state}
+
         def reached():
             self.tick()
-            return self.job(job_id).state == state
+            return self.job(job_id).state in wanted
         wait_for(reached, timeout, f"{job_id} -> {state}")
         return self.job(job_id)
 
@@ -123,8 +134,20 @@ def submit(db, project="owner", partner="saab", gpus=0, entrypoint="python train
                    max_runtime_s=max_runtime_s)
     with db.session() as s:
         job = job_store.create_job(s, spec, partner=partner, submitter="alice")
-        JobEvents(tracking=True).created(s, job)
+        TrackingEvents(tracking=True).created(s, job)
         return job.id
+
+
+def cancel(db, job):
+    """What `POST /v1/jobs/{id}/cancel` does to the store."""
+    with db.session() as s:
+        job_store.transition(s, job, JobState.CANCELLED, reason="cancelled by alice")
+        attempt_store.owe_stop(s, job.id)
+
+
+def reasons(db, job_id):
+    with db.session() as s:
+        return [e.reason or "" for e in job_store.job_events(s, job_id)]
 
 
 def states(db, job_id):
@@ -143,7 +166,8 @@ def test_submit_runs_as_a_rayjob_in_the_project_namespace_and_succeeds(plane, ku
     kube_server.controller.pause()
     plane.tick()
     job = plane.job(job_id)
-    assert job.state == JobState.ADMITTED and job.dispatched_at is not None
+    with db.session() as s:
+        assert job.state == JobState.ADMITTED and attempt_store.latest(s, job_id).dispatched
     rayjob = kube_server.get("rayjobs", "aitb-owner", job_id)
     assert rayjob["spec"]["jobId"] == job_id and rayjob["metadata"]["labels"]["aitb.io/project"] == "owner"
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
@@ -173,16 +197,16 @@ def test_submit_runs_as_a_rayjob_in_the_project_namespace_and_succeeds(plane, ku
 
 def test_a_failed_ray_job_fails_the_aitb_job(plane, kube_server, db):
     job_id = submit(db, entrypoint="python -c 'import sys; sys.exit(3)' || exit 3")
-    done = plane.until(job_id, JobState.FAILED)
-    assert "failed" in (plane.job(job_id).reasons[-1] if plane.job(job_id).reasons else "failed")
-    assert done.state == JobState.FAILED
+    plane.until(job_id, JobState.FAILED)
+    assert reasons(db, job_id)[-1].startswith("failed: AppFailed"), reasons(db, job_id)
 
 
 def test_max_runtime_becomes_active_deadline_and_fails_the_job(plane, kube_server, db):
     job_id = submit(db, max_runtime_s=1)
-    plane.until(job_id, JobState.RUNNING)
+    plane.tick()
     assert kube_server.get("rayjobs", "aitb-owner", job_id)["spec"]["activeDeadlineSeconds"] == 1
-    done = plane.until(job_id, JobState.FAILED, timeout=15)
+    done = plane.until(job_id, JobState.FAILED, timeout=20)
+    assert JobState.RUNNING in states(db, job_id)
     with db.session() as s:
         reasons = [e.reason or "" for e in job_store.job_events(s, job_id)]
     # whichever sees it first, aitb's clock or KubeRay's activeDeadlineSeconds, says why
@@ -215,14 +239,15 @@ def test_rayjob_status_maps_to_backend_state(status, state):
 def test_cancel_deletes_the_rayjob(plane, kube_server, db):
     job_id = submit(db)
     job = plane.until(job_id, JobState.RUNNING)
-    with db.session() as s:
-        job_store.transition(s, job, JobState.CANCELLED, reason="cancelled by alice", cancel_requested=True)
+    cancel(db, job)
     plane.tick()
     assert not kube_server.list("rayjobs", "aitb-owner")
     assert not kube_server.list("pods", "aitb-owner"), "the Ray cluster's pods outlived the RayJob"
     assert not kube_server.list("secrets", "aitb-owner")
     plane.tick()
-    assert plane.job(job_id).cancel_requested is False and plane.job(job_id).state == JobState.CANCELLED
+    assert plane.job(job_id).state == JobState.CANCELLED
+    with db.session() as s:
+        assert not attempt_store.open_attempts(s, [job_id]), "the cancelled attempt is still open"
 
 
 def test_preemption_deletes_the_rayjob_and_requeues_the_job(plane, kube_server, db):
@@ -297,10 +322,10 @@ def test_an_unreachable_cluster_is_unavailable_and_loses_no_job(plane, backend, 
     job_id = submit(db)
     kube_server.fail_next(10_000)
     plane.tick()
-    assert plane.job(job_id).state == JobState.ADMITTED and plane.job(job_id).dispatched_at is None
+    with db.session() as s:
+        assert plane.job(job_id).state == JobState.ADMITTED and not attempt_store.latest(s, job_id).dispatched
     with pytest.raises(BackendUnavailable):
-        backend.dispatch(plane.reconciler._with_project_facts(
-            plane.job(job_id), plane.reconciler.request_for(plane.job(job_id), {})))
+        backend.dispatch(request_of(plane, job_id))
     assert not plane.reconciler._available("lund-k8s")
     kube_server.fail_next(0)
     plane.reconciler._backoff.clear()
@@ -311,7 +336,7 @@ def test_an_unreachable_cluster_is_unavailable_and_loses_no_job(plane, backend, 
 def test_dispatch_twice_is_one_rayjob(backend, plane, kube_server, db):
     job_id = submit(db)
     plane.tick()
-    request = plane.reconciler._with_project_facts(plane.job(job_id), plane.reconciler.request_for(plane.job(job_id), {}))
+    request = request_of(plane, job_id)
     kube_server.controller.pause()
     writes = kube_server.store.writes
     backend.dispatch(request)
@@ -352,10 +377,10 @@ def test_a_field_the_server_does_not_know_is_refused_at_dispatch(plane, backend,
     job_id = submit(db)
     plane.tick()
     job = plane.job(job_id)
-    assert job.state == JobState.FAILED and "unknown field" in job.reasons[-1] if job.reasons else True
+    assert job.state == JobState.FAILED and "unknown field" in reasons(db, job_id)[-1], reasons(db, job_id)
     assert not kube_server.list("rayjobs", "aitb-owner") and not kube_server.list("secrets", "aitb-owner")
     with pytest.raises(DispatchRejected):
-        backend.dispatch(plane.reconciler._with_project_facts(job, plane.reconciler.request_for(job, {})))
+        backend.dispatch(request_of(plane, job_id))
 
 
 def test_bundle_twice_changes_nothing_and_a_quota_change_updates_the_resource_quota(
@@ -420,8 +445,7 @@ def test_the_backend_needs_no_right_the_helm_chart_does_not_grant(kube_server, k
         plane.until(ok, JobState.SUCCEEDED)
         cancelled = submit(db)
         job = plane.until(cancelled, JobState.RUNNING)
-        with db.session() as s:
-            job_store.transition(s, job, JobState.CANCELLED, reason="cancelled", cancel_requested=True)
+        cancel(db, job)
         plane.tick()
         with db.session() as s:
             s.get(QuotaRow, ("owner", "lund")).borrowing_limit = {"cpu": 8}

@@ -12,7 +12,8 @@ import zipfile
 import pytest
 
 from aitb.domain.testbed import load_testbed
-from tests.conftest import REPO, start_api_server, stop_process
+from tests.support.api import start_api_server
+from tests.support.processes import REPO, stop_process
 from tests.kube.apiserver import KubeApiServer, write_kubeconfig
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 from aitb.clusters.base import (
-    BackendCapabilities,
     BackendJobStatus,
     BackendState,
     BackendUnavailable,
@@ -80,13 +79,11 @@ def to_status(obj: Mapping[str, Any] | None) -> BackendJobStatus:
             text = f"exceeded its max_runtime_s (activeDeadlineSeconds) and was stopped; {message}"
         return BackendJobStatus(BackendState.FAILED, text or f"RayJob {deployment.lower()}", start, end)
     if deployment == "Running" and job_status == "RUNNING":
-        return BackendJobStatus(BackendState.RUNNING, "running", start, stop_requested=deleting)
-    return BackendJobStatus(BackendState.PENDING, deployment or "created", start, stop_requested=deleting)
+        return BackendJobStatus(BackendState.RUNNING, "stopping" if deleting else "running", start)
+    return BackendJobStatus(BackendState.PENDING, "stopping" if deleting else (deployment or "created"), start)
 
 
 class KubeRayBackend:
-    capabilities = BackendCapabilities(follow_logs=False)
-
     def __init__(self, options: ClusterOptions, kube: Kube | None = None,
                  package_urls: PackageUrls | None = None, config_file: str | None = None):
         self.options = options
