@@ -91,10 +91,11 @@ def test_a_decision_on_a_stale_snapshot_is_dropped(db):
 
 
 def test_no_job_is_placed_on_a_cluster_without_a_usable_backend(db):
-    """A node with a driven sim cluster and an undriven kuberay one: jobs go to the sim
-    cluster only; one that only the undriven cluster could hold waits, and says why."""
+    """A node with a driven sim cluster and an undriven kuberay one (its connection has a
+    misspelt key): jobs go to the sim cluster only; one that only the undriven cluster could
+    hold waits, and says why."""
     fed = parse_testbed({"federation": "t", "nodes": [{"name": "lund", "clusters": [
-        {"name": "lund-k8s", "backend": "kuberay", "connection": {"context": "x"}, "pools": [
+        {"name": "lund-k8s", "backend": "kuberay", "connection": {"contxt": "x"}, "pools": [
             {"name": "big", "hosts": 1, "cpu": 64, "memory_gib": 256, "gpus": 8, "gpu_type": "a100"}]},
         {"name": "lund-sim", "backend": "sim", "pools": [
             {"name": "gpu", "hosts": 1, "cpu": 8, "memory_gib": 32, "gpus": 4, "gpu_type": "a100"}]},
