@@ -15,7 +15,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
 from aitb.api.port import NoControlPlane
-from aitb.api.routers import accounting, accounts, datasets, jobs, package_urls, quotas, system, testbeds
+from aitb.api.routers import (
+    accounting,
+    accounts,
+    datasets,
+    jobs,
+    package_urls,
+    quotas,
+    system,
+    testbeds,
+)
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
 from aitb.services.errors import ServiceError
