@@ -67,11 +67,19 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         lifespan=lifespan,
     )
     app.state.aitb = state
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
     for module in (system, accounts, capacity, datasets, jobs):
         app.include_router(module.router)
     _install_error_handlers(app)
     return app
+
+
+class _MetricsMiddleware:
+    def __init__(self, app, metrics: Metrics):
+        self.app = metrics.middleware(app)
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.app(scope, receive, send)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -39,8 +39,10 @@ def get_state(request: Request) -> AppState:
     return request.app.state.aitb
 
 
-def get_session(state: Annotated[AppState, Depends(get_state)]) -> Iterator[Session]:
-    with state.db.session() as session:
+def get_session(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Iterator[Session]:
+    # GET/HEAD only read: on SQLite their transaction must not take the write lock.
+    opener = state.db.read if request.method in ("GET", "HEAD") else state.db.session
+    with opener() as session:
         yield session
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -145,6 +146,7 @@ class ControlPlane:
     # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
+    PACE_FLOOR_S = 0.005  # cycles shorter than this need no pacing
 
     def wake(self) -> None:
         self._wake_control.set()
@@ -174,9 +176,16 @@ class ControlPlane:
     def _control_loop(self) -> None:
         interval = self.settings.scheduler.interval_s
         while not self._stop.is_set():
+            started = time.monotonic()
             hot = self.tick()
+            took = time.monotonic() - started
             self._wake_control.wait(self.HOT_INTERVAL_S if hot else interval)
             self._wake_control.clear()
+            # Pace: wait at least as long as the cycle took before the next one, so a
+            # stream of submissions (each one a wake-up) coalesces into fewer cycles and
+            # the loop never takes more than about half of this process's time.
+            if took > self.PACE_FLOOR_S:
+                self._stop.wait(min(took, interval))
 
     def _tracking_loop(self) -> None:
         assert self.outbox is not None

@@ -33,6 +33,7 @@ from aitb.services.capacity import all_quotas
 from aitb.services.datasets import to_dataset
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
+from aitb.store.job_snapshot import JobLoader
 from aitb.store.tables import DatasetRow, PartnerRow
 
 log = logging.getLogger("aitb.scheduler")
@@ -72,12 +73,14 @@ class SchedulingCycle:
         self.reservations: dict[str, tuple[str, ...]] = {}
         self.last: Decisions | None = None
         self._pending: dict[str, PendingJob] = {}
+        self._loader = JobLoader()  # parses each job's spec once, not every cycle
 
     # -- load ---------------------------------------------------------------------------
     def snapshot(self):
-        with self.db.session() as session:
-            pending_jobs = job_store.jobs_in_states(session, [JobState.QUEUED])
-            active = job_store.jobs_in_states(session, ACTIVE_STATES)
+        with self.db.read() as session:  # a read: submissions keep writing meanwhile
+            pending_jobs = self._loader.jobs_in_states(session, [JobState.QUEUED])
+            active = self._loader.jobs_in_states(session, ACTIVE_STATES)
+            self._loader.forget_except(j.id for j in pending_jobs + active)
             quotas = all_quotas(session)
             weights = {p.name: p.weight for p in session.scalars(select(PartnerRow))}
             datasets: dict[str, Dataset] = {r.name: to_dataset(r) for r in session.scalars(select(DatasetRow))}
