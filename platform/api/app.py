@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
-from aitb.api.routers import accounts, capacity, datasets, jobs, system
+from aitb.api.routers import accounts, capacity, datasets, jobs, sweeps, system
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
 from aitb.services.errors import ServiceError
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     app.state.aitb = state
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
-    for module in (system, accounts, capacity, datasets, jobs):
+    for module in (system, accounts, capacity, datasets, sweeps, jobs):
         app.include_router(module.router)
     _install_error_handlers(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select

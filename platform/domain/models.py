@@ -114,6 +114,14 @@ class Placement(_Model):
     borrowing: bool = False
 
 
+class SweepPoint(_Model):
+    """A job's place in a sweep: the sweep's id, the point's index and its parameters."""
+
+    id: str
+    index: int = Field(ge=0)
+    params: dict[str, str] = Field(default_factory=dict)
+
+
 class JobSpec(_Model):
     """A validated submission: everything needed to place and run the job."""
 
@@ -128,6 +136,7 @@ class JobSpec(_Model):
     code: str | None = None  # "sha256:<hex>" of an uploaded package
     env: dict[str, str] = Field(default_factory=dict)
     max_retries: int = Field(default=0, ge=0, le=10)
+    sweep: SweepPoint | None = None  # set by the platform for the jobs of a sweep
 
 
 class Job(_Model):
