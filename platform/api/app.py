@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
+from aitb.api.openapi import install_error_contract, install_openapi, malformed_body
 from aitb.api.routers import accounts, capacity, datasets, jobs, sweeps, system
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
@@ -67,10 +68,12 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         lifespan=lifespan,
     )
     app.state.aitb = state
+    install_openapi(app)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     for module in (system, accounts, capacity, datasets, sweeps, jobs):
         app.include_router(module.router)
     _install_error_handlers(app)
+    install_error_contract(app)
     return app
 
 
@@ -85,7 +88,10 @@ class _MetricsMiddleware:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        body: dict = {"detail": exc.detail}
+        if exc.status == 422:  # every 422 has the same shape (docs/api.md)
+            body["errors"] = [{"loc": "", "msg": exc.detail}]
+        return JSONResponse(body, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -98,6 +104,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not even parse the body
+            return malformed_body()
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = "unknown path: see /docs for the API"
