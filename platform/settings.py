@@ -30,6 +30,9 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8600, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
+    # failed authentications a client may make per window before it gets 429 (per process)
+    auth_max_failures: int = Field(default=10, ge=1)
+    auth_window_s: float = Field(default=60.0, gt=0)
 
 
 class PackageSettings(BaseModel):

@@ -91,7 +91,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         body: dict = {"detail": exc.detail}
         if exc.status == 422:  # every 422 has the same shape (docs/api.md)
             body["errors"] = [{"loc": "", "msg": exc.detail}]
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=exc.status, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

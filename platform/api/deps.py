@@ -11,7 +11,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from aitb.domain.testbed import Federation
-from aitb.services import accounts
 from aitb.services.authz import Principal
 from aitb.services.jobs import JobHook
 from aitb.settings import Settings
@@ -49,21 +48,31 @@ def get_session(request: Request, state: Annotated[AppState, Depends(get_state)]
 _bearer = HTTPBearer(auto_error=False, description="token from `POST /v1/users`")
 
 
+def _guard(state: AppState):
+    guard = state.extras.get("auth_guard")
+    if guard is None:
+        from aitb.api.auth_guard import AuthGuard, FailedLogins
+
+        server = state.settings.server
+        limits = FailedLogins(max_failures=server.auth_max_failures, window_s=server.auth_window_s)
+        guard = state.extras["auth_guard"] = AuthGuard(state.db, limits)
+    return guard
+
+
 def get_principal(
-    session: Annotated[Session, Depends(get_session, scope="function")],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    return accounts.authenticate(session, credentials.credentials if credentials else None)
-
-
-def get_principal_detached(
+    request: Request,
     state: Annotated[AppState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Authenticate in a short transaction of its own, for routes that call other services
-    (Ray, MLflow) or stream a body: no database transaction stays open meanwhile."""
-    with state.db.session() as session:
-        return accounts.authenticate(session, credentials.credentials if credentials else None)
+    """The caller, checked in a short read transaction of its own (never the route's write
+    transaction); failed attempts are limited per client and audited (api/auth_guard.py)."""
+    client = request.client.host if request.client else "unknown"
+    return _guard(state).authenticate(credentials.credentials if credentials else None, client)
+
+
+# Authentication never uses the route's transaction, so one dependency serves both: routes
+# that call other services (Ray, MLflow) or stream a body hold no transaction meanwhile.
+get_principal_detached = get_principal
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
