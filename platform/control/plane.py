@@ -164,7 +164,13 @@ class ControlPlane:
 
     def tick(self) -> bool:
         """One scheduling + reconciling pass; True while some job waits to start."""
-        if not self.leader.try_acquire():
+        try:
+            leading = self.leader.try_acquire()
+        except Exception as exc:  # the database is gone: act on nothing until it is back
+            self.leader.is_leader = False
+            log.warning("scheduler paused: cannot reach the database (%s)", type(exc).__name__)
+            return False
+        if not leading:
             return False
         for step in (self.scheduler.run_once, self.reconciler.run_once):
             try:

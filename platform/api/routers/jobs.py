@@ -24,7 +24,7 @@ router = APIRouter(prefix=f"/{API_VERSION}", tags=["jobs"])
     "/packages",
     status_code=201,
     response_model=PackageOut,
-    responses={200: {"model": PackageOut, "description": "already stored"}, **errors(401, 413, 422)},
+    responses={200: {"model": PackageOut, "description": "already stored"}, **errors(401, 413, 422, 507)},
     openapi_extra={"requestBody": {"required": True, "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def upload_package(request: Request, response: Response, state: StateDep,
