@@ -30,10 +30,11 @@ nodes:
 CLIENTS, PER_CLIENT = 6, 25
 
 
-def sim_server(data_dir: Path, database_url: str, **env: str):
+def sim_server(data_dir: Path, database_url: str, admin_token: str | None = None, **env: str):
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "testbed.yaml").write_text(TESTBED)
     return start_api_server(data_dir, database_url=database_url, testbed=str(data_dir / "testbed.yaml"),
+                            admin_token=admin_token,
                             extra_env={"AITB_SCHEDULER__ENABLED": "true", "AITB_SCHEDULER__INTERVAL_S": "0.2",
                                        **env})
 
