@@ -116,7 +116,7 @@ class Reconciler:
 
     # -- the tick -------------------------------------------------------------------------
     def run_once(self) -> None:
-        with self.db.session() as session:
+        with self.db.read() as session:  # a read: submissions keep writing meanwhile
             active = job_store.jobs_in_states(session, ACTIVE_STATES)
             # filtered in SQL: this runs every tick, and finished jobs only accumulate
             to_stop = job_store.jobs_to_stop(session)
