@@ -71,13 +71,13 @@ class Platform:
             self.node = "stockholm"
             return
         os.environ["AITB_DATA_DIR"] = str(self.data_dir)
-        from aitb.local import supervisor
+        from aitb.local import stack
         from aitb.settings import Settings
 
         self.settings = Settings(data_dir=self.data_dir)
-        parts = supervisor.up(self.settings)
+        parts = stack.up(self.settings)
         self.url = parts["api"].url
-        self.admin = supervisor.admin_token_path(self.settings).read_text().strip()
+        self.admin = stack.admin_token_path(self.settings).read_text().strip()
         self.parts = {name: part.pid for name, part in parts.items()}
         self.node = None
 
@@ -88,9 +88,9 @@ class Platform:
         if self._server is not None:
             self._server.stop()
         else:
-            from aitb.local import supervisor
+            from aitb.local import stack
 
-            supervisor.down(self.settings)
+            stack.down(self.settings)
 
 
 def setup(p: Platform, clients: int) -> tuple[list[str], str]:

@@ -23,10 +23,12 @@ from aitb.cli.output import (
     print_table,
     styled_state,
 )
+from aitb.domain.lifecycle import TERMINAL_STATES, JobState
+from aitb.version import API_PREFIX
 
-STATES = ("QUEUED", "ADMITTED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "REJECTED", "PREEMPTED")
+STATES = tuple(s.value for s in JobState)
 #: states after which no more log output comes (FAILED is final once not requeued).
-FINISHED = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"})
+FINISHED = frozenset(s.value for s in TERMINAL_STATES | {JobState.FAILED})
 POLL_S = 0.5
 MAX_POLL_S = 2.0
 
@@ -186,7 +188,7 @@ def stream_logs(
     wait = poll_s
     last_state: str | None = None
     while True:
-        response = client.request("GET", f"/v1/jobs/{seg(job_id)}/logs", params={"offset": offset})
+        response = client.request("GET", f"{API_PREFIX}/jobs/{seg(job_id)}/logs", params={"offset": offset})
         chunk = response.content
         if chunk:
             out.write(chunk)

@@ -15,7 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
 from aitb.api.openapi import install_error_contract, install_openapi, malformed_body
-from aitb.api.routers import accounts, capacity, datasets, jobs, sweeps, system
+from aitb.api.port import NoControlPlane
+from aitb.api.routers import accounts, datasets, jobs, quotas, sweeps, system, testbeds
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
 from aitb.services.errors import ServiceError
@@ -42,21 +43,20 @@ def build_state(settings: Settings) -> AppState:
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
     settings = settings or get_settings()
     state = state or build_state(settings)
-    metrics = Metrics(state.db)
-    state.extras["metrics"] = metrics
+    metrics = state.metrics = Metrics(state.db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if state.settings.scheduler.enabled and "control" not in state.extras:
-            from aitb.control.plane import ControlPlane
+        if state.settings.scheduler.enabled and isinstance(state.control, NoControlPlane):
+            from aitb.control.plane import (
+                ControlPlane,  # the one place the API meets the control plane
+            )
 
-            plane = ControlPlane(state)
-            state.extras["control"] = plane
-            state.extras.setdefault("on_shutdown", []).append(plane.stop)
+            plane = ControlPlane(state.settings, state.db, state.federation, state.events, state.policy)
             plane.start()
+            state.control = plane
         yield
-        for stop in state.extras.get("on_shutdown", []):
-            stop()
+        state.control.stop()
         state.db.dispose()
 
     app = FastAPI(
@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.state.aitb = state
     install_openapi(app)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
-    for module in (system, accounts, capacity, datasets, sweeps, jobs):
+    for module in (system, accounts, testbeds, quotas, datasets, sweeps, jobs):
         app.include_router(module.router)
     _install_error_handlers(app)
     install_error_contract(app)

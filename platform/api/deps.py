@@ -4,19 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from aitb.api.auth_guard import AuthGuard, FailedLogins
+from aitb.api.port import ControlPort, NoControlPlane
 from aitb.domain.testbed import Federation
+from aitb.scheduler import Policy
 from aitb.services.authz import Principal
-from aitb.services.jobs import JobHook
+from aitb.services.tracking_events import TrackingEvents
 from aitb.settings import Settings
 from aitb.store.db import Database
 
+if TYPE_CHECKING:
+    from aitb.api.metrics import Metrics
+
 ERROR_CODES = (401, 403, 404, 409, 422)
+
+
+def scheduler_policy(settings: Settings) -> Policy:
+    return Policy(aging_threshold_s=settings.scheduler.aging_threshold_s)
 
 
 @dataclass
@@ -24,14 +34,23 @@ class AppState:
     settings: Settings
     db: Database
     federation: Federation
-    # Hooks the run/tracking layers plug in; None where not configured.
-    on_job_created: JobHook | None = None
-    on_job_changed: JobHook | None = None
-    on_project_changed: Any = None  # callable(session, project, revoke: list[str]) -> None
-    mlflow_access: Any = None  # MlflowAccess when tracking with auth is configured
-    log_reader: Any = None  # callable(job, offset) -> (bytes, next_offset)
-    queue_view: Any = None  # callable(session) -> list[dict]
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: what the services enqueue for MLflow, inside their transactions
+    events: TrackingEvents = field(init=False)
+    #: the scheduling policy: the control plane decides with it, the queue view orders by it
+    policy: Policy = field(init=False)
+    #: the control plane of this process, or the null one (`aitb server` swaps it in at start)
+    control: ControlPort = field(init=False)
+    metrics: Metrics | None = None
+    #: authentication, with failed attempts limited per client and audited
+    auth: AuthGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = TrackingEvents(tracking=bool(self.settings.tracking.tracking_uri))
+        self.policy = scheduler_policy(self.settings)
+        self.control = NoControlPlane(self.federation, self.policy)
+        server = self.settings.server
+        self.auth = AuthGuard(self.db, FailedLogins(max_failures=server.auth_max_failures,
+                                                    window_s=server.auth_window_s))
 
 
 def get_state(request: Request) -> AppState:
@@ -48,17 +67,6 @@ def get_session(request: Request, state: Annotated[AppState, Depends(get_state)]
 _bearer = HTTPBearer(auto_error=False, description="token from `POST /v1/users`")
 
 
-def _guard(state: AppState):
-    guard = state.extras.get("auth_guard")
-    if guard is None:
-        from aitb.api.auth_guard import AuthGuard, FailedLogins
-
-        server = state.settings.server
-        limits = FailedLogins(max_failures=server.auth_max_failures, window_s=server.auth_window_s)
-        guard = state.extras["auth_guard"] = AuthGuard(state.db, limits)
-    return guard
-
-
 def get_principal(
     request: Request,
     state: Annotated[AppState, Depends(get_state)],
@@ -67,7 +75,7 @@ def get_principal(
     """The caller, checked in a short read transaction of its own (never the route's write
     transaction); failed attempts are limited per client and audited (api/auth_guard.py)."""
     client = request.client.host if request.client else "unknown"
-    return _guard(state).authenticate(credentials.credentials if credentials else None, client)
+    return state.auth.authenticate(credentials.credentials if credentials else None, client)
 
 
 # Authentication never uses the route's transaction, so one dependency serves both: routes

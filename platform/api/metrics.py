@@ -6,11 +6,10 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aitb.store import jobs as job_store
 from aitb.store.db import Database
-from aitb.store.tables import JobRow
 
 
 class JobCollector:
@@ -23,10 +22,7 @@ class JobCollector:
         gauge = GaugeMetricFamily("aitb_jobs", "Jobs by state and project", labels=["state", "project"])
         try:
             with self.db.read() as session:
-                rows = session.execute(
-                    select(JobRow.state, JobRow.project, func.count()).group_by(JobRow.state, JobRow.project)
-                )
-                for state, project, count in rows:
+                for state, project, count in job_store.count_by_state_and_project(session):
                     gauge.add_metric([state, project], count)
         except Exception:  # a scrape must not fail because the database blinked
             pass

@@ -58,7 +58,6 @@ class BackendJobStatus:
     start_time: datetime | None = None
     end_time: datetime | None = None
     exit_code: int | None = None
-    stop_requested: bool = False  # a stop was sent but the job is not terminal yet
 
 
 @dataclass(frozen=True)
@@ -101,27 +100,18 @@ class DispatchRequest:
     max_runtime_s: int | None = None
 
 
-@dataclass(frozen=True)
-class BackendCapabilities:
-    """What a backend can do, so callers need no isinstance checks."""
-
-    logs: bool = True
-    follow_logs: bool = True
-    gangs: bool = True
-    real_processes: bool = True  # False for the simulator
-
-
 @runtime_checkable
 class Backend(Protocol):
-    capabilities: BackendCapabilities
-
     def dispatch(self, req: DispatchRequest) -> None:
         """Start the job; dispatching the same job id again is a no-op, never a second run."""
 
-    def status(self, job_id: str) -> BackendJobStatus: ...
+    def status(self, job_id: str) -> BackendJobStatus:
+        """What the backend reports now. A read: it never acts on the job."""
 
     def stop(self, job_id: str) -> bool:
-        """Ask the job to stop; True when it was active (stopped or stopping)."""
+        """Ask the job to stop; True when it was active (stopped or stopping). Not a promise:
+        a backend may keep a stopped pending job pending, so callers repeat it until
+        `status` is terminal."""
 
     def logs(self, job_id: str) -> str: ...
 

@@ -20,7 +20,8 @@ from aitb.domain.testbed import Federation
 from aitb.services.accounts import require_project
 from aitb.services.authz import Principal
 from aitb.services.errors import Forbidden, Invalid, NotFound
-from aitb.services.jobs import JobHook, validate_submission
+from aitb.services.jobs import validate_submission
+from aitb.services.tracking_events import TrackingEvents
 from aitb.store import job_batch
 from aitb.store import jobs as job_store
 from aitb.store.submissions import SweepRow, get_sweep
@@ -38,7 +39,7 @@ def submit_many(
     who: Principal,
     federation: Federation,
     specs: Sequence[JobSpec],
-    on_created: JobHook | None = None,
+    events: TrackingEvents,
 ) -> list[Job]:
     """Store every job QUEUED, or none: the first invalid job refuses the whole batch
     (its index is in the message)."""
@@ -62,9 +63,8 @@ def submit_many(
         except (Invalid, Forbidden, NotFound) as exc:
             raise type(exc)(f"jobs[{i}]: {exc.detail}") from None
     jobs = job_batch.create_jobs(session, [(s, partners[s.project]) for s in specs], submitter=who.name)
-    if on_created:
-        for job in jobs:
-            on_created(session, job)
+    for job in jobs:  # each job's run.create, in this transaction
+        events.created(session, job)
     return jobs
 
 
@@ -109,11 +109,12 @@ def create_sweep(
     template: JobSpec,
     points: Sequence[dict[str, str]],
     name: str | None = None,
-    on_created: JobHook | None = None,
+    *,
+    events: TrackingEvents,
 ) -> tuple[SweepRow, list[Job]]:
     sweep_id = new_sweep_id()
     specs = sweep_specs(template, sweep_id, points)
-    jobs = submit_many(session, who, federation, specs, on_created)
+    jobs = submit_many(session, who, federation, specs, events)
     row = SweepRow(
         id=sweep_id, project=template.project, partner=jobs[0].partner, submitter=who.name,
         name=name or template.name, params=list(points[0]), size=len(jobs), job_ids=[j.id for j in jobs],
@@ -128,17 +129,5 @@ def visible_sweep(session: Session, who: Principal, sweep_id: str) -> tuple[Swee
     row = get_sweep(session, sweep_id)
     if row is None or not who.can_read_job(row.project, row.partner, None):
         raise NotFound(f"unknown sweep {sweep_id!r}")
-    found = jobs_by_id(session, row.job_ids)
+    found = job_store.jobs_by_id(session, row.job_ids)
     return row, [found[j] for j in row.job_ids if j in found]
-
-
-def jobs_by_id(session: Session, ids: Sequence[str]) -> dict[str, Job]:
-    from sqlalchemy import select
-
-    from aitb.store.tables import JobRow
-
-    out: dict[str, Job] = {}
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start : start + 500])
-        out.update({r.id: job_store.to_job(r) for r in session.scalars(select(JobRow).where(JobRow.id.in_(chunk)))})
-    return out

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from aitb.api.auth_guard import FailedLogins
-from tests.conftest import start_api_server, stop_process
+from tests.support.api import start_api_server
+from tests.support.processes import stop_process
 
 
 def test_window_blocks_and_releases():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, stop_process
-from tests.e2e.conftest import start_platform
+from tests.support.platform import start_platform
+from tests.support.processes import free_port, stop_process
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 

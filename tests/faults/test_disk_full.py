@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_api_server, stop_process
+from tests.support.api import start_api_server
+from tests.support.processes import stop_process
 
 
 def zip_of(size: int) -> bytes:

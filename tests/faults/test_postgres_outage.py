@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import start_api_server, stop_process
 from tests.faults.pgserver import private_pg  # noqa: F401  (fixture)
+from tests.support.api import start_api_server
+from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

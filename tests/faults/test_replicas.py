@@ -9,8 +9,13 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import stop_process
-from tests.faults.test_postgres_outage import admissions, setup_project, sim_server, submit_until_stored
+from tests.faults.test_postgres_outage import (
+    admissions,
+    setup_project,
+    sim_server,
+    submit_until_stored,
+)
+from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

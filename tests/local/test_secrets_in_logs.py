@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from aitb.local import supervisor
+from aitb.local import stack
 from aitb.settings import Settings
 from aitb.tracking.permissions import runner_account
 
@@ -42,9 +42,9 @@ def test_no_secret_in_any_log(tmp_path: Path) -> None:
     testbed = tmp_path / "testbed.yaml"
     testbed.write_text(yaml.safe_dump(TESTBED))
     settings = Settings(data_dir=tmp_path / "data", testbed=str(testbed))
-    parts = supervisor.up(settings)
+    parts = stack.up(settings)
     try:
-        admin_token = supervisor.admin_token_path(settings).read_text().strip()
+        admin_token = stack.admin_token_path(settings).read_text().strip()
         api = httpx.Client(base_url=parts["api"].url, timeout=60,
                            headers={"Authorization": f"Bearer {admin_token}"})
         s = uuid.uuid4().hex[:6]
@@ -75,7 +75,7 @@ def test_no_secret_in_any_log(tmp_path: Path) -> None:
         assert state["state"] == "SUCCEEDED", state
         time.sleep(3)  # the driver log reaches MLflow through the outbox
         runner_secret = (settings.data_dir / "tracking-runner.secret").read_text().strip()
-        admin_password = supervisor.mlflow_password_path(settings).read_text().strip()
+        admin_password = stack.mlflow_password_path(settings).read_text().strip()
         secrets = {
             "admin token": admin_token, "researcher token": token, "wrong token": wrong,
             "MLflow admin password": admin_password, "MLflow user password": mlflow_password,
@@ -83,7 +83,7 @@ def test_no_secret_in_any_log(tmp_path: Path) -> None:
             "runner password": runner_account(partner, project, runner_secret).password,
         }
     finally:
-        supervisor.down(settings)
+        stack.down(settings)
     files = log_files(settings.data_dir)
     assert any(f.name == "api.log" for f in files) and any("ray" in f.parts for f in files)
     # the job did get its MLflow credentials (so a leak had every chance to happen)

@@ -10,6 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 
 from aitb.domain.lifecycle import JobState
+from aitb.local.ports import free_port
 from aitb.store import outbox as store
 from aitb.store.base import Base
 from aitb.store.db import make_engine
@@ -18,9 +19,8 @@ from aitb.tracking.credentials import MlflowAccount
 from aitb.tracking.outbox import Backoff, OutboxProcessor
 from aitb.tracking.permissions import MlflowAccess, runner_account
 from aitb.tracking.tracker import RunSpec, Tracker
-
-from .conftest import ADMIN, call_as, driver_log, free_port, launch
-from .factories import make_job
+from tests.support.jobs import make_job
+from tests.support.mlflow import ADMIN, call_as, driver_log, launch
 
 pytestmark = pytest.mark.mlflow
 

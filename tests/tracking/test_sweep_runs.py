@@ -8,9 +8,8 @@ import pytest
 
 from aitb.domain.models import SweepPoint
 from aitb.tracking.tracker import RunSpec, Tracker
-
-from .conftest import ADMIN, call_as
-from .factories import make_job
+from tests.support.jobs import make_job
+from tests.support.mlflow import ADMIN, call_as
 
 
 def _point_job(partner: str, sweep_id: str, index: int, params: dict[str, str]):

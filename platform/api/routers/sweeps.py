@@ -8,16 +8,19 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from aitb.api.deps import CallerDep, SessionDep, StateDep
+from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
-from aitb.api.schemas import API_VERSION, JobOut
+from aitb.api.schemas import JobOut
 from aitb.api.schemas_bulk import JobBatchIn, JobBatchOut, SweepIn, SweepJobOut, SweepOut, job_spec
 from aitb.domain.models import Job
 from aitb.services import batch, idempotency
-from aitb.services.accounts import list_projects
+from aitb.services.accounts import readable_projects
 from aitb.services.errors import Invalid
+from aitb.store import jobs as job_store
 from aitb.store.submissions import SweepRow, list_sweeps
+from aitb.version import API_PREFIX
 
-router = APIRouter(prefix=f"/{API_VERSION}", tags=["jobs"])
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 
 IdempotencyKey = Annotated[
     str | None,
@@ -50,8 +53,8 @@ def _specs(bodies, where: str):
 def submit_batch(body: JobBatchIn, response: Response, session: SessionDep, caller: CallerDep,
                  state: StateDep, idempotency_key: IdempotencyKey = None) -> JobBatchOut:
     def create() -> dict:
-        jobs = batch.submit_many(session, caller, state.federation, _specs(body.jobs, "jobs"),
-                                 on_created=state.on_job_created)
+        jobs = batch.submit_many(session, caller, state.federation, _specs(body.jobs, "jobs"), state.events)
+        wake_after_commit(session, state.control)
         create.jobs = jobs  # type: ignore[attr-defined]
         return {"jobs": [j.id for j in jobs]}
 
@@ -59,7 +62,7 @@ def submit_batch(body: JobBatchIn, response: Response, session: SessionDep, call
                                         lambda: body.model_dump(mode="json"), create)
     if replayed:
         response.headers[REPLAYED] = "true"
-        found = batch.jobs_by_id(session, result["jobs"])
+        found = job_store.jobs_by_id(session, result["jobs"])
         jobs = [found[i] for i in result["jobs"] if i in found]
     else:
         jobs = create.jobs  # type: ignore[attr-defined]
@@ -79,7 +82,8 @@ def submit_sweep(body: SweepIn, response: Response, session: SessionDep, caller:
 
     def create() -> dict:
         row, _ = batch.create_sweep(session, caller, state.federation, template, body.point_strings(),
-                                    name=body.name, on_created=state.on_job_created)
+                                    name=body.name, events=state.events)
+        wake_after_commit(session, state.control)
         return {"sweep": row.id, "jobs": row.job_ids}
 
     result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/sweeps",
@@ -94,7 +98,7 @@ def sweeps(session: SessionDep, caller: CallerDep, project: str | None = None,
            limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[SweepOut]:
     visible = None
     if not caller.is_platform_admin:
-        visible = [p.name for p in list_projects(session, caller) if caller.can_read_job(p.name, p.partner, None)]
+        visible = [p.name for p in readable_projects(session, caller) if caller.can_read_job(p.name, p.partner, None)]
     return [_sweep_out(*batch.visible_sweep(session, caller, row.id))
             for row in list_sweeps(session, visible, project, limit)]
 
