@@ -87,7 +87,7 @@ class Platform:
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
-        else:
+        elif hasattr(self, "settings"):  # stops whatever `up` had started, even if it failed
             from aitb.local import stack
 
             stack.down(self.settings)
@@ -226,8 +226,8 @@ def main() -> int:
     p = Platform(args.platform, data_dir)
     print(f"soak: {args.platform} platform in {data_dir}, {args.clients} clients, ~{args.rate:g} ops/s, "
           f"{args.minutes:g} min; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus (noisy when shared)")
-    p.start()
     try:
+        p.start()
         tokens, _ = setup(p, args.clients)
         time.sleep(2)
         mem_start = p.memory()
