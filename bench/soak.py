@@ -8,7 +8,7 @@ the proportions of MIX, at about ``--rate`` operations per second in all.
 
 At the end it stops the load, cancels what is still waiting, waits for every job to end,
 and reports: operations and their rate, p50/p99 latency per operation, errors, the memory
-(RSS of each part's process tree) at the start and the end, and whether every job ended
+(RSS of each part's process tree) at the start, after a warm-up and at the end, and whether every job ended
 exactly once (one terminal event each, none left active).
 
     .venv/bin/python bench/soak.py --minutes 2                 # real Ray + MLflow
@@ -221,6 +221,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rate", type=float, default=20.0, help="operations per second, all clients together")
     ap.add_argument("--drain-s", type=float, default=300.0)
+    ap.add_argument("--warmup-s", type=float, default=60.0,
+                    help="memory is also taken after this much load; flatness is judged from there")
     args = ap.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="aitb-soak-"))
     p = Platform(args.platform, data_dir)
@@ -236,7 +238,10 @@ def main() -> int:
         t0 = time.perf_counter()
         for t in threads:
             t.start()
-        time.sleep(args.minutes * 60)
+        warmup = min(args.warmup_s, args.minutes * 60 / 2)
+        time.sleep(warmup)
+        mem_warm = p.memory()  # steady state: caches filled, lazy imports done
+        time.sleep(args.minutes * 60 - warmup)
         load.stop.set()
         for t in threads:
             t.join(60)
@@ -256,10 +261,11 @@ def main() -> int:
               f"{len(load.errors.get(kind, [])):>7}")
     for kind, errs in load.errors.items():
         print(f"  e.g. {kind}: {errs[0]}")
-    print(f"\n{'process':<22} {'RSS start MiB':>14} {'RSS end MiB':>12} {'change':>8}")
+    print(f"\n{'process':<22} {'RSS start MiB':>14} {'after warm-up':>14} {'end':>8} {'change*':>8}")
     for name in mem_start:
-        a, b = mem_start[name], mem_end.get(name, 0.0)
-        print(f"{name:<22} {a:>14.0f} {b:>12.0f} {((b - a) / a * 100 if a else 0):>7.1f}%")
+        a, w, b = mem_start[name], mem_warm.get(name, 0.0), mem_end.get(name, 0.0)
+        print(f"{name:<22} {a:>14.0f} {w:>14.0f} {b:>8.0f} {((b - w) / w * 100 if w else 0):>7.1f}%")
+    print(f"(* from the end of the {warmup:.0f} s warm-up to the end)")
     print(f"\njobs: {result['jobs']} submitted ({len(load.sweeps)} sweeps); states {result['states']}")
     ok = result["ended_once"] == result["jobs"]
     print(f"every job ended exactly once: {'yes' if ok else 'NO'} "

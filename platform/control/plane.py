@@ -58,7 +58,7 @@ class ControlPlane:
         )
         self.scheduler = SchedulingCycle(
             db, federation, self.events, policy, on_preempt=self.reconciler.stop_now,
-            undriven=backends.undriven,
+            undriven=backends.undriven, unavailable=self.reconciler.unavailable,
         )
         self.outbox = self._outbox() if settings.tracking.tracking_uri else None
         self._stop = threading.Event()
