@@ -189,6 +189,7 @@ def bench_submit(args) -> None:
     from aitb.domain.resources import GangSpec, ReplicaSpec
     from aitb.services import jobs as job_service
     from aitb.services.authz import PLATFORM_ADMIN, Principal
+    from aitb.services.tracking_events import TrackingEvents
     from aitb.store import policies as policy_store
     from aitb.store.db import Database
     from aitb.store.tables import DatasetRow, GrantRow, PartnerRow, ProjectRow
@@ -197,6 +198,7 @@ def bench_submit(args) -> None:
     nodes = [n.name for n in federation.nodes]
     rng = random.Random(args.seed)
     admin = Principal(name="bench", roles=frozenset({PLATFORM_ADMIN}))
+    events = TrackingEvents(tracking=False)
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite:///{tmp}/bench.db")
         with db.session() as s:
@@ -228,11 +230,11 @@ def bench_submit(args) -> None:
                            gang=GangSpec(head=ReplicaSpec(cpu=4, memory_gib=16)))
 
         real_check = job_service.governance_check
-        off_check = lambda session, who, federation, job, on_changed: job  # noqa: E731
+        off_check = lambda session, who, federation, job, events: job  # noqa: E731
         seconds = {"on": 0.0, "off": 0.0}
         counts = {"on": 0, "off": 0}
         with db.session() as s:  # warm: compile the policy set once, as a running server has
-            job_service.submit(s, admin, federation, spec())
+            job_service.submit(s, admin, federation, spec(), events)
         batch = 50
         for round_ in range(max(1, args.submits // batch)):
             for mode in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
@@ -241,7 +243,7 @@ def bench_submit(args) -> None:
                 t = time.perf_counter()
                 for sp in specs:
                     with db.session() as s:
-                        job_service.submit(s, admin, federation, sp)
+                        job_service.submit(s, admin, federation, sp, events)
                 seconds[mode] += time.perf_counter() - t
                 counts[mode] += batch
         job_service.governance_check = real_check

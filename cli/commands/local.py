@@ -17,24 +17,19 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 def _rows(settings) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
-    from aitb.local import supervisor
+    from aitb.local import stack
 
     return [
         {"part": h.name, "pid": h.pid, "url": h.url, "running": h.running, "healthy": h.healthy}
-        for h in supervisor.ps(settings)
+        for h in stack.ps(settings)
     ]
 
 
 def _not_driven(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Clusters of the testbed the local API serves that aitb cannot drive: cluster -> why."""
-    from aitb.clusters.registry import not_driven_reason
-    from aitb.domain.testbed import load_testbed
-    from aitb.local import supervisor
+    from aitb.local import stack
 
-    path = supervisor.generated_testbed_path(settings)
-    if not path.exists():  # nothing started: no testbed is being served
-        return {}
-    return {c.name: why for _, c in load_testbed(path).clusters() if (why := not_driven_reason(c))}
+    return stack.undriven_clusters(settings)
 
 
 def _show(
@@ -65,21 +60,21 @@ def _show(
 @pass_app
 def up(app: AppContext, only: tuple[str, ...], timeout_s: float) -> None:
     """Start the local platform (API, MLflow, one Ray cluster per testbed cluster)."""
-    from aitb.local import supervisor
+    from aitb.local import stack
 
     settings = _settings()
     note(f"starting the local platform under {settings.data_dir} ...", json_mode=app.json)
     try:
-        parts = supervisor.up(settings, frozenset(only) or supervisor.ALL_PARTS, timeout_s)
-    except supervisor.LocalPlatformError as exc:
+        parts = stack.up(settings, frozenset(only) or stack.ALL_PARTS, timeout_s)
+    except stack.LocalPlatformError as exc:
         raise click.ClickException(str(exc)) from None
     _show(app, _rows(settings), {"data_dir": str(settings.data_dir)})
-    api = parts.get(supervisor.API)
-    token_file = supervisor.admin_token_path(settings)
+    api = parts.get(stack.API)
+    token_file = stack.admin_token_path(settings)
     if api is not None:
         note(f"API: {api.url}  (admin token in {token_file})", json_mode=app.json)
-    if supervisor.MLFLOW in parts:
-        note(f"MLflow UI: {parts[supervisor.MLFLOW].url}", json_mode=app.json)
+    if stack.MLFLOW in parts:
+        note(f"MLflow UI: {parts[stack.MLFLOW].url}", json_mode=app.json)
     note("stop everything with `aitb down`", json_mode=app.json)
 
 
@@ -88,9 +83,9 @@ def up(app: AppContext, only: tuple[str, ...], timeout_s: float) -> None:
 @pass_app
 def down(app: AppContext) -> None:
     """Stop exactly what `aitb up` started."""
-    from aitb.local import supervisor
+    from aitb.local import stack
 
-    stopped = supervisor.down(_settings())
+    stopped = stack.down(_settings())
     if app.json:
         print_json({"stopped": stopped})
     else:

@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from aitb.clusters.base import (
-    BackendCapabilities,
     BackendJobStatus,
     BackendState,
     BackendUnavailable,
@@ -85,7 +84,6 @@ def _ms(value: int | None) -> datetime | None:
 class RayBackend:
     """One Ray cluster, reached at its dashboard address (e.g. ``http://127.0.0.1:8265``)."""
 
-    capabilities = BackendCapabilities()
 
     def __init__(self, address: str, gang_strategy: str = "PACK"):
         self.address = address

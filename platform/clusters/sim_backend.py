@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aitb.clusters.base import (
-    BackendCapabilities,
     BackendJobStatus,
     BackendState,
     DispatchRequest,
@@ -39,7 +38,6 @@ class _SimJob:
 
 
 class SimBackend:
-    capabilities = BackendCapabilities(follow_logs=False, real_processes=False)
 
     def __init__(
         self,

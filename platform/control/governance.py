@@ -18,13 +18,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aitb.control.events import JobEvents
 from aitb.domain.lifecycle import AttemptOutcome
 from aitb.domain.models import Attempt, Job
 from aitb.domain.testbed import Federation
 from aitb.governance import Decision, JobFacts, RuntimeConstraints
 from aitb.scheduler.snapshot import Constraints
 from aitb.services import governance as gov
+from aitb.services.tracking_events import TrackingEvents
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.base import utcnow
@@ -62,7 +62,7 @@ def constraints_of(decision: Decision, federation: Federation) -> Constraints:
 
 
 class GovernanceGate:
-    def __init__(self, db: Database, federation: Federation, events: JobEvents,
+    def __init__(self, db: Database, federation: Federation, events: TrackingEvents,
                  now: Callable[[], datetime] = utcnow, ttl_s: float = 30.0):
         self.db = db
         self.federation = federation
@@ -71,6 +71,7 @@ class GovernanceGate:
         self.ttl_s = ttl_s
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
+        self._refused: list[tuple[Job, Decision]] = []
 
     # -- facts, in bulk --------------------------------------------------------------------
     def _facts(self, session: Session, jobs: Iterable[Job], now: datetime) -> dict[str, JobFacts]:
@@ -131,6 +132,22 @@ class GovernanceGate:
             for stale in [k for k in self._cache if k not in live]:
                 del self._cache[stale]
         return constraints, refused
+
+    def constraints_for(self, session: Session, queued: list[Job]) -> dict[str, Constraints]:
+        """For the snapshot loader: every queued job's constraints; those allowed nowhere get
+        no node (and are kept for `take_refused`, to be rejected after the read)."""
+        allowed, refused = self.pending(session, queued)
+        for job, decision in refused:
+            allowed[job.id] = Constraints(frozenset(), {}, "refused by governance: "
+                                          + "; ".join(decision.explain()))
+        with self._lock:
+            self._refused = refused
+        return allowed
+
+    def take_refused(self) -> list[tuple[Job, Decision]]:
+        with self._lock:
+            refused, self._refused = self._refused, []
+        return refused
 
     def reject_queued(self, refused: list[tuple[Job, Decision]]) -> list[str]:
         done = []

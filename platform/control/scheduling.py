@@ -12,31 +12,18 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from sqlalchemy import select
-
-from aitb.control.events import JobEvents
 from aitb.control.governance import GovernanceGate
-from aitb.domain.lifecycle import ACTIVE_STATES, REQUEUE_RULES, JobState
-from aitb.domain.models import Dataset, Job
+from aitb.domain.lifecycle import REQUEUE_RULES, JobState
+from aitb.domain.models import Job
 from aitb.domain.testbed import Federation
-from aitb.scheduler import (
-    Decisions,
-    PendingJob,
-    Policy,
-    RunningJob,
-    decide,
-    governance_constraints,
-    queue_view,
-    snapshot_from_federation,
-)
-from aitb.services.capacity import all_quotas
-from aitb.services.datasets import to_dataset
+from aitb.scheduler import Decisions, PendingJob, Policy, decide
+from aitb.services.queue import load_snapshot
+from aitb.services.tracking_events import TrackingEvents
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
-from aitb.store.tables import DatasetRow, PartnerRow
+from aitb.store.job_snapshot import JobLoader
 
 log = logging.getLogger("aitb.scheduler")
 
@@ -49,24 +36,18 @@ class CycleResult:
     seconds: float = 0.0
 
 
-def _gpu_type_of(job: Job, federation: Federation) -> str | None:
-    if not job.placement or not job.placement.hosts:
-        return None
-    pool = federation.pool_of_host(job.placement.hosts[0])
-    return pool.gpu_type if pool else None
-
-
 class SchedulingCycle:
     def __init__(
         self,
         db: Database,
         federation: Federation,
-        events: JobEvents,
+        events: TrackingEvents,
         policy: Policy,
         clock: Callable[[], float] = time.time,
         on_preempt: Callable[[Job], None] | None = None,
         undriven: Mapping[str, str] | None = None,
         governance: GovernanceGate | None = None,
+        unavailable: Callable[[], Mapping[str, str]] | None = None,
     ):
         self.db = db
         self.federation = federation
@@ -80,52 +61,34 @@ class SchedulingCycle:
         self._undriven_nodes = {
             cluster.name: node.name for node, cluster in federation.clusters() if cluster.name in self.undriven
         }
-        self._notes: dict[str, str] = {}
+        self.notes: dict[str, str] = {}
+        # clusters whose backend stopped answering -> why (from the reconciler), per cycle
+        self.unavailable = unavailable or dict
+        self._down: dict[str, str] = {}
         self.reservations: dict[str, tuple[str, ...]] = {}
         self.last: Decisions | None = None
-        self._pending: dict[str, PendingJob] = {}
+        #: the pending jobs of the last cycle's snapshot, by id
+        self.pending: dict[str, PendingJob] = {}
+        self._loader = JobLoader()  # parses each job's spec once, not every cycle
 
     # -- load ---------------------------------------------------------------------------
     def snapshot(self):
-        with self.db.session() as session:
-            pending_jobs = job_store.jobs_in_states(session, [JobState.QUEUED])
-            active = job_store.jobs_in_states(session, ACTIVE_STATES)
-            quotas = all_quotas(session)
-            weights = {p.name: p.weight for p in session.scalars(select(PartnerRow))}
-            datasets: dict[str, Dataset] = {r.name: to_dataset(r) for r in session.scalars(select(DatasetRow))}
-            allowed, refused = self.governance.pending(session, pending_jobs) if self.governance else ({}, [])
-        if refused:  # a grant expired or was revoked while they waited: REJECTED, with the reasons
-            self.governance.reject_queued(refused)
-            out = {j.id for j, _ in refused}  # rejected now, or changed meanwhile: next cycle
-            pending_jobs = [j for j in pending_jobs if j.id not in out]
-        pending = []
-        for job in pending_jobs:
-            c = allowed.get(job.id) or governance_constraints(
-                job.spec.nodes, [datasets[d] for d in job.spec.datasets if d in datasets])
-            pending.append(
-                PendingJob(
-                    id=job.id, project=job.project, partner=job.partner, priority=job.spec.priority,
-                    submitted_at=job.created_at.timestamp(), gang=job.spec.gang, nodes=c.nodes,
-                    pool_labels=c.pool_labels, constraint_note=c.note,
-                    reservation=self.reservations.get(job.id, ()),
-                )
-            )
-        running = [
-            RunningJob(
-                id=job.id, project=job.project, partner=job.partner, node=job.node, cluster=job.cluster,
-                priority=job.spec.priority,
-                started_at=(job.started_at or job.admitted_at or job.created_at).timestamp(),
-                gang=job.spec.gang, placement=job.placement, gpu_type=_gpu_type_of(job, self.federation),
-            )
-            for job in active
-            if job.placement is not None and job.node and job.cluster
-        ]
-        snap = snapshot_from_federation(
-            self.federation, quotas=quotas, running=running, pending=pending, partner_weights=weights
-        )
-        if self.undriven:  # no backend would ever start a job placed there
-            snap = dataclasses.replace(snap, hosts=[h for h in snap.hosts if h.cluster not in self.undriven])
-        return snap, {j.id: j for j in pending_jobs + active}
+        with self.db.read() as session:  # a read: submissions keep writing meanwhile
+            snap, jobs = load_snapshot(
+                session, self.federation, self.reservations, undriven=self.undriven,
+                load_jobs=self._loader.jobs_in_states,
+                constraints_for=self.governance.constraints_for if self.governance else None)
+        if self.governance is not None:  # a grant expired or was revoked while they waited
+            refused = self.governance.take_refused()
+            if refused:
+                self.governance.reject_queued(refused)
+                out = {j.id for j, _ in refused}  # rejected now, or changed meanwhile: next cycle
+                snap = dataclasses.replace(snap, pending=[p for p in snap.pending if p.id not in out])
+        self._loader.forget_except(jobs)
+        self._down = dict(self.unavailable())
+        if self._down:  # no backend would start a job placed there now
+            snap = dataclasses.replace(snap, hosts=[h for h in snap.hosts if h.cluster not in self._down])
+        return snap, jobs
 
     def _undriven_note(self, job: PendingJob) -> str:
         """Why a waiting job is not offered the undriven clusters it could otherwise use."""
@@ -141,9 +104,12 @@ class SchedulingCycle:
         start = time.perf_counter()
         snap, jobs = self.snapshot()
         decisions = decide(snap, self.clock, policy=self.policy)
-        self._pending = {p.id: p for p in snap.pending}
-        self._notes = {job_id: self._undriven_note(self._pending[job_id])
-                       for job_id in decisions.waiting if job_id in self._pending} if self.undriven else {}
+        self.pending = {p.id: p for p in snap.pending}
+        self.notes = {job_id: self._undriven_note(self.pending[job_id])
+                      for job_id in decisions.waiting if job_id in self.pending} if self.undriven else {}
+        if self._down:
+            down = "; unavailable: " + ", ".join(sorted(self._down))
+            self.notes = {job_id: self.notes.get(job_id, "") + down for job_id in decisions.waiting}
         self.last = decisions
         result = CycleResult(waiting=len(decisions.waiting))
         for p in decisions.preemptions:
@@ -204,7 +170,7 @@ class SchedulingCycle:
         return True
 
     def _record_reasons(self, decisions: Decisions, jobs: dict[str, Job]) -> None:
-        reasons = {job_id: w.reason + self._notes.get(job_id, "") for job_id, w in decisions.waiting.items()}
+        reasons = {job_id: w.reason + self.notes.get(job_id, "") for job_id, w in decisions.waiting.items()}
         changed = {
             job_id: reason
             for job_id, reason in reasons.items()
@@ -215,22 +181,3 @@ class SchedulingCycle:
         with self.db.session() as session:
             for job_id, reason in changed.items():
                 job_store.update_fields(session, job_id, pending_reason=reason)
-
-    def queue(self, session=None, node: str | None = None) -> list[dict]:
-        """The pending queue as the last cycle saw it, for `GET /v1/queue`."""
-        if self.last is None:
-            return []
-        entries = []
-        for w in queue_view(self.last):
-            pending = self._pending.get(w.job_id)
-            if pending is None:
-                continue
-            if node and pending.nodes is not None and node not in pending.nodes:
-                continue
-            entries.append({
-                "position": w.position, "job": w.job_id, "project": w.project, "partner": w.partner,
-                "priority": w.priority, "submitted_at": datetime.fromtimestamp(pending.submitted_at, UTC),
-                "dominant_share": round(w.partner_share, 4),
-                "pending_reason": w.reason + self._notes.get(w.job_id, ""),
-            })
-        return entries

@@ -110,12 +110,16 @@ def decide_job(session: Session, federation: Federation, job: Job, now: datetime
 
 
 def audit_decision(session: Session, actor: str, action: str, job_id: str, decision: Decision,
-                   datasets: list[str], *, node: str | None = None, partner: str | None = None) -> None:
-    """Every governance decision that changes something is written to the audit chain."""
+                   datasets: list[str], *, node: str | None = None, partner: str | None = None,
+                   jobs: list[str] | None = None) -> None:
+    """Every governance decision that changes something is written to the audit chain
+    (`jobs`: every job of a batch the same decision covers)."""
     summary = decision.summary()
+    extra = {"jobs": jobs} if jobs and len(jobs) > 1 else {}
     audit.append(
         session, actor, action, f"job/{job_id}",
-        {"datasets": datasets, **{k: v for k, v in summary.items() if k not in ("input_digest", "policy_version")}},
+        {"datasets": datasets, **extra,
+         **{k: v for k, v in summary.items() if k not in ("input_digest", "policy_version")}},
         node=node, partner=partner, result="allowed" if decision.allowed else "denied",
         input_digest=decision.input_digest, policy_version=decision.version,
     )

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
+from aitb.domain.models import AuditEntry
 from aitb.store.base import utcnow
 from aitb.store.tables import AuditRow
 
@@ -170,7 +171,7 @@ def list_entries(
     nodes: list[str] | None = None,
     partners: list[str] | None = None,
     where: AuditFilter | None = None,
-) -> list[AuditRow]:
+) -> list[AuditEntry]:
     query = _scoped(select(AuditRow), nodes, partners)
     if query is None:
         return []
@@ -178,7 +179,11 @@ def list_entries(
     query = _filtered(query, f if where else AuditFilter(after=after))
     rows = session.scalars(query.order_by(AuditRow.seq).limit(limit if not f.result else limit * 20))
     out = [r for r in rows if not f.result or (r.detail or {}).get("result") == f.result]
-    return out[:limit]
+    return [
+        AuditEntry(seq=r.seq, at=r.at, actor=r.actor, action=r.action, target=r.target, detail=r.detail,
+                   node=r.node, partner=r.partner, prev_hash=r.prev_hash, hash=r.hash)
+        for r in out[:limit]
+    ]
 
 
 def export_lines(

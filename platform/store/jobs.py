@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from aitb.domain.lifecycle import JobState, Requeue, check_transition
+from aitb.domain.accounting import ATTEMPT_ENDS
+from aitb.domain.lifecycle import ACTIVE_STATES, JobState, Requeue, check_transition
 from aitb.domain.models import Job, JobEvent, JobSpec, Placement
+from aitb.store import usage
 from aitb.store.base import utcnow
 from aitb.store.tables import JobEventRow, JobRow
 
@@ -179,6 +181,14 @@ def jobs_by_id(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
     return {r.id: to_job(r) for r in session.scalars(select(JobRow).where(JobRow.id.in_(ids)))}
 
 
+def count_by_state_and_project(session: Session) -> list[tuple[str, str, int]]:
+    """(state, project, number of jobs) for every pair that has jobs."""
+    rows = session.execute(
+        select(JobRow.state, JobRow.project, func.count()).group_by(JobRow.state, JobRow.project)
+    )
+    return [(state, project, count) for state, project, count in rows]
+
+
 _TIMESTAMP_ON_ENTRY = {
     JobState.ADMITTED: "admitted_at",
     JobState.RUNNING: "started_at",
@@ -224,6 +234,9 @@ def transition(
     )
     if result.rowcount != 1:
         raise StaleTransition(f"job {job.id} changed since it was read")
+    # -- accounting (store/usage.py): an ending attempt is charged in this same transaction
+    if job.state in ACTIVE_STATES and target in ATTEMPT_ENDS:
+        usage.record_attempt_end(session, job, target, at)
     session.add(JobEventRow(job_id=job.id, from_state=job.state.value, to_state=target.value, at=at, reason=reason))
     session.flush()
     row = session.get(JobRow, job.id, populate_existing=True)

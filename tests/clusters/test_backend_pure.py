@@ -18,10 +18,10 @@ from aitb.clusters.base import (
 from aitb.clusters.ray_backend import RayBackend, _http_status
 from aitb.clusters.registry import (
     BackendConfigError,
-    BackendNotSupported,
     backend_for,
     backends_for,
     not_driven_reason,
+    warn_undriven,
 )
 from aitb.clusters.sim_backend import SimBackend
 from aitb.domain.testbed import Cluster, Pool, parse_testbed
@@ -151,26 +151,35 @@ def test_registry_builds_backends_and_explains_what_is_missing() -> None:
     assert isinstance(backend_for(_cluster("sim", {})), SimBackend)
     with pytest.raises(BackendConfigError, match="connection.address"):
         backend_for(_cluster("ray", {}))
-    with pytest.raises(BackendNotSupported, match="not yet supported"):
-        backend_for(_cluster("kuberay", {"context": "x"}))
+    from aitb.clusters.kuberay.backend import KubeRayBackend
+
+    kube = backend_for(_cluster("kuberay", {"context": "x", "namespace": "aitb-jobs"}))
+    assert isinstance(kube, KubeRayBackend) and kube.options.context == "x"
+    with pytest.raises(BackendConfigError, match="adress"):  # a misspelt connection key
+        backend_for(_cluster("kuberay", {"context": "x", "adress": "y"}))
 
 
-def test_clusters_without_a_usable_backend_are_reported_not_dropped() -> None:
+def test_clusters_without_a_usable_backend_are_reported_not_dropped(caplog: pytest.LogCaptureFixture) -> None:
     fed = parse_testbed({"federation": "t", "nodes": [{"name": "lund", "clusters": [
         {"name": "sim-1", "backend": "sim", "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
         {"name": "ray-1", "backend": "ray", "connection": {"address": "http://127.0.0.1:9"},
          "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
         {"name": "ray-unset", "backend": "ray", "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
-        {"name": "k8s-1", "backend": "kuberay", "connection": {"context": "x"},
+        {"name": "k8s-1", "backend": "kuberay", "connection": {"context": "x", "adress": "y"},
          "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
     ]}]})
     backends = backends_for(fed)
     assert set(backends.driven) == {"sim-1", "ray-1"}
     assert set(backends.undriven) == {"ray-unset", "k8s-1"}
     assert "connection.address" in backends.undriven["ray-unset"]
-    assert "'kuberay' is not yet supported" in backends.undriven["k8s-1"]
+    assert "adress" in backends.undriven["k8s-1"]  # a kuberay connection with a misspelt key
     assert {c.name: not_driven_reason(c) is None for _, c in fed.clusters()} == {
         "sim-1": True, "ray-1": True, "ray-unset": False, "k8s-1": False}
+    with caplog.at_level("WARNING", logger="aitb.clusters"):
+        warn_undriven(backends)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "cluster ray-unset is not driven, no job will be placed there",
+        "cluster k8s-1 is not driven, no job will be placed there"]
 
 
 def test_sim_models_a_pending_start_and_a_stop_that_a_pending_job_ignores() -> None:

@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from aitb.clusters.base import BackendState
 from aitb.clusters.sim_backend import SimBackend
-from aitb.control.events import JobEvents
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
 from aitb.domain.lifecycle import AttemptOutcome, JobState
@@ -22,11 +21,11 @@ from aitb.domain.testbed import parse_testbed
 from aitb.scheduler import Policy
 from aitb.services import jobs as job_service
 from aitb.services.authz import PLATFORM_ADMIN, Principal
+from aitb.services.tracking_events import TrackingEvents
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
 from aitb.store.outbox import OutboxRow
-from aitb.store.tables import PartnerRow, ProjectRow, QuotaRow
 
 CLUSTER = "lund-sim"
 FEDERATION = parse_testbed({
@@ -55,7 +54,7 @@ class Plane:
 
     def __init__(self, db: Database, sim: SimBackend, clock: Clock, tmp_path, env_ready=lambda job: True):
         self.db, self.sim, self.clock = db, sim, clock
-        self.events = JobEvents(tracking=True)
+        self.events = TrackingEvents(tracking=True)
         self.reconciler = Reconciler(
             db, FEDERATION, {CLUSTER: sim}, self.events, tmp_path,
             env_for=lambda job: dict(job.spec.env) if env_ready(job) else None, clock=clock,
@@ -80,20 +79,6 @@ class Plane:
         with self.db.session() as s:
             return [r.payload for r in s.scalars(
                 select(OutboxRow).where(OutboxRow.job_id == job_id, OutboxRow.kind == kind).order_by(OutboxRow.id))]
-
-
-@pytest.fixture
-def db(database_url):
-    database = Database(database_url)
-    with database.session() as s:
-        s.add_all([PartnerRow(name="volvo", weight=1), PartnerRow(name="saab", weight=1)])
-        s.flush()
-        s.add_all([ProjectRow(name="borrower", partner="volvo"), ProjectRow(name="owner", partner="saab")])
-        s.flush()
-        s.add(QuotaRow(project="borrower", node="lund", nominal={"gpu": 2}, borrowing_limit={"gpu": 2}))
-        s.add(QuotaRow(project="owner", node="lund", nominal={"gpu": 2}, borrowing_limit={}))
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
@@ -185,7 +170,7 @@ def test_cancel_of_a_pending_attempt_resends_the_stop_until_it_is_over(db, clock
     plane.tick()
     assert sim.status(job_id).state == BackendState.PENDING
     with db.session() as s:
-        cancelled = job_service.cancel(s, ADMIN, job_id)
+        cancelled = job_service.cancel(s, ADMIN, job_id, plane.events)
     assert cancelled.state == JobState.CANCELLED
     assert plane.attempts(job_id)[0].stop_owed
     for _ in range(3):  # pending: each tick asks again, the backend says yes and does nothing
@@ -211,7 +196,7 @@ def test_cancel_before_dispatch_withdraws_the_attempt_without_a_backend_call(db,
     plane.tick()
     assert plane.job(job_id).state == JobState.ADMITTED and not plane.attempts(job_id)[0].dispatched
     with db.session() as s:
-        job_service.cancel(s, ADMIN, job_id)
+        job_service.cancel(s, ADMIN, job_id, plane.events)
     plane.tick(advance=1)
     (attempt,) = plane.attempts(job_id)
     assert attempt.outcome == AttemptOutcome.WITHDRAWN and sim.dispatches == [] and sim.stops == []
@@ -229,7 +214,7 @@ def test_cancel_after_a_dispatch_that_was_not_recorded_still_stops_it(db, clock,
     job = plane.job(job_id)
     sim.dispatch(plane.reconciler.request_for(job, attempt, {}))  # the dispatch the crash hid
     with db.session() as s:
-        job_service.cancel(s, ADMIN, job_id)
+        job_service.cancel(s, ADMIN, job_id, plane.events)
     plane.tick(advance=1)
     (attempt,) = plane.attempts(job_id)
     assert sim.stops == [job_id] and sim.status(job_id).state == BackendState.STOPPED
@@ -319,11 +304,11 @@ def test_an_attempt_left_on_a_cluster_that_is_no_longer_driven(db, clock, tmp_pa
         undriven.run_once()
         undriven.run_once()
     assert [r.getMessage() for r in caplog.records].count(
-        f"job {job_id} is admitted to cluster {CLUSTER}, which has no usable backend: it will not start "
-        "until the cluster is driven or the job is cancelled") == 1
+        f"attempt {job_id} of job {job_id} is on cluster {CLUSTER}, which has no usable backend: "
+        "it will not start until the cluster is driven") == 1
     assert plane.attempts(job_id)[0].is_open
     with db.session() as s:
-        job_service.cancel(s, ADMIN, job_id)
+        job_service.cancel(s, ADMIN, job_id, plane.events)
     undriven.run_once()
     (attempt,) = plane.attempts(job_id)
     assert attempt.outcome == AttemptOutcome.WITHDRAWN and plane.sim.dispatches == []

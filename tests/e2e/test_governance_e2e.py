@@ -12,8 +12,8 @@ import pytest
 import yaml
 from ray.job_submission import JobSubmissionClient
 
-from tests.conftest import free_port, stop_process
-from tests.e2e.conftest import e2e_cluster, start_platform
+from tests.support.platform import e2e_cluster, start_platform
+from tests.support.processes import free_port, stop_process
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 

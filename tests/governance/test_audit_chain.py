@@ -20,7 +20,8 @@ from aitb.cli.main import main as cli
 from aitb.store import audit
 from aitb.store.db import Database
 from aitb.store.tables import AuditRow
-from tests.conftest import REPO, start_api_server, stop_process
+from tests.support.api import start_api_server
+from tests.support.processes import REPO, aitb_command, stop_process
 
 DOC = REPO / "docs" / "audit.md"
 
@@ -164,6 +165,4 @@ def test_cli_verify_through_the_server_names_the_broken_entry(tmp_path):
 
 
 def _aitb() -> list[str]:
-    from tests.conftest import aitb_command
-
     return aitb_command()

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import select
 
 from aitb.clusters.sim_backend import SimBackend
-from aitb.control.events import JobEvents
 from aitb.control.governance import GovernanceGate
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
@@ -25,6 +24,7 @@ from aitb.services import datasets as dataset_service
 from aitb.services import governance as gov
 from aitb.services import jobs as job_service
 from aitb.services.authz import PLATFORM_ADMIN, Principal
+from aitb.services.tracking_events import TrackingEvents
 from aitb.store import attempts as attempt_store
 from aitb.store import audit
 from aitb.store import jobs as job_store
@@ -57,7 +57,7 @@ class Plane:
     def __init__(self, db: Database, clock: Clock, tmp_path):
         self.db, self.clock = db, clock
         self.sims = {c: SimBackend(clock, start_delay_s=1) for c in ("lund-sim", "lulea-sim")}
-        self.events = JobEvents(tracking=True)
+        self.events = TrackingEvents(tracking=True)
         self.gate = GovernanceGate(db, FEDERATION, self.events, now=clock.now, ttl_s=0)
         self.reconciler = Reconciler(db, FEDERATION, self.sims, self.events, tmp_path,
                                      env_for=lambda job: {}, clock=clock)
@@ -112,7 +112,7 @@ def submit(db, datasets=(), cpu=1.0, **kw) -> str:
     spec = JobSpec(project="p1", entrypoint="train", datasets=list(datasets),
                    gang=GangSpec(head=ReplicaSpec(cpu=cpu, memory_gib=1)), **kw)
     with db.session() as s:
-        job = job_service.submit(s, ADMIN, FEDERATION, spec)
+        job = job_service.submit(s, ADMIN, FEDERATION, spec, TrackingEvents(tracking=True))
         return job.id
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from aitb.cli.main import main as cli
-from aitb.control.retention import Retention
+from aitb.services.retention import Retention
 from aitb.domain.lifecycle import JobState
 from aitb.domain.models import JobSpec
 from aitb.domain.resources import GangSpec, ReplicaSpec

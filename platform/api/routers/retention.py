@@ -26,11 +26,9 @@ def purge(body: PurgeIn, state: StateDep, caller: DetachedCallerDep) -> list[Pur
     Runs outside any transaction: it deletes files and MLflow artifacts, then records each purge."""
     if not caller.is_platform_admin:
         raise Forbidden("only a platform admin may purge")
-    control = state.extras.get("control")
-    if control is not None:
-        retention = control.retention
-    else:
-        from aitb.control.retention import Retention
+    retention = getattr(state.control, "retention", None)  # the running control plane's
+    if retention is None:
+        from aitb.services.retention import Retention
 
         retention = Retention(state.db, state.settings.data_dir)  # no tracking: local artifacts only
     items = retention.run_once(dry_run=body.dry_run, actor=caller.name)

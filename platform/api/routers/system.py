@@ -22,11 +22,11 @@ def healthz(state: StateDep) -> JSONResponse | HealthOut:
             session.execute(text("SELECT 1"))
     except Exception:  # any database failure means "not ready"
         return JSONResponse({"status": "degraded", "database": "unreachable", "version": VERSION}, status_code=503)
-    control = state.extras.get("control")
-    role = "off" if control is None else ("leader" if control.leader.is_leader else "standby")
-    return HealthOut(status="ok", database="ok", version=VERSION, scheduler=role)
+    return HealthOut(status="ok", database="ok", version=VERSION, scheduler=state.control.scheduler_role)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def metrics(state: StateDep) -> Response:
-    return Response(generate_latest(state.extras["metrics"].registry), media_type=CONTENT_TYPE_LATEST)
+    assert state.metrics is not None, "create_app sets the metrics"
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+

@@ -1,7 +1,7 @@
 """policies: versioned governance policies; datasets declare their purposes; retention purges
 
 Revision ID: 0003_policies
-Revises: 0003_attempts
+Revises: 0003_idempotency
 Create Date: 2026-12-01 06:20:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_policies"
-down_revision: str | Sequence[str] | None = "0003_attempts"
+down_revision: str | Sequence[str] | None = "0003_idempotency"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
