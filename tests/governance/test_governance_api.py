@@ -193,3 +193,22 @@ def test_audit_filters(world):
         assert future_only == []
     with world["s"].client(world["researcher"]) as c:
         assert c.get("/v1/audit").status_code == 403
+
+
+def test_a_batch_is_governed_too_and_refused_whole(world):
+    s = world["s"]
+    with s.client(world["researcher"]) as c:
+        before = len(c.get("/v1/jobs", params={"project": world["project"], "limit": 1000}).json())
+        refused = c.post("/v1/jobs:batch", json={"jobs": [body(world["project"]),
+                                                          body(world["project"], datasets=[world["ehr"]],
+                                                               nodes=["goteborg"])]})
+        assert refused.status_code == 403 and "jobs[1]" in refused.json()["detail"]
+        assert "baseline.residency-strict" in refused.json()["detail"]
+        after = len(c.get("/v1/jobs", params={"project": world["project"], "limit": 1000}).json())
+        assert after == before  # all or none
+        ok = c.post("/v1/jobs:batch", json={"jobs": [body(world["project"]) for _ in range(3)]})
+        assert ok.status_code == 201, ok.text
+        ids = [j["id"] for j in ok.json()["jobs"]]
+    with s.client() as c:
+        (entry,) = c.get("/v1/audit", params={"target": f"job/{ids[0]}"}).json()
+    assert entry["action"] == "job.submit" and entry["detail"]["jobs"] == ids
