@@ -65,7 +65,7 @@ def append(
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         # Serialises appends across API replicas and threads: the chain never forks.
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = session.scalars(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1)).first()
+    last = session.execute(select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)).first()
     seq = (last.seq + 1) if last else 1
     prev = last.hash if last else GENESIS
     at = utcnow()
