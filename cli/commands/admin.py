@@ -358,10 +358,17 @@ def audit() -> None:
 @audit.command("list")
 @click.option("--after", type=int, default=None, help="Only entries after this sequence number.")
 @click.option("-n", "--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--action", default=None, help="An action (grant.set) or a prefix ending in '.' (grant.).")
+@click.option("--actor", default=None, help="Only this actor.")
+@click.option("--target", default=None, help="Target prefix (job/j-1, dataset/ehr).")
+@click.option("--result", type=click.Choice(("ok", "allowed", "denied")), default=None)
+@click.option("--since", default=None, help="Only entries at or after this time (ISO 8601).")
 @output_option
 @pass_app
-def audit_list(app: AppContext, after: int | None, limit: int) -> None:
-    entries = app.client().get("/audit", after=after, limit=limit)
+def audit_list(app: AppContext, after: int | None, limit: int, action: str | None, actor: str | None,
+               target: str | None, result: str | None, since: str | None) -> None:
+    entries = app.client().get("/audit", after=after, limit=limit, action=action, actor=actor, target=target,
+                               result=result, since=since)
     _show(
         app,
         entries,

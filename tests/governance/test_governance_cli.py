@@ -59,3 +59,11 @@ def test_people_manage_data_and_policies_and_dry_run_a_job(api_server, tmp_path)
     run(env, owner_admin, "grant", "revoke", ds, project)
     data = json.loads(run(env, researcher, "-o", "json", "policy", "test", str(job), code=1).output)
     assert any(r["policy"] == "baseline.grant-required" for r in data["job_reasons"])
+
+
+def test_audit_list_filters_from_the_cli(api_server, tmp_path):
+    env = {"AITB_URL": api_server.url, "AITB_CLI_CONFIG": str(tmp_path / "cli.toml")}
+    out = run(env, api_server.admin_token, "-o", "json", "admin", "audit", "list", "--action", "user.",
+              "--limit", "1000").output
+    entries = json.loads(out)
+    assert entries and all(e["action"].startswith("user.") for e in entries)

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from aitb.cli.main import main as cli
-from aitb.services.retention import Retention
 from aitb.domain.lifecycle import JobState
 from aitb.domain.models import JobSpec
 from aitb.domain.resources import GangSpec, ReplicaSpec
+from aitb.services.retention import Retention
 from aitb.store import audit
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
