@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from aitb.osutil import secret_file
 from aitb.version import API_VERSION
 
 DEFAULT_TTL_S = 900
@@ -49,14 +50,4 @@ class PackageUrlSigner:
 def signing_key(data_dir: Path) -> bytes:
     """The key package URLs are signed with: made once in the data directory, kept 0600
     (every API replica shares the data directory, as it shares the packages)."""
-    path = data_dir / "package-url.secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-        tmp.write_text(secrets.token_hex(32))
-        tmp.chmod(0o600)
-        try:
-            tmp.rename(path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-    return bytes.fromhex(path.read_text().strip())
+    return bytes.fromhex(secret_file(data_dir / "package-url.secret", lambda: secrets.token_hex(32)))
