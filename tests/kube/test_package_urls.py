@@ -16,8 +16,8 @@ from aitb.settings import ServerSettings, Settings
 
 def make_zip() -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("train.py", "print('hello')\n")
+    with zipfile.ZipFile(buf, "w") as z:  # a fixed timestamp: the same bytes every call
+        z.writestr(zipfile.ZipInfo("train.py", date_time=(2026, 1, 1, 0, 0, 0)), "print('hello')\n")
     return buf.getvalue()
 
 

@@ -12,9 +12,9 @@ import zipfile
 import pytest
 
 from aitb.domain.testbed import load_testbed
+from tests.kube.apiserver import KubeApiServer, write_kubeconfig
 from tests.support.api import start_api_server
 from tests.support.processes import REPO, stop_process
-from tests.kube.apiserver import KubeApiServer, write_kubeconfig
 
 pytestmark = pytest.mark.slow
 SWEDEN = load_testbed(REPO / "testbeds/sweden.yaml")
