@@ -248,6 +248,7 @@ def test_cancel_deletes_the_rayjob(plane, kube_server, db):
     assert plane.job(job_id).state == JobState.CANCELLED
     with db.session() as s:
         assert not attempt_store.open_attempts(s, [job_id]), "the cancelled attempt is still open"
+        assert attempt_store.latest(s, job_id).outcome == "STOPPED"
 
 
 def test_preemption_deletes_the_rayjob_and_requeues_the_job(plane, kube_server, db):

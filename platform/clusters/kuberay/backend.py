@@ -96,6 +96,7 @@ class KubeRayBackend:
         self._bundles: dict[str, str] = {}  # project -> hash of the bundle last applied
         self._namespaces: dict[str, str] = {}  # attempt id -> namespace (dispatched here)
         self._secrets_done: set[str] = set()
+        self._deleted: set[str] = set()  # attempts whose RayJob this process deleted (stop)
         self.bundle_writes = 0
 
     # -- connection ---------------------------------------------------------------------------
@@ -197,7 +198,11 @@ class KubeRayBackend:
         return found[0] if found else None
 
     def status(self, job_id: str) -> BackendJobStatus:
-        return to_status(self._read(job_id))
+        obj = self._read(job_id)
+        if obj is None and job_id in self._deleted:
+            # its RayJob is gone because `stop` deleted it: stopped, not lost
+            return BackendJobStatus(BackendState.STOPPED, "stopped: its RayJob was deleted by aitb")
+        return to_status(obj)
 
     def list_jobs(self) -> dict[str, BackendJobStatus]:
         watch = self.watch
@@ -246,6 +251,7 @@ class KubeRayBackend:
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         active = not to_status(obj).state.terminal
         deleted = self.kube.delete(RAYJOBS, namespace, name)
+        self._deleted.add(job_id)
         self.kube.delete(SECRETS, namespace, names.env_secret_name(job_id))
         if self._watch is not None:
             with self._watch._lock:
