@@ -54,6 +54,23 @@ class TrackingSettings(BaseModel):
     outbox_interval_s: float = Field(default=1.0, gt=0)
 
 
+class KubernetesSettings(BaseModel):
+    """Defaults for every `kuberay` cluster (a cluster's `connection` overrides them). With
+    the Helm chart: the `<release>-project` ClusterRole and the release's ServiceAccount, bound
+    in each project namespace the control plane creates (docs/kubernetes.md)."""
+
+    project_role: str | None = None
+    service_account: str | None = None
+    service_account_namespace: str | None = None
+
+    def connection_defaults(self) -> dict[str, object]:
+        if not (self.project_role and self.service_account and self.service_account_namespace):
+            return {}
+        subject = {"kind": "ServiceAccount", "name": self.service_account,
+                   "namespace": self.service_account_namespace}
+        return {"project_role": {"cluster_role": self.project_role, "subjects": [subject]}}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AITB_", env_nested_delimiter="__", extra="ignore"
@@ -69,6 +86,7 @@ class Settings(BaseSettings):
     packages: PackageSettings = PackageSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     tracking: TrackingSettings = TrackingSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -49,7 +49,8 @@ class ControlPlane:
         self.federation = federation
         self.events = events
         # backends: one per driven cluster; each undriven one is warned about once, here
-        backends = backends_for(federation, package_urls=self._package_urls())
+        backends = backends_for(federation, package_urls=self._package_urls(),
+                                kube_defaults=settings.kubernetes.connection_defaults())
         warn_undriven(backends)
         self.backends = backends.driven
         self.leader = LeaderElection(db, lease_s=settings.scheduler.lease_s)

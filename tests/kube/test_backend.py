@@ -465,3 +465,19 @@ def test_the_backend_needs_no_right_the_helm_chart_does_not_grant(kube_server, k
     for resource, methods in used.items():
         assert methods <= CHART_ALLOWS[resource], f"{resource}: {methods - CHART_ALLOWS[resource]}"
     assert "PUT" not in used["namespaces"] and "GET" not in used["secrets"]
+
+
+def test_the_project_role_can_come_from_the_settings():
+    from aitb.clusters.registry import backend_for
+    from aitb.settings import KubernetesSettings
+
+    defaults = KubernetesSettings(project_role="aitb-project", service_account="aitb",
+                                  service_account_namespace="aitb-system").connection_defaults()
+    backend = backend_for(CLUSTER, kube_defaults=defaults)
+    assert backend.options.project_role.cluster_role == "aitb-project"
+    assert backend.options.project_role.subjects[0]["namespace"] == "aitb-system"
+    assert KubernetesSettings(project_role="x").connection_defaults() == {}
+    # a cluster's own connection wins
+    own = CLUSTER.model_copy(update={"connection": {**CLUSTER.connection, "project_role": {
+        "cluster_role": "mine", "subjects": [{"kind": "User", "name": "aitb"}]}}})
+    assert backend_for(own, kube_defaults=defaults).options.project_role.cluster_role == "mine"

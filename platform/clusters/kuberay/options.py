@@ -63,8 +63,8 @@ class ClusterOptions(BaseModel):
     name: str = ""
 
     @classmethod
-    def from_cluster(cls, cluster: Cluster) -> ClusterOptions:
-        data: dict[str, Any] = dict(cluster.connection)
+    def from_cluster(cls, cluster: Cluster, defaults: dict[str, Any] | None = None) -> ClusterOptions:
+        data: dict[str, Any] = {**(defaults or {}), **cluster.connection}
         return cls(**data, pools=tuple(cluster.pools), name=cluster.name)
 
     def pool(self, name: str | None) -> Pool | None:
