@@ -15,7 +15,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
 from aitb.api.port import NoControlPlane
-from aitb.api.routers import accounts, datasets, jobs, package_urls, quotas, system, testbeds
+from aitb.api.routers import (
+    accounting,
+    accounts,
+    datasets,
+    jobs,
+    package_urls,
+    quotas,
+    system,
+    testbeds,
+)
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
 from aitb.services.errors import ServiceError
@@ -42,7 +51,7 @@ def build_state(settings: Settings) -> AppState:
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
     settings = settings or get_settings()
     state = state or build_state(settings)
-    metrics = state.metrics = Metrics(state.db)
+    metrics = state.metrics = Metrics(state.db, state.federation)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -68,7 +77,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     app.state.aitb = state
     app.middleware("http")(metrics.middleware)
-    for module in (system, accounts, testbeds, quotas, datasets, jobs, package_urls):
+    for module in (system, accounts, testbeds, quotas, datasets, jobs, accounting, package_urls):
         app.include_router(module.router)
     _install_error_handlers(app)
     return app

@@ -81,7 +81,8 @@ class ControlPlane:
         """The queue as this leader's last cycle left it; the store's order before that."""
         last = self.scheduler.last
         if last is None or not self.leader.is_leader:
-            return queue.current_order(session, self.federation, self.scheduler.policy, node=node)
+            return queue.current_order(session, self.federation, self.scheduler.policy, node=node,
+                                       undriven=self.scheduler.undriven)
         return queue.from_decisions(last, self.scheduler.pending, node=node, notes=self.scheduler.notes)
 
     def read_log(self, job: Job, offset: int) -> tuple[bytes, int]:

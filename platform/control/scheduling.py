@@ -7,7 +7,6 @@ changed (a cancel, another scheduler) is dropped, never applied twice.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -65,10 +64,7 @@ class SchedulingCycle:
     # -- load ---------------------------------------------------------------------------
     def snapshot(self):
         with self.db.session() as session:
-            snap, jobs = load_snapshot(session, self.federation, self.reservations)
-        if self.undriven:  # no backend would ever start a job placed there
-            snap = dataclasses.replace(snap, hosts=[h for h in snap.hosts if h.cluster not in self.undriven])
-        return snap, jobs
+            return load_snapshot(session, self.federation, self.reservations, undriven=self.undriven)
 
     def _undriven_note(self, job: PendingJob) -> str:
         """Why a waiting job is not offered the undriven clusters it could otherwise use."""

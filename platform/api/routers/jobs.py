@@ -12,7 +12,6 @@ from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
 from aitb.api.schemas import JobIn, JobOut, PackageOut, QueueEntryOut
 from aitb.domain.lifecycle import JobState
-from aitb.domain.models import JobSpec
 from aitb.services import jobs, packages
 from aitb.services import queue as queue_service
 from aitb.services.errors import Invalid, NotFound, TooLarge
@@ -64,19 +63,7 @@ def has_package(digest: str, session: SessionDep, caller: CallerDep) -> Response
 @router.post("/jobs", status_code=201, response_model=JobOut, responses=errors(401, 403, 404, 422))
 def submit(body: JobIn, session: SessionDep, caller: CallerDep, state: StateDep) -> JobOut:
     try:
-        spec = JobSpec(
-            project=body.project,
-            name=body.name,
-            entrypoint=body.entrypoint,
-            gang=body.gang(),
-            datasets=body.datasets,
-            priority=body.priority,
-            max_runtime_s=body.max_runtime_s,
-            nodes=body.nodes,
-            code=body.code,
-            env=body.env,
-            max_retries=body.max_retries,
-        )
+        spec = body.spec()
     except ValueError as exc:
         raise Invalid(first_error(exc)) from None
     job = jobs.submit(session, caller, state.federation, spec, state.events)
