@@ -359,6 +359,21 @@ def test_sensitive_data_runs_without_egress_on_the_secure_pool(plane, kube_serve
         "key": "aitb.io/egress", "operator": "NotIn", "values": ["denied"]}
 
 
+def test_governance_constraints_on_the_request_are_honoured(backend, plane, db):
+    """Governance's runtime constraints (egress, secure pool), when the request carries them."""
+    from types import SimpleNamespace
+
+    job_id = submit(db)
+    plane.tick()
+    request = request_of(plane, job_id)
+    assert backend._meta(request).no_egress is False
+    governed = SimpleNamespace(**request.__dict__, constraints=SimpleNamespace(egress=False, secure_pool=True))
+    meta = backend._meta(governed)
+    assert meta.no_egress and meta.secure_pool
+    open_net = SimpleNamespace(**request.__dict__, constraints=SimpleNamespace(egress=True, secure_pool=True))
+    assert backend._meta(open_net).secure_pool and not backend._meta(open_net).no_egress
+
+
 def test_logs_from_the_dashboard_then_from_the_head_pod(plane, backend, kube_server, db):
     job_id = submit(db)
     plane.until(job_id, JobState.RUNNING)

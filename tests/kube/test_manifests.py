@@ -138,6 +138,8 @@ def test_a_confidential_job_is_refused_outside_a_secure_pool():
     req, m, cluster, url = cases()["cpu_job"]
     with pytest.raises(DispatchRejected, match="secure pool"):
         attempt_objects(req, AttemptMeta(**{**m.__dict__, "no_egress": True}), options(cluster), url)
+    with pytest.raises(DispatchRejected, match="secure pool"):
+        attempt_objects(req, AttemptMeta(**{**m.__dict__, "secure_pool": True}), options(cluster), url)
 
 
 def test_a_wrong_field_in_the_generator_fails_schema_validation(monkeypatch):

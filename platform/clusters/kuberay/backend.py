@@ -138,9 +138,14 @@ class KubeRayBackend:
         if ctx is None:
             raise DispatchRejected(f"{req.job_id}: the KubeRay backend needs the job's context "
                                    "(project, partner, node)")
+        # governance's runtime constraints, where the request carries them (egress, secure pool)
+        constraints = getattr(req, "constraints", None)
+        no_egress = ctx.no_egress or (constraints is not None and not constraints.egress)
+        secure = ctx.no_egress or (constraints is not None and bool(constraints.secure_pool))
         return AttemptMeta(attempt_id=req.job_id, job_id=ctx.job_id, attempt=ctx.attempt,
                            project=ctx.project, partner=ctx.partner, node=ctx.node,
-                           cluster=self.options.name, package=ctx.package, no_egress=ctx.no_egress)
+                           cluster=self.options.name, package=ctx.package, no_egress=no_egress,
+                           secure_pool=secure)
 
     def dispatch(self, req: DispatchRequest) -> None:
         meta = self._meta(req)

@@ -57,6 +57,7 @@ class AttemptMeta:
     cluster: str
     package: str | None = None  # "sha256:<hex>" of the code package, fetched by the submitter
     no_egress: bool = False  # governance: confidential or sensitive data
+    secure_pool: bool = False  # governance: only a pool labelled secure: true
 
 
 # -- quantities -------------------------------------------------------------------------------
@@ -216,10 +217,10 @@ def _pod_template(
     pool = opts.pool(replica.pool)
     if pool is None:
         raise DispatchRejected(f"cluster {opts.name} has no pool {replica.pool!r}")
-    if meta.no_egress and not pool.secure:
+    if (meta.no_egress or meta.secure_pool) and not pool.secure:
         # governance places these jobs on secure pools only; refuse rather than leak
         raise DispatchRejected(
-            f"job {meta.job_id} must run without egress on a secure pool, not on {pool.name}")
+            f"job {meta.job_id} must run on a secure pool, not on {pool.name}")
     labels = {**attempt_labels(meta), names.LABEL_POOL: pool.name, names.LABEL_COMPONENT: role}
     if meta.no_egress:
         labels[names.LABEL_EGRESS] = names.EGRESS_DENIED
