@@ -496,3 +496,27 @@ def test_the_project_role_can_come_from_the_settings():
     own = CLUSTER.model_copy(update={"connection": {**CLUSTER.connection, "project_role": {
         "cluster_role": "mine", "subjects": [{"kind": "User", "name": "aitb"}]}}})
     assert backend_for(own, kube_defaults=defaults).options.project_role.cluster_role == "mine"
+
+
+def test_an_outage_of_the_api_server_loses_no_transition(plane, backend, kube_server, db):
+    """The API server answers 503 for a while (the watch included); the job finishes meanwhile.
+    The cluster is unavailable, nothing is lost, and once it answers the end is recorded."""
+    job_id = submit(db)
+    plane.until(job_id, JobState.RUNNING)
+    watch = backend.watch
+    kube_server.fail_next(10**6)
+    kube_server.drop_watches()
+    wait_for(lambda: not watch.synced, what="the watch noticing the outage")
+    with pytest.raises(BackendUnavailable):
+        backend.status(job_id)
+    kube_server.controller.finish("aitb-owner", job_id, "SUCCEEDED")
+    wait_for(lambda: kube_server.get("rayjobs", "aitb-owner", job_id)["status"].get("jobStatus") == "SUCCEEDED",
+             what="the controller finishing the job")
+    plane.tick()
+    assert plane.job(job_id).state == JobState.RUNNING  # unknown yet, not failed
+    assert not plane.reconciler._available("lund-k8s")
+    kube_server.fail_next(0)
+    wait_for(lambda: watch.synced, timeout=30, what="the watch relisting after the outage")
+    plane.reconciler._backoff.clear()  # skip the reconciler's backoff wait
+    plane.until(job_id, JobState.SUCCEEDED)
+    assert states(db, job_id) == [JobState.QUEUED, JobState.ADMITTED, JobState.RUNNING, JobState.SUCCEEDED]
