@@ -520,3 +520,16 @@ def test_an_outage_of_the_api_server_loses_no_transition(plane, backend, kube_se
     plane.reconciler._backoff.clear()  # skip the reconciler's backoff wait
     plane.until(job_id, JobState.SUCCEEDED)
     assert states(db, job_id) == [JobState.QUEUED, JobState.ADMITTED, JobState.RUNNING, JobState.SUCCEEDED]
+
+
+def test_a_restarted_control_plane_finds_every_attempt(plane, kube_server, kubeconfig, db):
+    first, second = submit(db), submit(db, entrypoint="sleep 600")
+    plane.until(first, JobState.RUNNING)
+    plane.until(second, JobState.RUNNING)
+    restarted = KubeRayBackend(ClusterOptions.from_cluster(CLUSTER), config_file=kubeconfig)
+    try:
+        found = restarted.list_jobs()  # before or after its watch has synced: the same answer
+        assert {first, second} <= set(found) and found[first].state == BackendState.RUNNING
+        assert restarted.status(second).state == BackendState.RUNNING
+    finally:
+        restarted.close()

@@ -29,7 +29,7 @@ from aitb.clusters.kuberay.api import BY_KIND, NAMESPACES, PODS, RAYJOBS, SECRET
 from aitb.clusters.kuberay.bundle import ProjectSpec, project_bundle
 from aitb.clusters.kuberay.manifests import AttemptMeta, attempt_objects
 from aitb.clusters.kuberay.options import ClusterOptions
-from aitb.clusters.kuberay.watch import RayJobWatch
+from aitb.clusters.kuberay.watch import RayJobWatch, attempt_of
 
 log = logging.getLogger("aitb.kuberay")
 DASHBOARD_PORT = 8265
@@ -215,8 +215,6 @@ class KubeRayBackend:
             objects = watch.snapshot()
         else:
             items = self.kube.list(RAYJOBS, None, names.MANAGED_SELECTOR).get("items", [])
-            from aitb.clusters.kuberay.watch import attempt_of
-
             objects = {attempt_of(o): o for o in items}
         return {key: to_status(obj) for key, obj in objects.items()}
 
