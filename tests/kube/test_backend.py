@@ -533,3 +533,15 @@ def test_a_restarted_control_plane_finds_every_attempt(plane, kube_server, kubec
         assert restarted.status(second).state == BackendState.RUNNING
     finally:
         restarted.close()
+
+
+def test_removing_a_project_removes_everything_it_had_on_the_cluster(plane, backend, kube_server, db):
+    job_id = submit(db)
+    plane.until(job_id, JobState.RUNNING)
+    other = submit(db, project="borrower", partner="volvo")
+    plane.until(other, JobState.RUNNING)
+    assert backend.remove_project("owner") == 1
+    assert not any(kube_server.list(plural, "aitb-owner") for plural in
+                   ("rayjobs", "secrets", "pods", "services", "resourcequotas", "networkpolicies", "serviceaccounts"))
+    assert kube_server.list("rayjobs", "aitb-borrower"), "another project's objects went too"
+    assert backend.remove_project("owner") == 0

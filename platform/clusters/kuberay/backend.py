@@ -286,6 +286,16 @@ class KubeRayBackend:
         self.bundle_writes += writes
         return writes
 
+    def remove_project(self, project: str) -> int:
+        """Delete the project's namespaces here (found by their owner labels); everything in
+        them goes too. Returns how many were deleted."""
+        selector = f"{names.MANAGED_SELECTOR},{names.LABEL_PROJECT}={project}"
+        namespaces = self.kube.list(NAMESPACES, None, selector).get("items", [])
+        for namespace in namespaces:
+            self.kube.delete(NAMESPACES, None, namespace["metadata"]["name"])
+        self._bundles.pop(project, None)
+        return len(namespaces)
+
     def sync_projects(self, projects: Mapping[str, ProjectSpec]) -> int:
         """Keep the bundles of projects that have a namespace here in step (quota changes)."""
         listing = self.kube.list(NAMESPACES, None, names.MANAGED_SELECTOR)
