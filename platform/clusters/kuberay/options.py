@@ -13,12 +13,20 @@ DEFAULT_RAY_VERSION = "2.50.0"
 
 
 class EgressTarget(BaseModel):
-    """A service outside the cluster that job pods may reach (MLflow, the control plane)."""
+    """A service job pods may reach (MLflow, the control plane): by address blocks when it
+    runs elsewhere, by namespace when it runs in this cluster (as with the Helm chart)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cidrs: tuple[str, ...] = ()
+    namespace: str | None = None
     port: int = Field(default=443, ge=1, le=65535)
+
+    def peers(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr}} for cidr in self.cidrs]
+        if self.namespace:
+            out.append({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}}})
+        return out
 
 
 class ProjectRole(BaseModel):
