@@ -38,6 +38,9 @@ class ServerSettings(BaseModel):
 class PackageSettings(BaseModel):
     max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     max_files: int = Field(default=20_000, gt=0)
+    #: HMAC key (hex) of signed package URLs; None: one kept in the packages directory,
+    #: which every API replica and the scheduler share
+    url_signing_key: str | None = Field(default=None, min_length=32, pattern=r"^[0-9a-fA-F]+$")
 
 
 class SchedulerSettings(BaseModel):

@@ -99,7 +99,8 @@ class ControlPlane:
             return None
         from aitb.services.package_urls import PackageUrlSigner, signing_key
 
-        return PackageUrlSigner(signing_key(self.settings.data_dir), public)
+        key = signing_key(self.settings.packages_dir, self.settings.packages.url_signing_key)
+        return PackageUrlSigner(key, public)
 
     def sync_bundles(self) -> None:
         """Keep each project's namespace on Kubernetes clusters in step with its quota."""
