@@ -60,7 +60,7 @@ class ControlPlane:
         )
         self.scheduler = SchedulingCycle(
             db, federation, self.events, policy, on_preempt=self.reconciler.stop_now,
-            undriven=backends.undriven,
+            undriven=backends.undriven, unavailable=self.reconciler.unavailable,
         )
         self.outbox = self._outbox() if settings.tracking.tracking_uri else None
         self._stop = threading.Event()
@@ -183,6 +183,7 @@ class ControlPlane:
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
     BUNDLE_SYNC_S = 10.0
+    PACE_FLOOR_S = 0.005  # cycles shorter than this need no pacing
 
     def wake(self) -> None:
         self._wake_control.set()
@@ -190,7 +191,13 @@ class ControlPlane:
 
     def tick(self) -> bool:
         """One scheduling + reconciling pass; True while some job waits to start."""
-        if not self.leader.try_acquire():
+        try:
+            leading = self.leader.try_acquire()
+        except Exception as exc:  # the database is gone: act on nothing until it is back
+            self.leader.is_leader = False
+            log.warning("scheduler paused: cannot reach the database (%s)", type(exc).__name__)
+            return False
+        if not leading:
             return False
         steps = [self.scheduler.run_once, self.reconciler.run_once]
         if time.monotonic() >= self._next_bundle_sync:
@@ -206,9 +213,16 @@ class ControlPlane:
     def _control_loop(self) -> None:
         interval = self.settings.scheduler.interval_s
         while not self._stop.is_set():
+            started = time.monotonic()
             hot = self.tick()
+            took = time.monotonic() - started
             self._wake_control.wait(self.HOT_INTERVAL_S if hot else interval)
             self._wake_control.clear()
+            # Pace: wait at least as long as the cycle took before the next one, so a
+            # stream of submissions (each one a wake-up) coalesces into fewer cycles and
+            # the loop never takes more than about half of this process's time.
+            if took > self.PACE_FLOOR_S:
+                self._stop.wait(min(took, interval))
 
     def _tracking_loop(self) -> None:
         assert self.outbox is not None
