@@ -230,6 +230,9 @@ def _pod_template(
         "resources": _resources(replica, opts),
         "env": _secret_env(names.env_secret_name(meta.attempt_id), env_keys),
         "securityContext": _container_security(),
+        # Ray's object store lives in /dev/shm; the container runtime's 64 MiB default is
+        # too small (memory-backed, so it counts against the container's memory limit)
+        "volumeMounts": [{"name": "shared-mem", "mountPath": "/dev/shm"}],
     }
     spec: dict[str, Any] = {
         "serviceAccountName": names.RUNNER_SERVICE_ACCOUNT,
@@ -237,6 +240,7 @@ def _pod_template(
         "securityContext": _pod_security(),
         "nodeSelector": pool_node_selector(pool),
         "containers": [container],
+        "volumes": [{"name": "shared-mem", "emptyDir": {"medium": "Memory"}}],
     }
     tolerations = pool_tolerations(pool)
     if tolerations:
