@@ -545,3 +545,21 @@ def test_removing_a_project_removes_everything_it_had_on_the_cluster(plane, back
                    ("rayjobs", "secrets", "pods", "services", "resourcequotas", "networkpolicies", "serviceaccounts"))
     assert kube_server.list("rayjobs", "aitb-borrower"), "another project's objects went too"
     assert backend.remove_project("owner") == 0
+
+
+def test_finished_rayjobs_are_swept_after_their_keep_time(plane, kube_server, kubeconfig, db):
+    from datetime import UTC, datetime, timedelta
+
+    done, running = submit(db), submit(db, entrypoint="sleep 600")
+    plane.until(running, JobState.RUNNING)
+    kube_server.controller.finish("aitb-owner", done, "SUCCEEDED")
+    plane.until(done, JobState.SUCCEEDED)
+    cluster = CLUSTER.model_copy(update={"connection": {**CLUSTER.connection, "keep_finished_s": 3600}})
+    sweeper = KubeRayBackend(ClusterOptions.from_cluster(cluster), config_file=kubeconfig)
+    try:
+        wait_for(lambda: sweeper.watch.synced, what="synced")
+        assert sweeper.sweep_finished() == 0  # finished a moment ago: kept
+        assert sweeper.sweep_finished(datetime.now(UTC) + timedelta(hours=2)) == 1
+    finally:
+        sweeper.close()
+    assert [o["metadata"]["name"] for o in kube_server.list("rayjobs", "aitb-owner")] == [running]

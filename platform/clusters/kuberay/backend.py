@@ -14,7 +14,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aitb.clusters.base import (
@@ -285,6 +285,25 @@ class KubeRayBackend:
         self._bundles[spec.project] = digest
         self.bundle_writes += writes
         return writes
+
+    def sweep_finished(self, now: datetime | None = None) -> int:
+        """Delete RayJobs that finished more than `keep_finished_s` ago (the reconciler has long
+        recorded their end); returns how many. Reads the watch's cache, so it costs nothing
+        while there is nothing to delete."""
+        watch = self.watch
+        if not watch.synced:
+            return 0
+        now = now or datetime.now(UTC)
+        swept = 0
+        for obj in watch.snapshot().values():
+            status = to_status(obj)
+            if not status.state.terminal or status.end_time is None:
+                continue
+            if (now - status.end_time).total_seconds() < self.options.keep_finished_s:
+                continue
+            if self.kube.delete(RAYJOBS, obj["metadata"]["namespace"], obj["metadata"]["name"]):
+                swept += 1
+        return swept
 
     def remove_project(self, project: str) -> int:
         """Delete the project's namespaces here (found by their owner labels); everything in

@@ -54,6 +54,8 @@ class ClusterOptions(BaseModel):
     ray_version: str = DEFAULT_RAY_VERSION
     #: seconds a finished RayJob (and its Secret) stays for inspection before KubeRay deletes it
     ttl_after_finished_s: int = Field(default=600, ge=0)
+    #: seconds a finished RayJob stays as the record of its attempt before aitb deletes it
+    keep_finished_s: int = Field(default=7 * 24 * 3600, ge=0)
     #: time-sliced GPUs: each device advertised as this many `nvidia.com/gpu` (1: no sharing)
     gpu_slices: int = Field(default=1, ge=1, le=64)
     #: running jobs per project whose KubeRay submitter pods the namespace quota allows for
