@@ -47,7 +47,10 @@ class PackageUrlSigner:
         return f"{self.base_url.rstrip('/')}/{API_VERSION}/packages/{digest}?{query}"
 
 
-def signing_key(data_dir: Path) -> bytes:
-    """The key package URLs are signed with: made once in the data directory, kept 0600
-    (every API replica shares the data directory, as it shares the packages)."""
-    return bytes.fromhex(secret_file(data_dir / "package-url.secret", lambda: secrets.token_hex(32)))
+def signing_key(packages_dir: Path, configured: str | None = None) -> bytes:
+    """The key package URLs are signed with: the configured one (`AITB_PACKAGES__URL_SIGNING_KEY`,
+    e.g. from a Kubernetes Secret), else one made once in the packages directory and kept
+    0600 — the directory every API replica and the scheduler share, as they share packages."""
+    if configured:
+        return bytes.fromhex(configured)
+    return bytes.fromhex(secret_file(packages_dir / ".url-signing.key", lambda: secrets.token_hex(32)))
