@@ -139,7 +139,7 @@ def usage(
         sql_dims += [d for d in ("cluster", "pool") if d not in sql_dims]
     records: list[dict] = []
     if not scope.empty:
-        records = store.query_split(session, grain, query.start, query.end, sql_dims, scope)
+        records = store.query_split(session, grain, query.start, query.end, sql_dims, scope, query.step)
         if query.include_running:
             records += [_split(r) for r in _running_records(session, scope, grain, query, sql_dims, now)]
     types = pool_gpu_types(federation)

@@ -303,24 +303,39 @@ def query_split(
     end: datetime,
     group_by: Sequence[str],
     scope: Scope,
+    step: str | None = None,
 ) -> list[dict]:
     """Sums per (bucket, *group_by), each resource-hours measure split by category in the
-    same row (``gpu_hours_borrowed`` ...): one row per group, summed by the database."""
+    same row (``gpu_hours_borrowed`` ...): one row per group, summed by the database.
+
+    ``step`` folds buckets in SQL: ``"none"`` sums the whole range (``bucket`` is then
+    ``start``); ``week``/``month`` over finer buckets fold to the period's start on
+    PostgreSQL (date_trunc in UTC); otherwise rows come per stored bucket."""
     t = ROLLUPS[grain]
-    keys = [t.bucket, *(getattr(t, g) for g in group_by)]
+    dims = [getattr(t, g) for g in group_by]
+    if step == "none":
+        bucket = None
+    elif step in ("day", "week", "month") and step != grain and session.get_bind().dialect.name == "postgresql":
+        bucket = func.date_trunc(step, t.bucket, "UTC").label("bucket")
+    else:
+        bucket = t.bucket
+    keys = ([bucket] if bucket is not None else []) + dims
     split = [
         func.sum(case((t.category == cat, getattr(t, m)), else_=0.0)).label(f"{m}_{cat}")
         for m in HOUR_MEASURES for cat in CATEGORIES
     ]
-    query = (
-        select(*keys, *split, *(func.sum(getattr(t, m)).label(m) for m in COUNT_MEASURES))
-        .where(t.bucket >= start, t.bucket < end)
-        .group_by(*keys)
-    )
+    query = select(*keys, *split, *(func.sum(getattr(t, m)).label(m) for m in COUNT_MEASURES)).where(
+        t.bucket >= start, t.bucket < end)
+    if keys:
+        query = query.group_by(*keys)
     where = _scope_filter(t, scope)
     if where is not None:
         query = query.where(where)
-    return [dict(r._mapping) for r in session.execute(query)]
+    rows = [dict(r._mapping) for r in session.execute(query)]
+    if bucket is None:
+        rows = [r | {"bucket": start} for r in rows if any(r[m] for m in COUNT_MEASURES) or any(
+            r[k] for k in r if k.endswith(CATEGORIES))]
+    return rows
 
 
 def ledger(session: Session, scope: Scope | None = None) -> list[Charge]:
