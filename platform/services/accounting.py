@@ -22,7 +22,6 @@ from aitb.domain.accounting import (
     MEASURES,
     STEPS,
     Charge,
-    aligned,
     ceil,
     charges_of,
     floor,
@@ -102,18 +101,34 @@ class UsageQuery:
         if start >= end:
             raise Invalid("from must be before to")
         query = cls(start=start, end=end, step=step, group_by=dims, include_running=include_running)
-        if (end - start) / timedelta(hours=1) > MAX_BUCKETS and query.grain == "hour":
-            raise Invalid("from/to not aligned to days over more than ~2 years: align them to days or months")
+        if (end - start) / timedelta(hours=1) > MAX_BUCKETS and step == "hour":
+            raise Invalid("step=hour over more than ~2 years: use a coarser step")
         return query
 
     @property
+    def pieces(self) -> list[tuple[str, datetime, datetime]]:
+        """[from, to) cut into ranges each read from the coarsest stored grain that composes
+        the steps: whole months from the monthly rollup, the days around them from the
+        daily one, the hours at the edges from the hourly one."""
+        allowed = [g for g in ("month", "day", "hour") if _GRAIN_RANK[g] <= _STEP_RANK[self.step]]
+
+        def cut(a: datetime, b: datetime, grains: list[str]) -> list[tuple[str, datetime, datetime]]:
+            if a >= b:
+                return []
+            grain = grains[0]
+            if len(grains) == 1:
+                return [(grain, a, b)]
+            lo, hi = ceil(a, grain), floor(b, grain)
+            if lo >= hi:
+                return cut(a, b, grains[1:])
+            return cut(a, lo, grains[1:]) + [(grain, lo, hi)] + cut(hi, b, grains[1:])
+
+        return cut(self.start, self.end, allowed)
+
+    @property
     def grain(self) -> str:
-        """The coarsest stored grain that composes the steps and fits from/to exactly."""
-        for grain in ("month", "day", "hour"):
-            if (_GRAIN_RANK[grain] <= _STEP_RANK[self.step]
-                    and aligned(self.start, grain) and aligned(self.end, grain)):
-                return grain
-        return "hour"
+        """The coarsest grain read."""
+        return min((g for g, _, _ in self.pieces), key=lambda g: -_GRAIN_RANK[g], default="hour")
 
     def period(self, bucket: datetime) -> datetime:
         if self.step == "none":
@@ -133,15 +148,16 @@ def usage(
     session: Session, who: Principal, federation: Federation, query: UsageQuery, now: datetime
 ) -> dict:
     scope = scope_for(who)
-    grain = query.grain
+    pieces = query.pieces
     sql_dims = [d for d in query.group_by if d != "gpu_type"]
     if "gpu_type" in query.group_by:
         sql_dims += [d for d in ("cluster", "pool") if d not in sql_dims]
     records: list[dict] = []
     if not scope.empty:
-        records = store.query_split(session, grain, query.start, query.end, sql_dims, scope, query.step)
+        for grain, start, end in pieces:
+            records += store.query_split(session, grain, start, end, sql_dims, scope, query.step)
         if query.include_running:
-            records += [_split(r) for r in _running_records(session, scope, grain, query, sql_dims, now)]
+            records += [_split(r) for r in _running_records(session, scope, "hour", query, sql_dims, now)]
     types = pool_gpu_types(federation)
     groups: dict[tuple, dict[str, float]] = {}
     for rec in records:
@@ -163,7 +179,8 @@ def usage(
         for m, v in values.items():
             totals[m] += v
     return {
-        "from": query.start, "to": query.end, "step": query.step, "grain": grain,
+        "from": query.start, "to": query.end, "step": query.step, "grain": query.grain,
+        "grains": sorted({g for g, _, _ in pieces}, key=lambda g: -_GRAIN_RANK[g]),
         "group_by": list(query.group_by), "scope": describe_scope(scope),
         "running_included": query.include_running, "rows": rows, "totals": _finish(totals),
     }

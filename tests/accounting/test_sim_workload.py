@@ -82,7 +82,8 @@ def test_usage_by_partner_and_month_matches_the_hand_computed_table(workload):
         start = {"month": NOV, "day": NOV.replace(day=2), "hour": NOV.replace(day=2, hour=1)}[grain_case]
         end = {"month": JAN, "day": JAN.replace(day=2), "hour": JAN.replace(day=2, hour=1)}[grain_case]
         result = _usage(workload.db, "partner", start, end, "month")
-        assert result["grain"] == grain_case
+        assert result["grains"] == {"month": ["month"], "day": ["month", "day"],
+                                    "hour": ["month", "day", "hour"]}[grain_case]
         got = {(r["period"].replace(day=1, hour=0).date().isoformat(), r["partner"]): r for r in result["rows"]}
         assert set(got) == set(EXPECTED_BY_PARTNER_MONTH), grain_case
         for key, expected in EXPECTED_BY_PARTNER_MONTH.items():
@@ -222,5 +223,8 @@ def test_default_period_is_thirty_days_to_tomorrow():
     assert q.end == datetime.fromisoformat("2026-12-02T00:00:00+00:00")
     assert q.start == datetime.fromisoformat("2026-11-02T00:00:00+00:00") and q.grain == "day"
     odd = UsageQuery.parse("node", datetime.fromisoformat("2026-11-03T10:20:00+00:00"),
-                           datetime.fromisoformat("2026-11-04T10:20:00+00:00"), "day", q.end)
-    assert (odd.start.hour, odd.end.hour, odd.grain) == (10, 11, "hour")  # floored/ceiled to the hour
+                           datetime.fromisoformat("2026-11-06T10:20:00+00:00"), "day", q.end)
+    assert (odd.start.hour, odd.end.hour) == (10, 11)  # floored/ceiled to the hour
+    assert odd.pieces == [("hour", odd.start, odd.start.replace(day=4, hour=0)),
+                          ("day", odd.start.replace(day=4, hour=0), odd.end.replace(hour=0)),  # whole days
+                          ("hour", odd.end.replace(hour=0), odd.end)]
