@@ -228,3 +228,26 @@ def test_default_period_is_thirty_days_to_tomorrow():
     assert odd.pieces == [("hour", odd.start, odd.start.replace(day=4, hour=0)),
                           ("day", odd.start.replace(day=4, hour=0), odd.end.replace(hour=0)),  # whole days
                           ("hour", odd.end.replace(hour=0), odd.end)]
+
+
+def test_fairshare_figures_by_hand(workload):
+    """At 01:30 on Dec 1 (the workload's end), half-life 7 days: Nov 30 is read from the
+    daily rollup (its middle, 12:00, is 13.5 h old), today's hours from the hourly one."""
+    now = T0.replace(day=1, month=12, hour=1, minute=30)
+    with workload.db.session() as s:
+        share = accounting.fairshare(s, ADMIN, FEDERATION, now, half_life_days=7, window_days=28)
+    def w(hours_old: float) -> float:
+        return 0.5 ** (hours_old / 24 / 7)
+    # volvo GPU-h: Nov 30 -> A 1 + A-2 1; Dec 1 00h -> 2 (middle 00:30, 1 h old); 01h -> 1 (middle 01:30)
+    volvo_gpu = 2 * w(13.5) + 2 * w(1.0) + 1 * w(0.0)
+    saab_gpu = 4 * w(13.5)  # B, 1 h x 4 GPUs on Nov 30
+    partners = {p["partner"]: p for p in share["partners"]}
+    assert partners["volvo"]["usage"]["gpu_hours"] == pytest.approx(volvo_gpu, abs=1e-9)
+    assert partners["saab"]["usage"]["gpu_hours"] == pytest.approx(saab_gpu, abs=1e-9)
+    # GPU is everyone's dominant resource here (4 GPUs vs 24 CPUs and 128 GiB)
+    volvo_share = volvo_gpu / (volvo_gpu + saab_gpu)
+    assert partners["volvo"]["usage_share"] == pytest.approx(volvo_share, abs=1e-9)
+    assert partners["volvo"]["entitlement"] == 0.25 and partners["saab"]["entitlement"] == 0.75
+    assert partners["volvo"]["fairshare_factor"] == pytest.approx(2 ** (-volvo_share / 0.25), abs=1e-9)
+    assert partners["saab"]["fairshare_factor"] == pytest.approx(2 ** (-(1 - volvo_share) / 0.75), abs=1e-9)
+    assert partners["volvo"]["dominant_share"] == 0.0  # nothing runs at 01:30
