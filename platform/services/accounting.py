@@ -199,11 +199,12 @@ def _running_records(session, scope, grain, query: UsageQuery, dims, now) -> lis
 
 def running_charges(session: Session, scope: store.Scope, now: datetime) -> list[Charge]:
     """What the attempts still running have held so far (not in the ledger yet)."""
+    jobs = [j for j in jobs_in_states(session, ACTIVE_STATES)
+            if j.node is not None and scope.allows(j.partner, j.node, j.project)]
+    queued = store.queued_at_of_active(session, jobs)  # one query, not one per job
     out: list[Charge] = []
-    for job in jobs_in_states(session, ACTIVE_STATES):
-        if job.node is None or not scope.allows(job.partner, job.node, job.project):
-            continue
-        out += charges_of(job, None, max(now, job.admitted_at or now), store.queued_at(session, job))
+    for job in jobs:
+        out += charges_of(job, None, max(now, job.admitted_at or now), queued[job.id])
     return out
 
 

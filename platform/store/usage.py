@@ -139,6 +139,21 @@ def queued_at(session: Session, job: Job) -> datetime | None:
     return session.scalar(query) or job.created_at
 
 
+def queued_at_of_active(session: Session, jobs: Sequence[Job]) -> dict[str, datetime]:
+    """`queued_at` of many admitted or running jobs in one query: while a job holds an
+    attempt, its last QUEUED event is the one before that attempt's admission."""
+    ids = [j.id for j in jobs]
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(JobEventRow.job_id, func.max(JobEventRow.at))
+        .where(JobEventRow.job_id.in_(ids), JobEventRow.to_state == JobState.QUEUED.value)
+        .group_by(JobEventRow.job_id)
+    )
+    found = {job_id: at for job_id, at in rows}
+    return {j.id: found.get(j.id) or j.created_at for j in jobs}
+
+
 def record_attempt_end(session: Session, job: Job, end_state: JobState, ended_at: datetime) -> list[Charge]:
     """Charge the attempt ``job`` (as read before its ending transition) to the ledger and
     rollups. Called in the transaction of that transition; a second call for the same

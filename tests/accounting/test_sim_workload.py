@@ -251,3 +251,16 @@ def test_fairshare_figures_by_hand(workload):
     assert partners["volvo"]["fairshare_factor"] == pytest.approx(2 ** (-volvo_share / 0.25), abs=1e-9)
     assert partners["saab"]["fairshare_factor"] == pytest.approx(2 ** (-(1 - volvo_share) / 0.75), abs=1e-9)
     assert partners["volvo"]["dominant_share"] == 0.0  # nothing runs at 01:30
+
+
+def test_a_running_retry_counts_its_wait_from_its_requeue(database_url, tmp_path, monkeypatch):
+    """At midnight A-2 runs (re-admitted 23:30 after waiting since its preemption at 22:30)."""
+    db = Database(database_url)
+    try:
+        run_workload(db, tmp_path, monkeypatch, until=90)
+        midnight = T0.replace(day=1, month=12, hour=0)
+        rows = {r["partner"]: r for r in _usage(db, "partner", NOV, JAN, "none", now=midnight)["rows"]}
+        assert rows["volvo"]["attempts"] == 2 and rows["volvo"]["queue_wait_s"] == 3600.0
+        assert rows["volvo"]["gpu_hours_borrowed"] == 1.0  # A-2: 2 GPUs, 23:30 to midnight, so far
+    finally:
+        db.dispose()
