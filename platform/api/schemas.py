@@ -11,10 +11,12 @@ from aitb.domain.lifecycle import JobState
 from aitb.domain.models import (
     NAME,
     Classification,
+    Dataset,
     Entrypoint,
     Job,
     JobEvent,
     JobName,
+    JobSpec,
     MaxRetries,
     MaxRuntime,
     MemberRole,
@@ -23,11 +25,9 @@ from aitb.domain.models import (
     Purpose,
     Quota,
     Residency,
-    RetentionDays,
     Weight,
 )
 from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec, parse_gpu_types
-from aitb.domain.testbed import SLUG
 from aitb.version import API_VERSION
 
 __all__ = ["API_VERSION"]  # kept importable from here for older imports
@@ -191,13 +191,10 @@ class TestbedOut(Out):
 # --- datasets -------------------------------------------------------------------------
 
 
-class DatasetIn(In):
-    name: str = Field(pattern=NAME)
-    partner: str
+class DatasetIn(Dataset):
+    """A dataset as registered: the domain's fields and limits, the classification required."""
+
     classification: Classification
-    home_node: str = Field(pattern=SLUG)
-    residency: Residency = Residency.NONE
-    retention_days: RetentionDays = 365
 
 
 class DatasetOut(Out):
@@ -284,6 +281,13 @@ class JobIn(In):
             workers=workers.replicas if workers else 0,
         )
 
+    def spec(self) -> JobSpec:
+        """The domain's job spec (raises ValueError where the gang breaks a domain rule)."""
+        return JobSpec(
+            gang=self.gang(),
+            **self.model_dump(exclude={"resources", "workers"}),
+        )
+
 
 class ResourcesOut(Out):
     cpu: float
@@ -301,6 +305,12 @@ class JobEventOut(Out):
     to_state: JobState
     at: datetime
     reason: str | None
+
+
+class SweepPointOut(Out):
+    id: str = Field(description="the sweep's id")
+    index: int = Field(description="the point's index in the sweep")
+    params: dict[str, str]
 
 
 class JobOut(Out):
@@ -332,6 +342,7 @@ class JobOut(Out):
     finished_at: datetime | None
     mlflow_run_id: str | None
     mlflow_experiment_id: str | None
+    sweep: SweepPointOut | None = None
     events: list[JobEventOut] | None = None
 
     @classmethod
@@ -374,6 +385,7 @@ class JobOut(Out):
             finished_at=job.finished_at,
             mlflow_run_id=job.mlflow_run_id,
             mlflow_experiment_id=job.mlflow_experiment_id,
+            sweep=SweepPointOut.model_validate(job.spec.sweep, from_attributes=True) if job.spec.sweep else None,
             events=[JobEventOut.model_validate(e, from_attributes=True) for e in events]
             if events is not None
             else None,

@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from aitb.clusters.base import ChangeSource
 from aitb.clusters.registry import backends_for, warn_undriven
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
@@ -47,7 +49,8 @@ class ControlPlane:
         self.federation = federation
         self.events = events
         # backends: one per driven cluster; each undriven one is warned about once, here
-        backends = backends_for(federation)
+        backends = backends_for(federation, package_urls=self._package_urls(),
+                                kube_defaults=settings.kubernetes.connection_defaults())
         warn_undriven(backends)
         self.backends = backends.driven
         self.leader = LeaderElection(db, lease_s=settings.scheduler.lease_s)
@@ -57,13 +60,17 @@ class ControlPlane:
         )
         self.scheduler = SchedulingCycle(
             db, federation, self.events, policy, on_preempt=self.reconciler.stop_now,
-            undriven=backends.undriven,
+            undriven=backends.undriven, unavailable=self.reconciler.unavailable,
         )
         self.outbox = self._outbox() if settings.tracking.tracking_uri else None
         self._stop = threading.Event()
         self._wake_control = threading.Event()
         self._wake_tracking = threading.Event()
         self._threads: list[threading.Thread] = []
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):  # e.g. KubeRay's watch: wake on every change
+                backend.subscribe(self._wake_control.set)
+        self._next_bundle_sync = 0.0
 
     # -- the API's port ---------------------------------------------------------------------
     @property
@@ -74,7 +81,8 @@ class ControlPlane:
         """The queue as this leader's last cycle left it; the store's order before that."""
         last = self.scheduler.last
         if last is None or not self.leader.is_leader:
-            return queue.current_order(session, self.federation, self.scheduler.policy, node=node)
+            return queue.current_order(session, self.federation, self.scheduler.policy, node=node,
+                                       undriven=self.scheduler.undriven)
         return queue.from_decisions(last, self.scheduler.pending, node=node, notes=self.scheduler.notes)
 
     def read_log(self, job: Job, offset: int) -> tuple[bytes, int]:
@@ -83,6 +91,22 @@ class ControlPlane:
     def reset_mlflow_password(self, user: str) -> str | None:
         access = self.outbox.access if self.outbox is not None else None
         return access.reset_password(user) if access is not None else None
+
+    def _package_urls(self):
+        """Signed package URLs for pods on Kubernetes clusters (needs the public URL)."""
+        public = self.settings.server.public_url
+        if not public:
+            return None
+        from aitb.services.package_urls import PackageUrlSigner, signing_key
+
+        key = signing_key(self.settings.packages_dir, self.settings.packages.url_signing_key)
+        return PackageUrlSigner(key, public)
+
+    def sync_bundles(self) -> None:
+        """Keep each project's namespace on Kubernetes clusters in step with its quota."""
+        from aitb.control.kube import sync_project_bundles
+
+        sync_project_bundles(self.db, self.federation, self.backends)
 
     def _outbox(self):
         from aitb.tracking.credentials import MlflowAccount
@@ -158,6 +182,8 @@ class ControlPlane:
     # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
+    BUNDLE_SYNC_S = 10.0
+    PACE_FLOOR_S = 0.005  # cycles shorter than this need no pacing
 
     def wake(self) -> None:
         self._wake_control.set()
@@ -165,9 +191,19 @@ class ControlPlane:
 
     def tick(self) -> bool:
         """One scheduling + reconciling pass; True while some job waits to start."""
-        if not self.leader.try_acquire():
+        try:
+            leading = self.leader.try_acquire()
+        except Exception as exc:  # the database is gone: act on nothing until it is back
+            self.leader.is_leader = False
+            log.warning("scheduler paused: cannot reach the database (%s)", type(exc).__name__)
             return False
-        for step in (self.scheduler.run_once, self.reconciler.run_once):
+        if not leading:
+            return False
+        steps = [self.scheduler.run_once, self.reconciler.run_once]
+        if time.monotonic() >= self._next_bundle_sync:
+            self._next_bundle_sync = time.monotonic() + self.BUNDLE_SYNC_S
+            steps.append(self.sync_bundles)
+        for step in steps:
             try:
                 step()
             except Exception:  # one failing step must not stop the other or the loop
@@ -177,9 +213,16 @@ class ControlPlane:
     def _control_loop(self) -> None:
         interval = self.settings.scheduler.interval_s
         while not self._stop.is_set():
+            started = time.monotonic()
             hot = self.tick()
+            took = time.monotonic() - started
             self._wake_control.wait(self.HOT_INTERVAL_S if hot else interval)
             self._wake_control.clear()
+            # Pace: wait at least as long as the cycle took before the next one, so a
+            # stream of submissions (each one a wake-up) coalesces into fewer cycles and
+            # the loop never takes more than about half of this process's time.
+            if took > self.PACE_FLOOR_S:
+                self._stop.wait(min(took, interval))
 
     def _tracking_loop(self) -> None:
         assert self.outbox is not None
@@ -212,6 +255,9 @@ class ControlPlane:
         self.wake()
         for thread in self._threads:
             thread.join(timeout=10)
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):
+                backend.close()
         try:
             self.leader.release()
         except Exception:
