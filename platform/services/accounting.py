@@ -18,8 +18,10 @@ from sqlalchemy.orm import Session
 
 from aitb.domain.accounting import (
     CATEGORIES,
+    COUNT_MEASURES,
     DIMENSIONS,
     MEASURES,
+    SPLIT_MEASURES,
     STEPS,
     Charge,
     ceil,
@@ -157,7 +159,7 @@ def usage(
         for grain, start, end in pieces:
             records += store.query_split(session, grain, start, end, sql_dims, scope, query.step)
         if query.include_running:
-            records += [_split(r) for r in _running_records(session, scope, "hour", query, sql_dims, now)]
+            records += _running_records(session, scope, "hour", query, sql_dims, now)
     types = pool_gpu_types(federation)
     groups: dict[tuple, dict[str, float]] = {}
     for rec in records:
@@ -192,8 +194,7 @@ def _running_records(session, scope, grain, query: UsageQuery, dims, now) -> lis
         values = charge.dims()
         for bucket, measures in increments(charge, grain):
             if query.start <= bucket < query.end:
-                out.append({"bucket": bucket, **{d: values[d] for d in dims},
-                            "category": values["category"], **measures})
+                out.append({"bucket": bucket, **{d: values[d] for d in dims}, **measures})
     return out
 
 
@@ -208,22 +209,11 @@ def running_charges(session: Session, scope: store.Scope, now: datetime) -> list
     return out
 
 
-_SPLIT = tuple(f"{m}_{c}" for m in HOURS.values() for c in CATEGORIES) + store.COUNT_MEASURES
+_SPLIT = SPLIT_MEASURES + COUNT_MEASURES
 
 
 def _empty_row() -> dict[str, float]:
     return dict.fromkeys(_SPLIT, 0.0)
-
-
-def _split(rec: Mapping) -> dict:
-    """A per-category record in the one-row-per-group shape of `store.query_split`."""
-    out = {k: v for k, v in rec.items() if k not in MEASURES and k != "category"}
-    for m in HOURS.values():
-        for c in CATEGORIES:
-            out[f"{m}_{c}"] = float(rec[m]) if rec["category"] == c else 0.0
-    for m in store.COUNT_MEASURES:
-        out[m] = float(rec[m])
-    return out
 
 
 def _finish(values: Mapping[str, float]) -> dict:
@@ -304,8 +294,9 @@ def fairshare(
         age_days = max(0.0, (now - (rec["bucket"] + width / 2)).total_seconds() / 86400)
         decay = math.pow(0.5, age_days / half_life_days)
         for r, m in HOURS.items():
-            used_project[rec["project"]][r] += decay * float(rec[m] or 0.0)
-            raw_project[rec["project"]][r] += float(rec[m] or 0.0)
+            hours = sum(float(rec[f"{m}_{c}"] or 0.0) for c in CATEGORIES)
+            used_project[rec["project"]][r] += decay * hours
+            raw_project[rec["project"]][r] += hours
     window_capacity = {r: c * window_days * 24 for r, c in capacity.items()}
     used_partner: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(RESOURCES, 0.0))
     for project, used in used_project.items():
@@ -459,26 +450,27 @@ def metrics_view(session: Session, federation: Federation) -> MetricsView:
         queued[(job.partner, job.project)] += 1
     per_pn: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(MEASURES, 0.0))
     usage_rows: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(
-        lambda: dict.fromkeys(HOURS.values(), 0.0))
+        lambda: dict.fromkeys(HOURS.values(), 0.0))  # (partner, project, node, category)
     everything = store.Scope(everything=True)
     records = store.query_rollups(session, "month", datetime(1970, 1, 1, tzinfo=UTC),
                                   datetime(9999, 1, 1, tzinfo=UTC), ["partner", "project", "node"], everything)
     # resource-hours of ended attempts only: a running attempt's category may still change
     # (borrowed -> preempted), and a counter must never go down
     for rec in records:
-        hours = usage_rows[(rec["partner"], rec["project"], rec["node"], rec["category"])]
-        for m in HOURS.values():
-            hours[m] += float(rec[m] or 0.0)
+        for c in CATEGORIES:
+            hours = usage_rows[(rec["partner"], rec["project"], rec["node"], c)]
+            for m in HOURS.values():
+                hours[m] += float(rec[f"{m}_{c}"] or 0.0)
     # admissions and waits: ended attempts plus the running ones (admitted already)
     now = datetime.now(UTC)
     for charge in running_charges(session, everything, now):
         values = charge.dims()
         for _bucket, measures in increments(charge, "month"):
-            records.append({**{d: values[d] for d in ("partner", "project", "node", "category")}, **measures})
+            records.append({**{d: values[d] for d in ("partner", "project", "node")}, **measures})
     for rec in records:
         acc = per_pn[(rec["partner"], rec["project"], rec["node"])]
         for m in MEASURES:
-            if m not in HOURS.values():
+            if m not in SPLIT_MEASURES:
                 acc[m] += float(rec[m] or 0.0)
     quotas = []
     partners = project_store.project_partners(session)
