@@ -142,7 +142,7 @@ class Charge:
 
     def dims(self) -> dict[str, str]:
         return {"partner": self.partner, "project": self.project, "user": self.user,
-                "node": self.node, "cluster": self.cluster, "pool": self.pool, "category": self.category}
+                "node": self.node, "cluster": self.cluster, "pool": self.pool}
 
 
 def charges_of(
@@ -183,8 +183,12 @@ def charges_of(
     ]
 
 
-#: the summed columns of a usage row
-MEASURES = ("cpu_hours", "memory_gib_hours", "gpu_hours", "attempts", "preemptions", "wait_s", *WAIT_COLUMNS)
+#: resource-hours measures; each is kept per category: ``gpu_hours_borrowed`` ...
+HOUR_MEASURES = ("cpu_hours", "memory_gib_hours", "gpu_hours")
+SPLIT_MEASURES = tuple(f"{m}_{c}" for m in HOUR_MEASURES for c in CATEGORIES)
+COUNT_MEASURES = ("attempts", "preemptions", "wait_s")
+#: the summed columns of a usage row (a rollup row holds every category side by side)
+MEASURES = (*SPLIT_MEASURES, *COUNT_MEASURES, *WAIT_COLUMNS)
 
 
 def increments(charge: Charge, grain: str) -> Iterator[tuple[datetime, dict[str, float]]]:
@@ -196,11 +200,12 @@ def increments(charge: Charge, grain: str) -> Iterator[tuple[datetime, dict[str,
     admit_bucket = floor(charge.admitted_at, grain)
     end_bucket = floor(charge.ended_at, grain)
     out: dict[datetime, dict[str, float]] = {}
+    cat = charge.category
     for bucket, seconds in split(charge.admitted_at, charge.ended_at, grain):
         hours = seconds / 3600.0
-        out[bucket] = _zero() | {"cpu_hours": charge.cpu * hours,
-                                 "memory_gib_hours": charge.memory_gib * hours,
-                                 "gpu_hours": charge.gpu * hours}
+        out[bucket] = _zero() | {f"cpu_hours_{cat}": charge.cpu * hours,
+                                 f"memory_gib_hours_{cat}": charge.memory_gib * hours,
+                                 f"gpu_hours_{cat}": charge.gpu * hours}
     if charge.head:
         row = out.setdefault(admit_bucket, _zero())
         row["attempts"] += 1

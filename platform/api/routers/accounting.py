@@ -40,7 +40,9 @@ class UsageOut(BaseModel):
     from_: datetime = Field(alias="from")
     to: datetime
     step: str
-    grain: str = Field(description="the stored grain that served the query: hour, day or month")
+    grain: str = Field(description="the coarsest stored grain read: hour, day or month")
+    grains: list[str] = Field(description="every stored grain read (whole months, days around them, "
+                              "edge hours)")
     group_by: list[str]
     scope: str = Field(description="what the caller may see")
     running_included: bool
