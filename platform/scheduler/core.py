@@ -109,6 +109,7 @@ class _Cycle:
             if policy.fair_share else None
         )
         self.order = QueueOrder(snapshot.pending, fair, by_priority=policy.by_priority)
+        self.shares = fair
         self.running_at: dict[str, dict[str, RunningJob]] = {}
         for job in snapshot.running:
             self.running_at.setdefault(job.node, {})[job.id] = job
@@ -417,7 +418,8 @@ class _Cycle:
                 if self.ledger.check(job.project, node, job.shape.usage(None)).ok
                 for c in cs
             ]
-            slots = reserve(self.cap, job.id, clusters, job.shape, job.pool_labels, self.frees_at)
+            slots = reserve(self.cap, job.id, clusters, job.shape, job.pool_labels, self.frees_at,
+                            self.now + self.policy.reserve_within_s)
             if not slots:
                 return cause, ()
             self.reserved[job.id] = slots

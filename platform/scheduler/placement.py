@@ -38,6 +38,7 @@ from aitb.scheduler.capacity import EPS, Capacity, PoolState, Slot
 from aitb.scheduler.shape import Demand, Shape
 
 Pick = tuple[Slot, list[int]]
+INF = float("inf")
 
 
 class HostPicker(Protocol):
@@ -52,7 +53,8 @@ def _usable(slot: Slot, job_id: str, k: int = 0) -> bool:
     owner = slot.reserved_for
     if owner is None or owner == job_id:
         return True
-    if slot.pool.window.ends_by <= slot.reserved_due:
+    ends_by = slot.pool.window.ends_by
+    if ends_by < INF and ends_by <= slot.reserved_due:
         return True
     return k > 0 and slot.whole - k >= slot.reserved_need
 
