@@ -171,14 +171,15 @@ def candidates_at(state: WorkingState, job: PendingJob, node: str, q: QuotaCheck
     return found[: policy.max_victims]
 
 
-def worth_it(job: PendingJob, victims: Sequence[RunningJob], now: float) -> bool:
+def worth_it(job: PendingJob, victims: Sequence[RunningJob], now: float,
+             ratio: float = 1.0) -> bool:
     """A preemption must not destroy more than it frees: the work the victims lose
     (GPU-seconds since their last checkpoint, plus restarts) against the GPU-seconds of
     waiting it saves the job (its GPUs for as long as the victims are expected to run on)."""
     lost = sum(v.work_lost(now) for v in victims)
     size = job.shape.usage(None).get("gpu") or job.shape.cpu / 64.0
     saved = size * sum(v.remaining(now) for v in victims) / max(1, len(victims))
-    return lost <= saved
+    return lost * ratio <= saved
 
 
 def find_room(state: WorkingState, job: PendingJob,
@@ -236,7 +237,7 @@ def find_room(state: WorkingState, job: PendingJob,
         if found is None:
             continue
         victims, placed = found
-        if policy.worth_it and not worth_it(job, victims, state.now):
+        if policy.worth_it and not worth_it(job, victims, state.now, policy.worth_ratio):
             trial.undo(placed)
             for v in reversed(victims):
                 trial.restore(v)
