@@ -45,8 +45,9 @@ class Policy:
     min_runtime_s: float = 0.0  # a job runs this long before it may be preempted (PreemptExemptTime)
     victims_by_cost: bool = True  # victims that lose the least work first (checkpoints count)
     worth_it: bool = True  # no preemption that destroys more GPU-time than the job gains
-    worth_ratio: float = 1.0  # ... times this: >1 asks a preemption to save more than it destroys
+    worth_ratio: float = 1.0  # for fair share alone (not within nominal), save this many times more
     fair_loss_s: float = 1800.0  # "drf" style: a victim for fair share alone loses at most this
+    protect_fair_share: bool = False  # "drf": a reclaim, too, spares partners below the preemptor's share
     thrash_limit: int = 2  # a job preempted this often does not borrow where reclaim is pending
     # -- reservations --
     reserve_soonest: bool = True  # hold the hosts that free soonest (expected ends), not the emptiest
@@ -54,7 +55,8 @@ class Policy:
     backfill: bool = True  # a job whose declared runtime ends before a reservation is due may use it
 
 
-OURS = Policy(min_runtime_s=900.0, preemption_style="drf", worth_ratio=4.0, reserve_within_s=3600.0)
+OURS = Policy(min_runtime_s=900.0, preemption_style="drf", fair_loss_s=900.0, worth_ratio=8.0,
+              reserve_within_s=3600.0)
 FIFO = Policy(
     name="fifo", fair_share=False, by_priority=False, quotas=False, borrowing=False,
     preemption=False, head_of_line=True, aging=False, require_quota=False,

@@ -209,11 +209,12 @@ def find_room(state: WorkingState, job: PendingJob,
             if not state.ledger.borrows(v.project, node):
                 return False  # a reclaim stops once the lender is back within its nominal quota
             if drf:  # a reclaim within nominal, or the partners' weighted DRF shares
-                if q.within_nominal:
+                if not q.within_nominal:
+                    size = v.usage.get("gpu") or v.usage.get("cpu", 1.0) / 64.0
+                    if v.work_lost(state.now) > size * policy.fair_loss_s:
+                        return False  # for fair share alone, only victims that lose little
+                elif not policy.protect_fair_share:
                     return True
-                size = v.usage.get("gpu") or v.usage.get("cpu", 1.0) / 64.0
-                if v.work_lost(state.now) > size * policy.fair_loss_s:
-                    return False  # for fair share alone, only victims that lose little
                 shares = state.shares
                 shares.add(job.partner, job.project, mine)
                 shares.add(v.partner, v.project, v.usage, -1.0)
@@ -237,7 +238,10 @@ def find_room(state: WorkingState, job: PendingJob,
         if found is None:
             continue
         victims, placed = found
-        if policy.worth_it and not worth_it(job, victims, state.now, policy.worth_ratio):
+        # no reclaim that frees less than it destroys; preempting for fair share alone
+        # (not within nominal) must save ``worth_ratio`` times what it destroys
+        ratio = 1.0 if q.within_nominal else policy.worth_ratio
+        if policy.worth_it and not worth_it(job, victims, state.now, ratio):
             trial.undo(placed)
             for v in reversed(victims):
                 trial.restore(v)

@@ -241,7 +241,7 @@ def replay(
                         if job.max_runtime_s is not None else None)
             r = RunningJob(job.id, job.project, job.partner, a.node, a.cluster, job.priority, now,
                            job.gang, a.placement(), a.gpu_type, job.checkpoint_s,
-                           job.overhead_s, expected)
+                           job.restart_s, expected)
             running[job.id] = r
             hosts.apply(r, 1.0)
             ledger.add(r.project, r.node, r.usage)
