@@ -70,7 +70,7 @@ def test_policies(body: JobIn, session: SessionDep, caller: CallerDep, state: St
 
 def rejected(job: Job) -> JSONResponse:
     """The answer to a submission governance refused: 403, the reasons, and the REJECTED job's id."""
-    detail = "governance refused the job: " + "; ".join(job.reasons)
+    detail = f"governance refused job {job.id} (recorded as REJECTED): " + "; ".join(job.reasons)
     body = RejectedOut(detail=detail, job=job.id, reasons=job.reasons)
     return JSONResponse(body.model_dump(), status_code=403)
 
