@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -36,40 +34,29 @@ log = logging.getLogger("aitb.governance")
 ACTOR = "governance"
 
 
-@dataclass(frozen=True)
-class _Cached:
-    key: tuple
-    decision: Decision
-    at: float
-
-
-def constraints_of(decision: Decision, federation: Federation) -> Constraints:
+def constraints_of(decision: Decision) -> Constraints:
     """What the scheduler snapshot can hold of a decision: the allowed nodes, `secure: true`
     when every allowed pool is secure, and a note that pending reasons start with."""
     nodes = decision.allowed_nodes
+    allowed = [v.candidate for v in decision.verdicts if v.allowed]
     labels: dict[str, object] = {}
-    pools = {(c.name, p.name): p for _, c in federation.clusters() for p in c.pools}
-    allowed = [pools[tuple(k.split("/", 1))] for k in decision.allowed_pools if tuple(k.split("/", 1)) in pools]
-    if decision.constraints.secure_pool or (allowed and all(p.secure for p in allowed)):
+    if decision.constraints.secure_pool or (allowed and all(c.secure for c in allowed)):
         labels["secure"] = True
-    denied_at_allowed_nodes = [v for v in decision.verdicts if not v.allowed and v.candidate.node in nodes]
     note = "governance allows " + (", ".join(sorted(nodes)) or "nothing")
     if labels:
         note += " (secure pools)"
-    if denied_at_allowed_nodes and not labels:
+    elif any(not v.allowed and v.candidate.node in nodes for v in decision.verdicts):
         note += "; not every pool there"
     return Constraints(frozenset(nodes), labels, note)
 
 
 class GovernanceGate:
     def __init__(self, db: Database, federation: Federation, events: TrackingEvents,
-                 now: Callable[[], datetime] = utcnow, ttl_s: float = 30.0):
+                 now: Callable[[], datetime] = utcnow):
         self.db = db
         self.federation = federation
         self.events = events
         self.now = now
-        self.ttl_s = ttl_s
-        self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
         self._refused: list[tuple[Job, Decision]] = []
 
@@ -91,46 +78,49 @@ class GovernanceGate:
             out[job.id] = facts
         return out
 
-    def _decide_many(self, session: Session, jobs: list[Job], cached: bool) -> dict[str, Decision]:
+    def _decide_many(self, session: Session, jobs: list[Job]) -> dict[str, Decision]:
+        """Decide every job now. Jobs of one shape (project, submitter, datasets, nodes, purpose,
+        priority, GPUs: everything a decision reads but the id) share one decision, so a
+        queue of 100k jobs from a few sweeps costs a few evaluations; the engine's own cache
+        keys on the facts and on which grants have expired, so nothing stale is reused."""
         now = self.now()
         engine = gov.engine(session)
-        facts = self._facts(session, jobs, now)
         candidates = gov.candidates(self.federation)
-        out: dict[str, Decision] = {}
-        clock = time.monotonic()
+        shapes: dict[tuple, list[Job]] = {}
         for job in jobs:
-            f = facts[job.id]
-            # a cached decision holds while nothing it read changed: policy set, facts, and
-            # which grants have expired (the only baseline use of the clock); at most ttl_s
-            key = (engine.version, _digest_without_now(f),
-                   tuple(sorted(d for d, g in f.grants.items() if g.expires_at <= now)))
-            hit = self._cache.get(job.id) if cached else None
-            if hit is not None and hit.key == key and clock - hit.at < self.ttl_s:
-                out[job.id] = hit.decision
-                continue
-            decision = engine.decide(f, candidates)
-            with self._lock:
-                self._cache[job.id] = _Cached(key, decision, clock)
-            out[job.id] = decision
+            s = job.spec
+            gang = s.gang
+            gpus = gang.head.gpu.count + (gang.worker.gpu.count * gang.workers if gang.worker else 0)
+            key = ((job.project, job.partner, job.submitter, tuple(s.datasets), tuple(s.nodes), s.purpose,
+                    s.priority, gpus) if engine.cacheable else (job.id,))
+            shapes.setdefault(key, []).append(job)
+        firsts = [members[0] for members in shapes.values()]
+        facts = self._facts(session, firsts, now)
+        out: dict[str, Decision] = {}
+        for members in shapes.values():
+            decision = engine.decide(facts[members[0].id], candidates)
+            for job in members:
+                out[job.id] = decision
         return out
 
     # -- the scheduler's candidates --------------------------------------------------------
     def pending(self, session: Session, queued: list[Job]) -> tuple[dict[str, Constraints], list[tuple[Job, Decision]]]:
         """Constraints for every queued job the scheduler may consider, and the jobs governance
         now allows nowhere (their grant expired or was revoked): those are to be rejected."""
-        decisions = self._decide_many(session, queued, cached=True)
+        decisions = self._decide_many(session, queued)
         constraints: dict[str, Constraints] = {}
         refused: list[tuple[Job, Decision]] = []
+        mapped: dict[int, Constraints | None] = {}  # one per decision: jobs of a shape share it
         for job in queued:
             d = decisions[job.id]
-            if d.allowed:
-                constraints[job.id] = constraints_of(d, self.federation)
+            key = id(d)
+            if key not in mapped:
+                mapped[key] = constraints_of(d) if d.allowed else None
+            c = mapped[key]
+            if c is not None:
+                constraints[job.id] = c
             else:
                 refused.append((job, d))
-        with self._lock:
-            live = {j.id for j in queued}
-            for stale in [k for k in self._cache if k not in live]:
-                del self._cache[stale]
         return constraints, refused
 
     def constraints_for(self, session: Session, queued: list[Job]) -> dict[str, Constraints]:
@@ -167,7 +157,7 @@ class GovernanceGate:
         """None when governance allows every pool of a placement, else why not (re-checked
         now, uncached: the snapshot's narrowing cannot express every pool rule)."""
         with self.db.session() as session:
-            decision = self._decide_many(session, [job], cached=False)[job.id]
+            decision = self._decide_many(session, [job])[job.id]
         for host in hosts:
             pool = host.split("/")[1] if host.count("/") >= 2 else None
             if pool is not None and not decision.allows(cluster, pool):
@@ -181,7 +171,7 @@ class GovernanceGate:
         its node. Refused (a grant expired or was revoked, a policy changed): the attempt is
         closed unstarted, the job REJECTED with the reasons and audited; None."""
         with self.db.session() as session:
-            decision = self._decide_many(session, [job], cached=False)[job.id]
+            decision = self._decide_many(session, [job])[job.id]
         pools = {h.split("/")[1] for h in (job.placement.hosts if job.placement else []) if h.count("/") >= 2}
         denied = [p for p in sorted(pools) if not decision.allows(attempt.cluster, p)]
         if decision.allowed and not denied:
@@ -197,9 +187,3 @@ class GovernanceGate:
             return None
         log.info("job %s rejected at dispatch: %s", job.id, "; ".join(reasons))
         return None
-
-
-def _digest_without_now(f: JobFacts) -> str:
-    import dataclasses
-
-    return dataclasses.replace(f, now=datetime(2000, 1, 1, tzinfo=f.now.tzinfo)).digest()

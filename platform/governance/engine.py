@@ -193,6 +193,11 @@ class PolicyEngine:
                 self._decisions[key] = decision
         return decision
 
+    @property
+    def cacheable(self) -> bool:
+        """False when some policy reads the clock or the job's id: then every job is decided."""
+        return self._cacheable
+
     def _cache_key(self, job: JobFacts, candidates: tuple[Candidate, ...]) -> tuple | None:
         """Everything a decision can depend on. The clock enters only as which grants have
         expired (the baseline's one use of it); policies that read the clock or the job id

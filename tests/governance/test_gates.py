@@ -58,7 +58,7 @@ class Plane:
         self.db, self.clock = db, clock
         self.sims = {c: SimBackend(clock, start_delay_s=1) for c in ("lund-sim", "lulea-sim")}
         self.events = TrackingEvents(tracking=True)
-        self.gate = GovernanceGate(db, FEDERATION, self.events, now=clock.now, ttl_s=0)
+        self.gate = GovernanceGate(db, FEDERATION, self.events, now=clock.now)
         self.reconciler = Reconciler(db, FEDERATION, self.sims, self.events, tmp_path,
                                      env_for=lambda job: {}, clock=clock)
         self.reconciler.governance = self.gate
