@@ -157,6 +157,37 @@ def bench_latency(args) -> dict:
     }
 
 
+def bench_queue(args) -> None:
+    """What governance adds to one scheduling cycle: constraints for every queued job
+    (`GovernanceGate.pending`), for a queue of args.queue jobs from 20 shapes (sweeps)."""
+    import tempfile
+
+    from aitb.control.governance import GovernanceGate
+    from aitb.domain.lifecycle import JobState
+    from aitb.domain.models import Job, JobSpec
+    from aitb.domain.resources import GangSpec, ReplicaSpec
+    from aitb.services.tracking_events import TrackingEvents
+    from aitb.store.db import Database
+
+    federation = load_testbed(REPO / "testbeds" / "sweden.yaml")
+    specs = [JobSpec(project=f"proj{i}", entrypoint="x", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
+             for i in range(20)]
+    jobs = [Job(id=f"j{i}", project=f"proj{i % 20}", partner="p", submitter="u", spec=specs[i % 20],
+                state=JobState.QUEUED, created_at=NOW, updated_at=NOW) for i in range(args.queue)]
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite:///{tmp}/q.db")
+        gate = GovernanceGate(db, federation, TrackingEvents(tracking=False))
+        times = []
+        with db.session() as s:
+            for _ in range(4):
+                t = time.perf_counter()
+                gate.pending(s, jobs)
+                times.append(time.perf_counter() - t)
+        db.dispose()
+    print(f"scheduling cycle: governance for {args.queue:,} queued jobs (20 shapes): "
+          f"median {statistics.median(times[1:]):.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
@@ -165,6 +196,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-submit", action="store_true")
     parser.add_argument("--distinct", action="store_true", help="submit bench: no two jobs alike")
+    parser.add_argument("--queue", type=int, default=0, help="also time the scheduler gate for this many queued jobs")
     args = parser.parse_args()
     lat = bench_latency(args)
     print("decision latency (sweden.yaml, every pool a candidate):")
@@ -175,6 +207,8 @@ def main() -> None:
           f"sweeps {'met' if lat['sweep_cached_p99_ms'] < 2 else 'NOT met'}")
     if not args.skip_submit:
         bench_submit(args)
+    if args.queue:
+        bench_queue(args)
 
 
 def bench_submit(args) -> None:
