@@ -162,10 +162,15 @@ def usage(
             records += _running_records(session, scope, "hour", query, sql_dims, now)
     types = pool_gpu_types(federation)
     groups: dict[tuple, dict[str, float]] = {}
+    periods: dict[datetime, datetime] = {}  # bucket -> period, computed once per bucket
     for rec in records:
         if "gpu_type" in query.group_by:
             rec["gpu_type"] = types.get((rec["cluster"], rec["pool"]), "unknown")
-        key = (query.period(rec["bucket"]), *(rec[d] for d in query.group_by))
+        bucket = rec["bucket"]
+        period = periods.get(bucket)
+        if period is None:
+            period = periods[bucket] = query.period(bucket)
+        key = (period, *(rec[d] for d in query.group_by))
         row = groups.get(key)
         if row is None:
             groups[key] = {m: float(rec[m] or 0.0) for m in _SPLIT}
@@ -216,13 +221,15 @@ def _empty_row() -> dict[str, float]:
     return dict.fromkeys(_SPLIT, 0.0)
 
 
+_PARTS = tuple((m, tuple(f"{m}_{c}" for c in CATEGORIES)) for m in HOURS.values())
+
+
 def _finish(values: Mapping[str, float]) -> dict:
     out: dict = {}
-    for m in HOURS.values():
-        parts = {c: values[f"{m}_{c}"] for c in CATEGORIES}
-        out[m] = _round(sum(parts.values()))
-        for c, v in parts.items():
-            out[f"{m}_{c}"] = _round(v)
+    for total, parts in _PARTS:
+        a, b, c = (values[p] for p in parts)
+        out[total] = round(a + b + c, 9)
+        out[parts[0]], out[parts[1]], out[parts[2]] = round(a, 9), round(b, 9), round(c, 9)
     attempts = values["attempts"]
     out["attempts"] = int(round(attempts))
     out["preemptions"] = int(round(values["preemptions"]))
