@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from aitb.domain.lifecycle import JobState
 from aitb.domain.models import Job
+from aitb.timeutil import as_utc
 
 GRAINS = ("hour", "day", "month")
 STEPS = ("hour", "day", "week", "month", "none")
@@ -51,12 +52,8 @@ def category(borrowing: bool, end_state: JobState | None) -> str:
 # -- calendar buckets -----------------------------------------------------------------------
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
 def floor(t: datetime, grain: str) -> datetime:
-    t = _utc(t)
+    t = as_utc(t)
     if grain == "hour":
         return t.replace(minute=0, second=0, microsecond=0)
     if grain == "day":
@@ -83,16 +80,16 @@ def next_bucket(t: datetime, grain: str) -> datetime:
 
 
 def aligned(t: datetime, grain: str) -> bool:
-    return floor(t, grain) == _utc(t)
+    return floor(t, grain) == as_utc(t)
 
 
 def ceil(t: datetime, grain: str) -> datetime:
-    return _utc(t) if aligned(t, grain) else next_bucket(t, grain)
+    return as_utc(t) if aligned(t, grain) else next_bucket(t, grain)
 
 
 def split(start: datetime, end: datetime, grain: str) -> Iterator[tuple[datetime, float]]:
     """(bucket start, seconds inside that bucket) for the interval [start, end)."""
-    start, end = _utc(start), _utc(end)
+    start, end = as_utc(start), as_utc(end)
     cursor = start
     while cursor < end:
         edge = min(next_bucket(cursor, grain), end)
@@ -171,7 +168,7 @@ def charges_of(
         held[0] += replica.cpu
         held[1] += replica.memory_gib
         held[2] += replica.gpu.count
-    ended = max(_utc(ended_at), _utc(job.admitted_at))
+    ended = max(as_utc(ended_at), as_utc(job.admitted_at))
     cat = category(job.placement.borrowing, end_state)
     return [
         Charge(
@@ -179,7 +176,7 @@ def charges_of(
             partner=job.partner, project=job.project, user=job.submitter, node=job.node,
             cluster=cluster, pool=pool, category=cat,
             end_state=end_state.value if end_state else None,
-            queued_at=_utc(queued_at) if queued_at else None, admitted_at=_utc(job.admitted_at),
+            queued_at=as_utc(queued_at) if queued_at else None, admitted_at=as_utc(job.admitted_at),
             ended_at=ended, cpu=cpu, memory_gib=mem, gpu=gpu, head=(i == 0),
         )
         for i, (pool, (cpu, mem, gpu)) in enumerate((p, per_pool[p]) for p in order)

@@ -40,6 +40,7 @@ from aitb.store import accounts as account_store
 from aitb.store import projects as project_store
 from aitb.store import usage as store
 from aitb.store.jobs import jobs_in_states
+from aitb.timeutil import as_utc, utcnow
 
 RESOURCES = ("cpu", "memory_gib", "gpu")
 HOURS = {"cpu": "cpu_hours", "memory_gib": "memory_gib_hours", "gpu": "gpu_hours"}
@@ -98,8 +99,8 @@ class UsageQuery:
         step = step or "none"
         if step not in STEPS:
             raise Invalid(f"step: must be one of {', '.join(STEPS)}")
-        end = ceil(_aware(end), "hour") if end else floor(now, "day") + timedelta(days=1)
-        start = floor(_aware(start), "hour") if start else end - timedelta(days=30)
+        end = ceil(as_utc(end), "hour") if end else floor(now, "day") + timedelta(days=1)
+        start = floor(as_utc(start), "hour") if start else end - timedelta(days=30)
         if start >= end:
             raise Invalid("from must be before to")
         query = cls(start=start, end=end, step=step, group_by=dims, include_running=include_running)
@@ -136,10 +137,6 @@ class UsageQuery:
         if self.step == "none":
             return self.start
         return max(floor(bucket, self.step), self.start)
-
-
-def _aware(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def pool_gpu_types(federation: Federation) -> dict[tuple[str, str], str]:
@@ -469,7 +466,7 @@ def metrics_view(session: Session, federation: Federation) -> MetricsView:
             for m in HOURS.values():
                 hours[m] += float(rec[f"{m}_{c}"] or 0.0)
     # admissions and waits: ended attempts plus the running ones (admitted already)
-    now = datetime.now(UTC)
+    now = utcnow()
     for charge in running_charges(session, everything, now):
         values = charge.dims()
         for _bucket, measures in increments(charge, "month"):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from aitb.osutil import secret_file
 from aitb.version import API_VERSION
 
 DEFAULT_TTL_S = 900
@@ -52,14 +53,4 @@ def signing_key(packages_dir: Path, configured: str | None = None) -> bytes:
     0600 — the directory every API replica and the scheduler share, as they share packages."""
     if configured:
         return bytes.fromhex(configured)
-    path = packages_dir / ".url-signing.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-        tmp.write_text(secrets.token_hex(32))
-        tmp.chmod(0o600)
-        try:
-            tmp.rename(path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-    return bytes.fromhex(path.read_text().strip())
+    return bytes.fromhex(secret_file(packages_dir / ".url-signing.key", lambda: secrets.token_hex(32)))

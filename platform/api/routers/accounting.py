@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,6 +12,7 @@ from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.routers import errors
 from aitb.api.schemas import API_VERSION
 from aitb.services import accounting
+from aitb.timeutil import utcnow
 
 router = APIRouter(prefix=f"/{API_VERSION}", tags=["accounting"])
 
@@ -124,7 +125,7 @@ class CapacityOut(BaseModel):
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return utcnow()
 
 
 @router.get("/usage", response_model=UsageOut, responses=errors(401, 422))
