@@ -33,10 +33,12 @@ from aitb.domain.lifecycle import ACTIVE_STATES, JobState
 from aitb.domain.models import Job
 from aitb.domain.resources import add
 from aitb.domain.testbed import Federation
+from aitb.scheduler import governance_constraints
 from aitb.services.authz import Principal
 from aitb.services.errors import Invalid
 from aitb.services.quotas import active_usage, all_quotas
 from aitb.store import accounts as account_store
+from aitb.store import datasets as dataset_store
 from aitb.store import projects as project_store
 from aitb.store import usage as store
 from aitb.store.jobs import jobs_in_states
@@ -354,8 +356,12 @@ def capacity(session: Session, who: Principal, federation: Federation, now: date
     _, by_pool = active_usage(session, federation)
     scope = scope_for(who)
     pending_by_node: dict[str, list[Job]] = defaultdict(list)
+    datasets = {d.name: d for d in dataset_store.list_datasets(session)}
     for job in jobs_in_states(session, [JobState.QUEUED]):
-        targets = job.spec.nodes or ["*"]
+        # where it may run: its own node list narrowed by governance (residency pins it home)
+        allowed = governance_constraints(job.spec.nodes, [datasets[d] for d in job.spec.datasets
+                                                          if d in datasets]).nodes
+        targets = sorted(allowed) if allowed is not None else ["*"]
         for target in targets:
             if scope.everything or job.partner in scope.partners or job.project in scope.projects \
                     or (target in scope.nodes) or (target == "*" and scope.nodes):
