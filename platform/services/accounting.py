@@ -318,8 +318,9 @@ def fairshare(
         own = [p for p, owner in sorted(projects.items()) if owner == partner]
         partner_projects = []
         for project in own:
-            if not (scope.everything or partner in scope.partners or project in scope.projects
-                    or scope.nodes):
+            # a project's standing is federation-wide: a node admin, who sees usage at one
+            # node only, gets the partner-level rows everyone gets
+            if not (scope.everything or partner in scope.partners or project in scope.projects):
                 continue
             p_used = used_project.get(project, dict.fromkeys(RESOURCES, 0.0))
             p_dom = _dominant(p_used, window_capacity)
