@@ -190,11 +190,11 @@ class ControlPlane:
             took = time.monotonic() - started
             self._wake_control.wait(self.HOT_INTERVAL_S if hot else interval)
             self._wake_control.clear()
-            # Pace: wait at least as long as the cycle took before the next one, so a
+            # Pace: wait at least twice as long as the cycle took before the next one, so a
             # stream of submissions (each one a wake-up) coalesces into fewer cycles and
-            # the loop never takes more than about half of this process's time.
+            # the loop never takes more than about a third of this process's time.
             if took > self.PACE_FLOOR_S:
-                self._stop.wait(min(took, interval))
+                self._stop.wait(min(2 * took, interval))
 
     def _tracking_loop(self) -> None:
         assert self.outbox is not None

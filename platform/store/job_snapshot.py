@@ -19,7 +19,9 @@ from aitb.domain.lifecycle import JobState
 from aitb.domain.models import Job, JobSpec, Placement
 from aitb.store.tables import JobRow
 
-_COLUMNS = [c for c in JobRow.__table__.columns if c.name not in ("spec", "name")]
+# Not loaded: the spec (cached, see above), the name (in the spec) and the reasons of past
+# refusals (the control loop never reads them; the jobs come back with an empty list).
+_COLUMNS = [c for c in JobRow.__table__.columns if c.name not in ("spec", "name", "reasons")]
 _CHUNK = 500  # ids per IN (...) when fetching specs
 
 
@@ -28,7 +30,7 @@ class JobLoader:
         self._specs: dict[str, JobSpec] = {}
 
     def jobs_in_states(self, session: Session, states: Iterable[JobState]) -> list[Job]:
-        """Same result as ``store.jobs.jobs_in_states``: oldest first."""
+        """As ``store.jobs.jobs_in_states`` (oldest first), without ``reasons``."""
         rows = session.execute(
             select(*_COLUMNS)
             .where(JobRow.state.in_([s.value for s in states]))
