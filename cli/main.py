@@ -34,6 +34,11 @@ COMMANDS: dict[str, str] = {
     "demo": "demo:demo",
     "sim": "sim:sim",
     "server": "server:server",
+    # accounting (cli/commands/accounting.py)
+    "usage": "accounting:usage",
+    "fairshare": "accounting:fairshare",
+    "capacity": "accounting:capacity",
+    "report": "accounting:report",
 }
 
 

@@ -40,9 +40,9 @@ def _where(job: dict[str, Any]) -> str:
 
 
 def _reason(job: dict[str, Any]) -> str:
-    if job.get("state") in ("QUEUED", "PREEMPTED"):
+    if job.get("state") in (JobState.QUEUED, JobState.PREEMPTED):
         return job.get("pending_reason") or ""
-    if job.get("state") == "REJECTED":
+    if job.get("state") == JobState.REJECTED:
         return "; ".join(str(r) for r in job.get("reasons") or []) or job.get("pending_reason") or ""
     return ""
 
@@ -201,7 +201,7 @@ def stream_logs(
         if not follow:
             return state
         if state in FINISHED and not chunk:
-            if state != "FAILED" or client.get(f"/jobs/{seg(job_id)}").get("state") == "FAILED":
+            if state != JobState.FAILED or client.get(f"/jobs/{seg(job_id)}").get("state") == JobState.FAILED:
                 return state
         wait = poll_s if chunk else min(wait * 1.5, MAX_POLL_S)
         if not chunk or state not in FINISHED:

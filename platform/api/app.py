@@ -16,7 +16,17 @@ from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
 from aitb.api.openapi import install_error_contract, install_openapi, malformed_body
 from aitb.api.port import NoControlPlane
-from aitb.api.routers import accounts, datasets, jobs, quotas, sweeps, system, testbeds
+from aitb.api.routers import (
+    accounting,
+    accounts,
+    datasets,
+    jobs,
+    package_urls,
+    quotas,
+    sweeps,
+    system,
+    testbeds,
+)
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
 from aitb.services.errors import ServiceError
@@ -43,7 +53,7 @@ def build_state(settings: Settings) -> AppState:
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
     settings = settings or get_settings()
     state = state or build_state(settings)
-    metrics = state.metrics = Metrics(state.db)
+    metrics = state.metrics = Metrics(state.db, state.federation)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -70,7 +80,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.state.aitb = state
     install_openapi(app)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
-    for module in (system, accounts, testbeds, quotas, datasets, sweeps, jobs):
+    for module in (system, accounts, testbeds, quotas, datasets, sweeps, jobs, accounting, package_urls):
         app.include_router(module.router)
     _install_error_handlers(app)
     install_error_contract(app)

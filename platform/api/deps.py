@@ -22,10 +22,9 @@ from aitb.store.db import Database
 if TYPE_CHECKING:
     from aitb.api.metrics import Metrics
 
-ERROR_CODES = (401, 403, 404, 409, 422)
-
 
 def scheduler_policy(settings: Settings) -> Policy:
+    """The policy `aitb server` schedules with (and orders the queue by)."""
     return Policy(aging_threshold_s=settings.scheduler.aging_threshold_s)
 
 

@@ -60,12 +60,13 @@ class NoControlPlane:
     def __init__(self, federation: Federation, policy: Policy):
         self.federation = federation
         self.policy = policy
+        self.undriven = queue.undriven_clusters(federation)
 
     def wake(self) -> None:
         pass
 
     def queue(self, session: Session, node: str | None = None) -> list[queue.QueueEntry]:
-        return queue.current_order(session, self.federation, self.policy, node=node)
+        return queue.current_order(session, self.federation, self.policy, node=node, undriven=self.undriven)
 
     def read_log(self, job: Job, offset: int) -> tuple[bytes, int]:
         return b"", offset

@@ -11,10 +11,12 @@ from aitb.domain.lifecycle import JobState
 from aitb.domain.models import (
     NAME,
     Classification,
+    Dataset,
     Entrypoint,
     Job,
     JobEvent,
     JobName,
+    JobSpec,
     MaxRetries,
     MaxRuntime,
     MemberRole,
@@ -23,11 +25,9 @@ from aitb.domain.models import (
     Purpose,
     Quota,
     Residency,
-    RetentionDays,
     Weight,
 )
 from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec, parse_gpu_types
-from aitb.domain.testbed import SLUG
 from aitb.version import API_VERSION
 
 __all__ = ["API_VERSION"]  # kept importable from here for older imports
@@ -191,13 +191,10 @@ class TestbedOut(Out):
 # --- datasets -------------------------------------------------------------------------
 
 
-class DatasetIn(In):
-    name: str = Field(pattern=NAME)
-    partner: str
+class DatasetIn(Dataset):
+    """A dataset as registered: the domain's fields and limits, the classification required."""
+
     classification: Classification
-    home_node: str = Field(pattern=SLUG)
-    residency: Residency = Residency.NONE
-    retention_days: RetentionDays = 365
 
 
 class DatasetOut(Out):
@@ -282,6 +279,13 @@ class JobIn(In):
             head=self.resources.to_replica(),
             worker=workers.to_replica() if workers and workers.replicas else None,
             workers=workers.replicas if workers else 0,
+        )
+
+    def spec(self) -> JobSpec:
+        """The domain's job spec (raises ValueError where the gang breaks a domain rule)."""
+        return JobSpec(
+            gang=self.gang(),
+            **self.model_dump(exclude={"resources", "workers"}),
         )
 
 

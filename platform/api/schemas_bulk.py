@@ -7,20 +7,10 @@ from datetime import datetime
 from pydantic import Field
 
 from aitb.api.schemas import In, JobIn, JobOut, Out
-from aitb.domain.models import JobSpec
 
 MAX_JOBS = 10_000
 
 ParamValue = str | int | float | bool
-
-
-def job_spec(body: JobIn) -> JobSpec:
-    """The domain spec of a job body (raises ValueError/ValidationError when inconsistent)."""
-    return JobSpec(
-        project=body.project, name=body.name, entrypoint=body.entrypoint, gang=body.gang(),
-        datasets=body.datasets, priority=body.priority, max_runtime_s=body.max_runtime_s,
-        nodes=body.nodes, code=body.code, env=body.env, max_retries=body.max_retries,
-    )
 
 
 class JobBatchIn(In):

@@ -8,7 +8,7 @@ decided in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -88,6 +88,21 @@ class GangWorkers:
 
 
 @dataclass(frozen=True)
+class JobContext:
+    """Whose attempt this is, for backends that label and isolate per project (KubeRay)."""
+
+    job_id: str
+    attempt: int
+    project: str
+    partner: str
+    node: str
+    package: str | None = None  # "sha256:<hex>" of the job's code package
+    no_egress: bool = False  # confidential or sensitive data: no network egress
+    #: the project's nominal + borrowing limit at the node (None: not known)
+    quota_limits: Mapping[str, float] | None = field(default=None, hash=False)
+
+
+@dataclass(frozen=True)
 class DispatchRequest:
     """Everything a backend needs to start one job; `job_id` is the idempotency key."""
 
@@ -98,6 +113,7 @@ class DispatchRequest:
     working_dir: Path | None = None  # an unpacked code package; None: an empty directory
     env: dict[str, str] = field(default_factory=dict)
     max_runtime_s: int | None = None
+    context: JobContext | None = None
 
 
 @runtime_checkable
@@ -120,3 +136,13 @@ class Backend(Protocol):
 
     def list_jobs(self) -> dict[str, BackendJobStatus]:
         """Every aitb job the backend knows (for re-adoption after a restart)."""
+
+
+@runtime_checkable
+class ChangeSource(Protocol):
+    """A backend that watches its cluster and says when something changed, so the
+    reconciler wakes at once instead of waiting for its next poll."""
+
+    def subscribe(self, wake: Callable[[], None]) -> None: ...
+
+    def close(self) -> None: ...

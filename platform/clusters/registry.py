@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aitb.clusters.base import Backend
 from aitb.domain.testbed import Cluster, Federation
@@ -27,7 +28,8 @@ class BackendConfigError(ValueError):
     """A cluster's `connection` lacks what its backend needs."""
 
 
-def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time) -> Backend:
+def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time,
+                package_urls: Any = None) -> Backend:
     if cluster.backend == "ray":
         address = cluster.connection.get("address")
         if not address:
@@ -43,6 +45,17 @@ def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time) -> Bac
         from aitb.clusters.sim_backend import SimBackend
 
         return SimBackend(clock)
+    if cluster.backend == "kuberay":
+        from pydantic import ValidationError
+
+        from aitb.clusters.kuberay.backend import KubeRayBackend
+        from aitb.clusters.kuberay.options import ClusterOptions
+
+        try:
+            options = ClusterOptions.from_cluster(cluster)
+        except ValidationError as exc:
+            raise BackendConfigError(f"cluster {cluster.name}: connection: {exc}") from None
+        return KubeRayBackend(options, package_urls=package_urls)
     raise BackendNotSupported(
         f"cluster {cluster.name}: backend {cluster.backend!r} is not yet supported "
         "(use backend ray with connection.address, or sim)"
@@ -66,11 +79,12 @@ class Backends:
     undriven: dict[str, str] = field(default_factory=dict)  # cluster -> reason
 
 
-def backends_for(federation: Federation, clock: Callable[[], float] = time.time) -> Backends:
+def backends_for(federation: Federation, clock: Callable[[], float] = time.time,
+                 package_urls: Any = None) -> Backends:
     out = Backends()
     for _, cluster in federation.clusters():
         try:
-            out.driven[cluster.name] = backend_for(cluster, clock)
+            out.driven[cluster.name] = backend_for(cluster, clock, package_urls)
         except (BackendNotSupported, BackendConfigError) as exc:
             out.undriven[cluster.name] = str(exc)
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from aitb.clusters.base import ChangeSource
 from aitb.clusters.registry import backends_for, warn_undriven
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
@@ -48,7 +49,7 @@ class ControlPlane:
         self.federation = federation
         self.events = events
         # backends: one per driven cluster; each undriven one is warned about once, here
-        backends = backends_for(federation)
+        backends = backends_for(federation, package_urls=self._package_urls())
         warn_undriven(backends)
         self.backends = backends.driven
         self.leader = LeaderElection(db, lease_s=settings.scheduler.lease_s)
@@ -65,6 +66,10 @@ class ControlPlane:
         self._wake_control = threading.Event()
         self._wake_tracking = threading.Event()
         self._threads: list[threading.Thread] = []
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):  # e.g. KubeRay's watch: wake on every change
+                backend.subscribe(self._wake_control.set)
+        self._next_bundle_sync = 0.0
 
     # -- the API's port ---------------------------------------------------------------------
     @property
@@ -75,7 +80,8 @@ class ControlPlane:
         """The queue as this leader's last cycle left it; the store's order before that."""
         last = self.scheduler.last
         if last is None or not self.leader.is_leader:
-            return queue.current_order(session, self.federation, self.scheduler.policy, node=node)
+            return queue.current_order(session, self.federation, self.scheduler.policy, node=node,
+                                       undriven=self.scheduler.undriven)
         return queue.from_decisions(last, self.scheduler.pending, node=node, notes=self.scheduler.notes)
 
     def read_log(self, job: Job, offset: int) -> tuple[bytes, int]:
@@ -84,6 +90,21 @@ class ControlPlane:
     def reset_mlflow_password(self, user: str) -> str | None:
         access = self.outbox.access if self.outbox is not None else None
         return access.reset_password(user) if access is not None else None
+
+    def _package_urls(self):
+        """Signed package URLs for pods on Kubernetes clusters (needs the public URL)."""
+        public = self.settings.server.public_url
+        if not public:
+            return None
+        from aitb.services.package_urls import PackageUrlSigner, signing_key
+
+        return PackageUrlSigner(signing_key(self.settings.data_dir), public)
+
+    def sync_bundles(self) -> None:
+        """Keep each project's namespace on Kubernetes clusters in step with its quota."""
+        from aitb.control.kube import sync_project_bundles
+
+        sync_project_bundles(self.db, self.federation, self.backends)
 
     def _outbox(self):
         from aitb.tracking.credentials import MlflowAccount
@@ -159,6 +180,7 @@ class ControlPlane:
     # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
+    BUNDLE_SYNC_S = 10.0
     PACE_FLOOR_S = 0.005  # cycles shorter than this need no pacing
 
     def wake(self) -> None:
@@ -175,7 +197,11 @@ class ControlPlane:
             return False
         if not leading:
             return False
-        for step in (self.scheduler.run_once, self.reconciler.run_once):
+        steps = [self.scheduler.run_once, self.reconciler.run_once]
+        if time.monotonic() >= self._next_bundle_sync:
+            self._next_bundle_sync = time.monotonic() + self.BUNDLE_SYNC_S
+            steps.append(self.sync_bundles)
+        for step in steps:
             try:
                 step()
             except Exception:  # one failing step must not stop the other or the loop
@@ -227,6 +253,9 @@ class ControlPlane:
         self.wake()
         for thread in self._threads:
             thread.join(timeout=10)
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):
+                backend.close()
         try:
             self.leader.release()
         except Exception:

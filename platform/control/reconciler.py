@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from aitb.clusters.base import (
     DispatchRejected,
     DispatchRequest,
     GangWorkers,
+    JobContext,
     ReplicaResources,
 )
 from aitb.domain.lifecycle import (
@@ -39,12 +40,13 @@ from aitb.domain.lifecycle import (
     JobState,
     requeue_rule,
 )
-from aitb.domain.models import Attempt, Job
+from aitb.domain.models import Attempt, Classification, Job, Quota
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
-from aitb.services.tracking_events import TrackingEvents
+from aitb.services.tracking_events import TrackingEvents, highest_classification
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
+from aitb.store import quotas as quota_store
 from aitb.store.base import utcnow
 from aitb.store.db import Database
 
@@ -65,6 +67,11 @@ def _short(message: str) -> str:
     """Ray appends the log tail to failure messages; the log has it already."""
     first = (message or "no message").split(", last available logs")[0].splitlines()[0]
     return first[:300]
+
+
+def quota_limits(quota: Quota) -> dict[str, float]:
+    """What a project may use at a node: nominal + borrowing limit, per resource."""
+    return {key: quota.limit(key) or 0.0 for key in {**quota.nominal, **quota.borrowing_limit}}
 
 
 #: A backend's final word on an attempt, as the attempt's outcome.
@@ -162,10 +169,25 @@ class Reconciler:
         if gang.worker and gang.workers:
             workers = GangWorkers(count=gang.workers, resources=self._replica(job, gang.worker, 1))
         workdir = self.workdir_for(job.spec.code) if (job.spec.code and self.workdir_for) else None
+        context = JobContext(job_id=job.id, attempt=attempt.number, project=job.project,
+                             partner=job.partner, node=attempt.node, package=job.spec.code)
         return DispatchRequest(
             job_id=attempt.backend_id, entrypoint=job.spec.entrypoint, head=self._replica(job, gang.head, 0),
             workers=workers, working_dir=workdir, env=env, max_runtime_s=job.spec.max_runtime_s,
+            context=context,
         )
+
+    def with_project_facts(self, job: Job, request: DispatchRequest) -> DispatchRequest:
+        """Add what isolating backends (KubeRay) need from the store: the data's highest
+        classification (confidential or sensitive: no egress) and the project's quota at the
+        node (the namespace's ResourceQuota)."""
+        assert request.context is not None
+        with self.db.session() as session:
+            classification = highest_classification(session, job.spec.datasets)
+            quota = quota_store.get_quota(session, job.project, request.context.node)
+        limits = quota_limits(quota) if quota is not None else None
+        no_egress = bool(classification) and Classification(classification).needs_secure_pool
+        return replace(request, context=replace(request.context, no_egress=no_egress, quota_limits=limits))
 
     # -- the tick -------------------------------------------------------------------------
     def run_once(self) -> None:
@@ -223,7 +245,7 @@ class Reconciler:
         env = self.env_for(job)
         if env is None:
             return  # e.g. the MLflow run is not created yet; try next tick
-        request = self.request_for(job, attempt, env)
+        request = self.with_project_facts(job, self.request_for(job, attempt, env))
         try:
             backend.dispatch(request)
         except DispatchRejected as exc:

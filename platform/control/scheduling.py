@@ -72,12 +72,11 @@ class SchedulingCycle:
     def snapshot(self):
         with self.db.read() as session:  # a read: submissions keep writing meanwhile
             snap, jobs = load_snapshot(session, self.federation, self.reservations,
-                                       load_jobs=self._loader.jobs_in_states)
+                                       undriven=self.undriven, load_jobs=self._loader.jobs_in_states)
         self._loader.forget_except(jobs)
         self._down = dict(self.unavailable())
-        excluded = set(self.undriven) | set(self._down)
-        if excluded:  # no backend would start a job placed there (now, or ever)
-            snap = dataclasses.replace(snap, hosts=[h for h in snap.hosts if h.cluster not in excluded])
+        if self._down:  # no backend would start a job placed there now
+            snap = dataclasses.replace(snap, hosts=[h for h in snap.hosts if h.cluster not in self._down])
         return snap, jobs
 
     def _undriven_note(self, job: PendingJob) -> str:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from aitb.domain.models import MemberRole, Membership, Partner, Project, User
 from aitb.services.authz import PLATFORM_ADMIN, Principal, valid_role
-from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, found
 from aitb.services.tracking_events import TrackingEvents
 from aitb.store import accounts as account_store
 from aitb.store import audit
@@ -85,10 +85,7 @@ def list_partners(session: Session, who: Principal) -> list[Partner]:
 
 
 def require_partner(session: Session, name: str) -> Partner:
-    partner = account_store.get_partner(session, name)
-    if partner is None:
-        raise NotFound(f"unknown partner {name!r}")
-    return partner
+    return found(account_store.get_partner(session, name), f"partner {name!r}")
 
 
 # --- users ---------------------------------------------------------------------------
@@ -154,10 +151,7 @@ def rotate_token(session: Session, who: Principal, name: str, ttl_days: int) -> 
 
 
 def require_user(session: Session, name: str) -> User:
-    user = account_store.get_user(session, name)
-    if user is None:
-        raise NotFound(f"unknown user {name!r}")
-    return user
+    return found(account_store.get_user(session, name), f"user {name!r}")
 
 
 def check_mlflow_password_reset(session: Session, who: Principal, name: str) -> User:
@@ -185,10 +179,7 @@ def create_project(session: Session, who: Principal, name: str, partner: str,
 
 
 def require_project(session: Session, name: str) -> Project:
-    project = project_store.get_project(session, name)
-    if project is None:
-        raise NotFound(f"unknown project {name!r}")
-    return project
+    return found(project_store.get_project(session, name), f"project {name!r}")
 
 
 def visible_project(session: Session, who: Principal, name: str) -> Project:

@@ -8,7 +8,7 @@ from aitb.domain.models import Dataset, Grant
 from aitb.domain.testbed import Federation
 from aitb.services.accounts import require_partner, require_project
 from aitb.services.authz import Principal
-from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
+from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound, found
 from aitb.store import audit
 from aitb.store import datasets as dataset_store
 from aitb.timeutil import utcnow
@@ -29,10 +29,7 @@ def create_dataset(session: Session, who: Principal, federation: Federation, ds:
 
 
 def require_dataset(session: Session, name: str) -> Dataset:
-    ds = dataset_store.get_dataset(session, name)
-    if ds is None:
-        raise NotFound(f"unknown dataset {name!r}")
-    return ds
+    return found(dataset_store.get_dataset(session, name), f"dataset {name!r}")
 
 
 def list_datasets(session: Session, who: Principal) -> list[Dataset]:

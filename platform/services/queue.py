@@ -8,12 +8,14 @@ with the scheduler's own ordering (`current_order`): one order, never a second.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import dataclasses
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from aitb.clusters.registry import not_driven_reason
 from aitb.domain.lifecycle import ACTIVE_STATES, JobState
 from aitb.domain.models import Job
 from aitb.domain.testbed import Federation
@@ -58,12 +60,21 @@ def _gpu_type_of(job: Job, federation: Federation) -> str | None:
     return pool.gpu_type if pool else None
 
 
+def undriven_clusters(federation: Federation) -> dict[str, str]:
+    """Clusters no backend of this version drives -> why: the scheduler places nothing there."""
+    return {c.name: why for _, c in federation.clusters() if (why := not_driven_reason(c)) is not None}
+
+
 def load_snapshot(
-    session: Session, federation: Federation, reservations: Mapping[str, tuple[str, ...]] | None = None,
+    session: Session,
+    federation: Federation,
+    reservations: Mapping[str, tuple[str, ...]] | None = None,
+    undriven: Collection[str] = (),
     load_jobs: Callable[[Session, Iterable[JobState]], list[Job]] = job_store.jobs_in_states,
 ) -> tuple[Snapshot, dict[str, Job]]:
-    """The scheduler's input as the store has it now, and the jobs it names by id.
-    (``load_jobs``: the control loop passes one that parses each spec once.)"""
+    """The scheduler's input as the store has it now (without the hosts of ``undriven``
+    clusters), and the jobs it names by id. (``load_jobs``: the control loop passes one that
+    parses each spec once.)"""
     reservations = reservations or {}
     pending_jobs = load_jobs(session, [JobState.QUEUED])
     active = load_jobs(session, ACTIVE_STATES)
@@ -94,6 +105,8 @@ def load_snapshot(
     snap = snapshot_from_federation(
         federation, quotas=quotas, running=running, pending=pending, partner_weights=weights
     )
+    if undriven:  # no backend would ever start a job placed there
+        snap = dataclasses.replace(snap, hosts=[h for h in snap.hosts if h.cluster not in undriven])
     return snap, {j.id: j for j in pending_jobs + active}
 
 
@@ -126,10 +139,13 @@ def from_decisions(
 
 
 def current_order(
-    session: Session, federation: Federation, policy: Policy, node: str | None = None
+    session: Session, federation: Federation, policy: Policy, node: str | None = None,
+    undriven: Collection[str] | None = None,
 ) -> list[QueueEntry]:
     """The queue in the order the next cycle will consider it, with each job's recorded reason."""
-    snap, jobs = load_snapshot(session, federation)
+    if undriven is None:
+        undriven = undriven_clusters(federation)
+    snap, jobs = load_snapshot(session, federation, undriven=undriven)
     fair = (
         FairShare(Capacity(snap.hosts).totals(), snap.running, snap.partner_weights)
         if policy.fair_share else None

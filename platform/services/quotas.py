@@ -10,7 +10,7 @@ from aitb.clusters.registry import not_driven_reason
 from aitb.domain.lifecycle import ACTIVE_STATES
 from aitb.domain.models import Job, Quota
 from aitb.domain.resources import ResourceMap, add, quota_usage
-from aitb.domain.testbed import Federation
+from aitb.domain.testbed import Federation, host_pool
 from aitb.services.accounts import require_project
 from aitb.services.authz import Principal
 from aitb.services.errors import Forbidden, NotFound
@@ -27,7 +27,7 @@ def job_usage(job: Job, federation: Federation) -> tuple[ResourceMap, dict[tuple
     replicas = job.spec.gang.replicas()
     hosts = job.placement.hosts if job.placement else []
     for index, replica in enumerate(replicas):
-        key = tuple(hosts[index].split("/")[:2]) if index < len(hosts) else None
+        key = host_pool(hosts[index]) if index < len(hosts) else None
         pool = federation.pool_of_host(hosts[index]) if key else None
         demand = quota_usage(replica.cpu, replica.memory_gib, replica.gpu.count,
                              pool.gpu_type if pool is not None else None)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from aitb.timeutil import as_utc, utcnow
 
-__all__ = ["NAMING", "Base", "UTCDateTime", "utcnow"]
+__all__ = ["NAMING", "Base", "UTCDateTime", "delete", "upsert", "utcnow"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -22,6 +23,32 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+B = TypeVar("B", bound=Base)
+
+
+def upsert(session: Session, row_type: type[B], key: tuple, **values: object) -> B:
+    """The row of ``row_type`` with primary key ``key`` (made when missing), set to ``values``."""
+    row = session.get(row_type, key)
+    if row is None:
+        names = [c.key for c in row_type.__mapper__.primary_key]
+        row = row_type(**dict(zip(names, key, strict=True)))
+        session.add(row)
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.flush()
+    return row
+
+
+def delete(session: Session, row_type: type[Base], key: tuple) -> bool:
+    """Delete the row of ``row_type`` with primary key ``key``; False when there was none."""
+    row = session.get(row_type, key)
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
 
 
 class UTCDateTime(TypeDecorator):

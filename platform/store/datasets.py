@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import Dataset, Grant
+from aitb.store.base import delete, upsert
 from aitb.store.tables import DatasetRow, GrantRow
 
 
@@ -58,23 +59,11 @@ def get_grant(session: Session, dataset: str, project: str) -> Grant | None:
 
 def set_grant(session: Session, grant: Grant) -> Grant:
     """Create or replace the grant of ``grant.dataset`` to ``grant.project``."""
-    row = session.get(GrantRow, (grant.dataset, grant.project))
-    if row is None:
-        row = GrantRow(dataset=grant.dataset, project=grant.project)
-        session.add(row)
-    row.purpose = grant.purpose
-    row.expires_at = grant.expires_at
-    row.granted_by = grant.granted_by or ""
-    if grant.granted_at is not None:
-        row.granted_at = grant.granted_at
-    session.flush()
+    stamp = {"granted_at": grant.granted_at} if grant.granted_at is not None else {}
+    row = upsert(session, GrantRow, (grant.dataset, grant.project), purpose=grant.purpose,
+                 expires_at=grant.expires_at, granted_by=grant.granted_by or "", **stamp)
     return _grant(row)
 
 
 def delete_grant(session: Session, dataset: str, project: str) -> bool:
-    row = session.get(GrantRow, (dataset, project))
-    if row is None:
-        return False
-    session.delete(row)
-    session.flush()
-    return True
+    return delete(session, GrantRow, (dataset, project))

@@ -13,8 +13,10 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from aitb.domain.lifecycle import JobState, Requeue, check_transition
+from aitb.domain.accounting import ATTEMPT_ENDS
+from aitb.domain.lifecycle import ACTIVE_STATES, JobState, Requeue, check_transition
 from aitb.domain.models import Job, JobEvent, JobSpec, Placement
+from aitb.store import usage
 from aitb.store.base import utcnow
 from aitb.store.tables import JobEventRow, JobRow
 
@@ -215,6 +217,9 @@ def transition(
     )
     if result.rowcount != 1:
         raise StaleTransition(f"job {job.id} changed since it was read")
+    # -- accounting (store/usage.py): an ending attempt is charged in this same transaction
+    if job.state in ACTIVE_STATES and target in ATTEMPT_ENDS:
+        usage.record_attempt_end(session, job, target, at)
     session.add(JobEventRow(job_id=job.id, from_state=job.state.value, to_state=target.value, at=at, reason=reason))
     session.flush()
     row = session.get(JobRow, job.id, populate_existing=True)

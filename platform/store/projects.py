@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import MemberRole, Membership, Project
+from aitb.store.base import delete, upsert
 from aitb.store.tables import MembershipRow, ProjectRow
 
 
@@ -70,19 +71,9 @@ def get_membership(session: Session, project: str, user: str) -> Membership | No
 
 
 def set_membership(session: Session, membership: Membership) -> Membership:
-    row = session.get(MembershipRow, (membership.project, membership.user))
-    if row is None:
-        session.add(MembershipRow(project=membership.project, user=membership.user, role=membership.role.value))
-    else:
-        row.role = membership.role.value
-    session.flush()
+    upsert(session, MembershipRow, (membership.project, membership.user), role=membership.role.value)
     return membership
 
 
 def delete_membership(session: Session, project: str, user: str) -> bool:
-    row = session.get(MembershipRow, (project, user))
-    if row is None:
-        return False
-    session.delete(row)
-    session.flush()
-    return True
+    return delete(session, MembershipRow, (project, user))

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import Quota
+from aitb.store.base import upsert
 from aitb.store.tables import QuotaRow
 
 
@@ -19,13 +20,8 @@ def get_quota(session: Session, project: str, node: str) -> Quota | None:
 
 
 def set_quota(session: Session, quota: Quota) -> Quota:
-    row = session.get(QuotaRow, (quota.project, quota.node))
-    if row is None:
-        row = QuotaRow(project=quota.project, node=quota.node)
-        session.add(row)
-    row.nominal = dict(quota.nominal)
-    row.borrowing_limit = dict(quota.borrowing_limit)
-    session.flush()
+    row = upsert(session, QuotaRow, (quota.project, quota.node),
+                 nominal=dict(quota.nominal), borrowing_limit=dict(quota.borrowing_limit))
     return _quota(row)
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import sqlite3
 import uuid
-import zipfile
 
 import pytest
 
 from tests.support.api import in_process_api
+from tests.support.packages import zip_bytes
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +29,6 @@ def researcher(small_server):
 def count_rows(server, table: str) -> int:
     with sqlite3.connect(server.data_dir / "aitb.db") as conn:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-
-
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 GOOD = {"project": None, "entrypoint": "python train.py", "resources": {"cpu": 1, "memory_gib": 2}}

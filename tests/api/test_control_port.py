@@ -18,6 +18,7 @@ from aitb.domain.resources import GangSpec, ReplicaSpec
 from aitb.domain.testbed import parse_testbed
 from aitb.services import accounts, jobs, quotas
 from aitb.services.authz import Principal
+from aitb.services.queue import load_snapshot
 from aitb.services.tracking_events import TrackingEvents
 from aitb.settings import Settings
 from aitb.store.db import Database
@@ -136,3 +137,20 @@ def test_a_replica_without_control_plane_reads_no_log_and_says_it_does_not_sched
         token, _ = _team(api)
         r = c.post(f"/v1/users/{c.get('/v1/users/me').json()['name']}/mlflow-password")
     assert r.status_code == 409 and "not configured" in r.json()["detail"]
+
+
+def test_a_replica_without_control_plane_leaves_undriven_clusters_out_of_the_snapshot(tmp_path):
+    fed = parse_testbed({"federation": "t", "nodes": [{"name": "lund", "clusters": [
+        {"name": "lund-sim", "backend": "sim", "pools": [{"name": "cpu", "hosts": 1, "cpu": 2, "memory_gib": 4}]},
+        {"name": "lund-k8s", "backend": "kuberay", "connection": {"contxt": "x"}, "pools": [{"name": "cpu", "hosts": 3, "cpu": 8, "memory_gib": 8}]},
+    ]}]})
+    port = NoControlPlane(fed, scheduler_policy(Settings(data_dir=tmp_path)))
+    assert set(port.undriven) == {"lund-k8s"}
+    db = Database(f"sqlite:///{tmp_path / 'aitb.db'}")
+    try:
+        with db.session() as s:
+            snap, _ = load_snapshot(s, fed, undriven=port.undriven)
+            assert {h.cluster for h in snap.hosts} == {"lund-sim"}
+            assert port.queue(s) == []
+    finally:
+        db.dispose()

@@ -18,7 +18,6 @@ from aitb.clusters.base import (
 from aitb.clusters.ray_backend import RayBackend, _http_status
 from aitb.clusters.registry import (
     BackendConfigError,
-    BackendNotSupported,
     backend_for,
     backends_for,
     not_driven_reason,
@@ -152,8 +151,12 @@ def test_registry_builds_backends_and_explains_what_is_missing() -> None:
     assert isinstance(backend_for(_cluster("sim", {})), SimBackend)
     with pytest.raises(BackendConfigError, match="connection.address"):
         backend_for(_cluster("ray", {}))
-    with pytest.raises(BackendNotSupported, match="not yet supported"):
-        backend_for(_cluster("kuberay", {"context": "x"}))
+    from aitb.clusters.kuberay.backend import KubeRayBackend
+
+    kube = backend_for(_cluster("kuberay", {"context": "x", "namespace": "aitb-jobs"}))
+    assert isinstance(kube, KubeRayBackend) and kube.options.context == "x"
+    with pytest.raises(BackendConfigError, match="adress"):  # a misspelt connection key
+        backend_for(_cluster("kuberay", {"context": "x", "adress": "y"}))
 
 
 def test_clusters_without_a_usable_backend_are_reported_not_dropped(caplog: pytest.LogCaptureFixture) -> None:
@@ -162,14 +165,14 @@ def test_clusters_without_a_usable_backend_are_reported_not_dropped(caplog: pyte
         {"name": "ray-1", "backend": "ray", "connection": {"address": "http://127.0.0.1:9"},
          "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
         {"name": "ray-unset", "backend": "ray", "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
-        {"name": "k8s-1", "backend": "kuberay", "connection": {"context": "x"},
+        {"name": "k8s-1", "backend": "kuberay", "connection": {"context": "x", "adress": "y"},
          "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
     ]}]})
     backends = backends_for(fed)
     assert set(backends.driven) == {"sim-1", "ray-1"}
     assert set(backends.undriven) == {"ray-unset", "k8s-1"}
     assert "connection.address" in backends.undriven["ray-unset"]
-    assert "'kuberay' is not yet supported" in backends.undriven["k8s-1"]
+    assert "adress" in backends.undriven["k8s-1"]  # a kuberay connection with a misspelt key
     assert {c.name: not_driven_reason(c) is None for _, c in fed.clusters()} == {
         "sim-1": True, "ray-1": True, "ray-unset": False, "k8s-1": False}
     with caplog.at_level("WARNING", logger="aitb.clusters"):

@@ -26,7 +26,6 @@ from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
 from aitb.store.outbox import OutboxRow
-from aitb.store.tables import PartnerRow, ProjectRow, QuotaRow
 
 CLUSTER = "lund-sim"
 FEDERATION = parse_testbed({
@@ -80,20 +79,6 @@ class Plane:
         with self.db.session() as s:
             return [r.payload for r in s.scalars(
                 select(OutboxRow).where(OutboxRow.job_id == job_id, OutboxRow.kind == kind).order_by(OutboxRow.id))]
-
-
-@pytest.fixture
-def db(database_url):
-    database = Database(database_url)
-    with database.session() as s:
-        s.add_all([PartnerRow(name="volvo", weight=1), PartnerRow(name="saab", weight=1)])
-        s.flush()
-        s.add_all([ProjectRow(name="borrower", partner="volvo"), ProjectRow(name="owner", partner="saab")])
-        s.flush()
-        s.add(QuotaRow(project="borrower", node="lund", nominal={"gpu": 2}, borrowing_limit={"gpu": 2}))
-        s.add(QuotaRow(project="owner", node="lund", nominal={"gpu": 2}, borrowing_limit={}))
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ borrowed capacity with requeue and tracking events; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import select
 
 from aitb.control.scheduling import SchedulingCycle
@@ -15,30 +14,14 @@ from aitb.scheduler import Policy
 from aitb.services import queue
 from aitb.services.tracking_events import TrackingEvents
 from aitb.store import jobs as job_store
-from aitb.store.db import Database
 from aitb.store.outbox import OutboxRow
-from aitb.store.tables import PartnerRow, ProjectRow, QuotaRow
+from aitb.store.tables import ProjectRow, QuotaRow
 
 FEDERATION = parse_testbed({
     "federation": "t",
     "nodes": [{"name": "lund", "clusters": [{"name": "lund-sim", "backend": "sim", "pools": [
         {"name": "gpu", "hosts": 1, "cpu": 8, "memory_gib": 32, "gpus": 4, "gpu_type": "a100"}]}]}],
 })
-
-
-@pytest.fixture
-def db(database_url):
-    database = Database(database_url)
-    with database.session() as s:
-        s.add_all([PartnerRow(name="volvo", weight=1), PartnerRow(name="saab", weight=1)])
-        s.flush()
-        s.add_all([ProjectRow(name="borrower", partner="volvo"), ProjectRow(name="owner", partner="saab")])
-        s.flush()
-        # each owns 2 of the 4 GPUs; the borrower may take 2 more while they are idle
-        s.add(QuotaRow(project="borrower", node="lund", nominal={"gpu": 2}, borrowing_limit={"gpu": 2}))
-        s.add(QuotaRow(project="owner", node="lund", nominal={"gpu": 2}, borrowing_limit={}))
-    yield database
-    database.dispose()
 
 
 def submit(db, project: str, partner: str, gpus: int, name: str) -> str:
@@ -108,10 +91,11 @@ def test_a_decision_on_a_stale_snapshot_is_dropped(db):
 
 
 def test_no_job_is_placed_on_a_cluster_without_a_usable_backend(db):
-    """A node with a driven sim cluster and an undriven kuberay one: jobs go to the sim
-    cluster only; one that only the undriven cluster could hold waits, and says why."""
+    """A node with a driven sim cluster and an undriven kuberay one (its connection has a
+    misspelt key): jobs go to the sim cluster only; one that only the undriven cluster could
+    hold waits, and says why."""
     fed = parse_testbed({"federation": "t", "nodes": [{"name": "lund", "clusters": [
-        {"name": "lund-k8s", "backend": "kuberay", "connection": {"context": "x"}, "pools": [
+        {"name": "lund-k8s", "backend": "kuberay", "connection": {"contxt": "x"}, "pools": [
             {"name": "big", "hosts": 1, "cpu": 64, "memory_gib": 256, "gpus": 8, "gpu_type": "a100"}]},
         {"name": "lund-sim", "backend": "sim", "pools": [
             {"name": "gpu", "hosts": 1, "cpu": 8, "memory_gib": 32, "gpus": 4, "gpu_type": "a100"}]},

@@ -3,6 +3,7 @@ object is valid Kubernetes (kubernetes-validate, strict) — offline, with helm-
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -144,6 +145,13 @@ def test_pods_run_as_non_root_read_only(rendered):
             if w["kind"] == "Deployment":
                 assert sc["readOnlyRootFilesystem"] is True
             assert c.get("resources", {}).get("limits"), (w["metadata"]["name"], c["name"])
+
+
+def test_the_grafana_dashboard_ships_in_a_config_map():
+    maps = by_kind(render(PRODUCTION), "ConfigMap")
+    dashboard = json.loads(maps["aitb-grafana-dashboard"]["data"]["aitb-dashboard.json"])
+    assert dashboard == json.loads((CHART / "files" / "aitb-dashboard.json").read_text())
+    assert maps["aitb-grafana-dashboard"]["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
 def test_network_policies_deny_by_default(rendered):

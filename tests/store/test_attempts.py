@@ -15,20 +15,8 @@ from aitb.domain.resources import GangSpec, ReplicaSpec
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.db import Database, downgrade, normalise_url, upgrade
-from aitb.store.tables import PartnerRow, ProjectRow
 
 T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(database_url):
-    database = Database(database_url)
-    with database.session() as s:
-        s.add(PartnerRow(name="volvo", weight=1))
-        s.flush()
-        s.add(ProjectRow(name="vision", partner="volvo"))
-    yield database
-    database.dispose()
 
 
 def new_job(db, **kw):

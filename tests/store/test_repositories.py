@@ -24,6 +24,7 @@ from aitb.timeutil import utcnow
 
 @pytest.fixture
 def db(database_url):
+    """An empty database (not the seeded one of tests/store/conftest.py)."""
     database = Database(database_url)
     yield database
     database.dispose()

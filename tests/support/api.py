@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from aitb.osutil import spawn_detached
 from tests.support.processes import REPO, aitb_command, free_port, stop_process
 
 
@@ -76,11 +77,7 @@ def start_api_server(
     }
     if database_url:
         env["AITB_DATABASE_URL"] = database_url
-    log = open(data_dir / "server.log", "ab")
-    proc = subprocess.Popen(
-        [*aitb_command(), "server"], env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True, cwd=data_dir,
-    )
+    proc = spawn_detached([*aitb_command(), "server"], data_dir / "server.log", env=env, cwd=data_dir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from sqlalchemy.orm import sessionmaker
 
 from aitb.domain.lifecycle import JobState
 from aitb.local.ports import free_port
 from aitb.store import outbox as store
-from aitb.store.base import Base
-from aitb.store.db import make_engine
 from aitb.tracking import outbox
 from aitb.tracking.credentials import MlflowAccount
 from aitb.tracking.outbox import Backoff, OutboxProcessor
@@ -55,14 +52,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return datetime.now(UTC) + self.offset
-
-
-@pytest.fixture
-def sessions(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'aitb.db'}")
-    Base.metadata.create_all(engine, tables=[store.OutboxRow.__table__])
-    yield sessionmaker(engine, expire_on_commit=False)
-    engine.dispose()
 
 
 @pytest.fixture

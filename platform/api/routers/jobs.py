@@ -12,7 +12,6 @@ from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
 from aitb.api.routers.sweeps import REPLAYED, IdempotencyKey
 from aitb.api.schemas import JobIn, JobOut, PackageOut, QueueEntryOut
-from aitb.api.schemas_bulk import job_spec
 from aitb.domain.lifecycle import JobState
 from aitb.services import idempotency, jobs, packages
 from aitb.services import queue as queue_service
@@ -66,7 +65,7 @@ def has_package(digest: str, session: SessionDep, caller: CallerDep) -> Response
 def submit(body: JobIn, response: Response, session: SessionDep, caller: CallerDep, state: StateDep,
            idempotency_key: IdempotencyKey = None) -> JobOut:
     try:
-        spec = job_spec(body)
+        spec = body.spec()
     except ValueError as exc:
         raise Invalid(first_error(exc)) from None
 

@@ -11,7 +11,7 @@ from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
 from aitb.api.schemas import JobOut
-from aitb.api.schemas_bulk import JobBatchIn, JobBatchOut, SweepIn, SweepJobOut, SweepOut, job_spec
+from aitb.api.schemas_bulk import JobBatchIn, JobBatchOut, SweepIn, SweepJobOut, SweepOut
 from aitb.domain.models import Job
 from aitb.services import batch, idempotency
 from aitb.services.accounts import readable_projects
@@ -37,7 +37,7 @@ def _specs(bodies, where: str):
     specs = []
     for i, body in enumerate(bodies):
         try:
-            specs.append(job_spec(body))
+            specs.append(body.spec())
         except ValueError as exc:
             raise Invalid(f"{where}[{i}]: {first_error(exc)}") from None
     return specs

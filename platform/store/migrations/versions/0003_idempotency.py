@@ -1,7 +1,7 @@
 """sweeps and idempotency keys
 
 Revision ID: 0003_idempotency
-Revises: 0003_attempts
+Revises: 0003_usage
 """
 from collections.abc import Sequence
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_idempotency"
-down_revision: str | Sequence[str] | None = "0003_attempts"
+down_revision: str | Sequence[str] | None = "0003_usage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
