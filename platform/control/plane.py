@@ -49,7 +49,8 @@ class ControlPlane:
         self.federation = federation
         self.events = events
         # backends: one per driven cluster; each undriven one is warned about once, here
-        backends = backends_for(federation, package_urls=self._package_urls())
+        backends = backends_for(federation, package_urls=self._package_urls(),
+                                kube_defaults=settings.kubernetes.connection_defaults())
         warn_undriven(backends)
         self.backends = backends.driven
         self.leader = LeaderElection(db, lease_s=settings.scheduler.lease_s)
@@ -98,7 +99,8 @@ class ControlPlane:
             return None
         from aitb.services.package_urls import PackageUrlSigner, signing_key
 
-        return PackageUrlSigner(signing_key(self.settings.data_dir), public)
+        key = signing_key(self.settings.packages_dir, self.settings.packages.url_signing_key)
+        return PackageUrlSigner(key, public)
 
     def sync_bundles(self) -> None:
         """Keep each project's namespace on Kubernetes clusters in step with its quota."""

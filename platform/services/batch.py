@@ -17,14 +17,14 @@ from sqlalchemy.orm import Session
 
 from aitb.domain.models import Job, JobSpec, SweepPoint
 from aitb.domain.testbed import Federation
-from aitb.services.accounts import require_project
+from aitb.services.accounts import readable_projects, require_project
 from aitb.services.authz import Principal
 from aitb.services.errors import Forbidden, Invalid, NotFound
 from aitb.services.jobs import validate_submission
 from aitb.services.tracking_events import TrackingEvents
 from aitb.store import job_batch
 from aitb.store import jobs as job_store
-from aitb.store.submissions import SweepRow, get_sweep
+from aitb.store.submissions import SweepRow, get_sweep, list_sweeps
 
 MAX_JOBS = 10_000
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -130,3 +130,19 @@ def visible_sweep(session: Session, who: Principal, sweep_id: str) -> tuple[Swee
         raise NotFound(f"unknown sweep {sweep_id!r}")
     found = job_store.jobs_by_id(session, row.job_ids)
     return row, [found[j] for j in row.job_ids if j in found]
+
+
+def visible_sweeps(
+    session: Session, who: Principal, project: str | None = None, limit: int = 20
+) -> list[tuple[SweepRow, list[Job]]]:
+    """The newest sweeps ``who`` may read (of ``project`` when given), each with its jobs."""
+    visible = None
+    if not who.is_platform_admin:
+        visible = [p.name for p in readable_projects(session, who) if who.can_read_job(p.name, p.partner, None)]
+    return [visible_sweep(session, who, row.id) for row in list_sweeps(session, visible, project, limit)]
+
+
+def jobs_in_order(session: Session, job_ids: Sequence[str]) -> list[Job]:
+    """The jobs of ``job_ids``, in that order (for answering a replayed submission)."""
+    found = job_store.jobs_by_id(session, job_ids)
+    return [found[i] for i in job_ids if i in found]

@@ -202,3 +202,18 @@ def test_dockerfile_runs_the_wheel_as_non_root():
     assert user and user[-1].split(":")[0] not in ("0", "root")
     assert "pip wheel" in text and "--no-index --find-links /wheels aitb" in text
     assert re.search(r"^FROM python:3\.11-slim\s*$", text, re.M)
+
+
+def test_every_aitb_setting_the_chart_sets_exists():
+    """Settings ignore unknown AITB_* variables, so a typo in the chart would pass silently."""
+    from aitb.settings import Settings
+
+    names = {e["name"] for d in by_kind(render(PRODUCTION), "Deployment").values()
+             for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
+             if e["name"].startswith("AITB_")}
+    assert len(names) >= 10
+    for name in names:
+        model, path = Settings, name.removeprefix("AITB_").lower().split("__")
+        for part in path:
+            assert part in model.model_fields, f"{name}: no setting {part!r}"
+            model = model.model_fields[part].annotation

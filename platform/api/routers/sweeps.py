@@ -14,10 +14,8 @@ from aitb.api.schemas import JobOut
 from aitb.api.schemas_bulk import JobBatchIn, JobBatchOut, SweepIn, SweepJobOut, SweepOut
 from aitb.domain.models import Job
 from aitb.services import batch, idempotency
-from aitb.services.accounts import readable_projects
 from aitb.services.errors import Invalid
-from aitb.store import jobs as job_store
-from aitb.store.submissions import SweepRow, list_sweeps
+from aitb.store.submissions import SweepRow
 from aitb.version import API_PREFIX
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
@@ -62,8 +60,7 @@ def submit_batch(body: JobBatchIn, response: Response, session: SessionDep, call
                                         lambda: body.model_dump(mode="json"), create)
     if replayed:
         response.headers[REPLAYED] = "true"
-        found = job_store.jobs_by_id(session, result["jobs"])
-        jobs = [found[i] for i in result["jobs"] if i in found]
+        jobs = batch.jobs_in_order(session, result["jobs"])
     else:
         jobs = create.jobs  # type: ignore[attr-defined]
     return JobBatchOut(jobs=[JobOut.of(j) for j in jobs])
@@ -96,11 +93,7 @@ def submit_sweep(body: SweepIn, response: Response, session: SessionDep, caller:
 @router.get("/sweeps", response_model=list[SweepOut], responses=errors(401, 422))
 def sweeps(session: SessionDep, caller: CallerDep, project: str | None = None,
            limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[SweepOut]:
-    visible = None
-    if not caller.is_platform_admin:
-        visible = [p.name for p in readable_projects(session, caller) if caller.can_read_job(p.name, p.partner, None)]
-    return [_sweep_out(*batch.visible_sweep(session, caller, row.id))
-            for row in list_sweeps(session, visible, project, limit)]
+    return [_sweep_out(*sweep) for sweep in batch.visible_sweeps(session, caller, project, limit)]
 
 
 @router.get("/sweeps/{sweep_id}", response_model=SweepOut, responses=errors(401, 404))

@@ -212,7 +212,7 @@ class Backlog:
             return False
         if self.policy.within_project_preemption:
             return True
-        fair = self.policy.preemption_style == "fair-share"
+        fair = self.policy.preemption_style in ("fair-share", "drf")
         usage = job.shape.usage(None)
         for node in self.nodes if job.nodes is None else job.nodes:
             q = ledger.check(job.project, node, usage)

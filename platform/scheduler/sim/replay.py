@@ -241,7 +241,7 @@ def replay(
                         if job.max_runtime_s is not None else None)
             r = RunningJob(job.id, job.project, job.partner, a.node, a.cluster, job.priority, now,
                            job.gang, a.placement(), a.gpu_type, job.checkpoint_s,
-                           job.overhead_s, expected)
+                           job.restart_s, expected)
             running[job.id] = r
             hosts.apply(r, 1.0)
             ledger.add(r.project, r.node, r.usage)
@@ -250,7 +250,7 @@ def replay(
             run_token[job.id] = token
             heapq.heappush(events, (now + left, 0, job.id, token))
         backlog.record(cycle, decisions, ledger, reservations)
-    end = until_s if until_s is not None else now
+    end = until_s if until_s is not None and events else now
     meter.advance(end, backlog, running, reservations)
     for job_id in running:  # still running at the end: count what ran so far
         job = jobs[job_id]
@@ -323,8 +323,10 @@ class _Meter:
             return
         if idle > 0 and any(_fits_now(shape, self.hosts) for shape in shapes):
             self.idle_fit += dt * idle
-        self.contended += dt
         demand = {p: held.get(p, 0.0) + waiting.get(p, 0.0) for p in set(held) | set(waiting)}
+        if sum(demand.values()) < self.capacity:
+            return  # not contended: everyone's fair share is all it asks for
+        self.contended += dt
         fair = max_min_shares(demand, self.weights, self.capacity)
         short = sum(max(0.0, fair[p] - held.get(p, 0.0)) for p in demand)
         self.error_time += dt * short / self.capacity
