@@ -171,7 +171,7 @@ def test_replay_incremental_equals_full_cycles(seed: int, monkeypatch: pytest.Mo
             gang(gpu=g, cpu=rng.choice([1, 4]), mem=4, types=types, workers=rng.choice([0, 0, 1])),
             priority=rng.choice([0, 0, 1]), node=rng.choice([None, None, None, "n2"]),
         ))
-    policies = ["ours", "fifo", "quota-only",
+    policies = ["ours", "fifo", "quota-only", "kueue-fair",
                 Policy(name="aged", aging_threshold_s=300, within_project_preemption=True)]
     for policy in policies:
         fast = replay(fed, trace, policy=policy, interval_s=10)

@@ -22,6 +22,7 @@ from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec, parse_gpu_t
 from aitb.domain.testbed import Federation
 from aitb.scheduler.core import run_cycle
 from aitb.scheduler.decisions import Decisions
+from aitb.scheduler.placement import PackingPicker
 from aitb.scheduler.policy import POLICIES, Policy
 from aitb.scheduler.quota import QuotaLedger
 from aitb.scheduler.sim.backlog import Backlog
@@ -406,7 +407,7 @@ def _decide(backlog: Backlog, sim_hosts: _SimulatedHosts, qmap: Mapping, running
         pending = [_with_reservation(j, owners[j.id]) if j.id in owners else j
                    for j in chosen.values()]
         snap = Snapshot(hosts, qmap, run, pending, dict(weights or {}))
-        result = run_cycle(snap, now, policy)
+        result = run_cycle(snap, now, policy, PackingPicker(dict(backlog.named)))
         if len(chosen) == len(backlog.jobs):
             return result.decisions
         more = backlog.check(result.decisions, owners, chosen, result.cleared_at,
