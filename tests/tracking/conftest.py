@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,31 @@ def launch(data_dir: Path, port: int | None = None) -> ManagedMlflow:
     return server
 
 
+def server_dir(prefix: str = "aitb-mlflow-test-") -> Path:
+    """A state directory for a server started by these tests.
+
+    Not under pytest's tmp dir: started by root, the server runs as an unprivileged user that
+    needs a traverse ACL on every parent, and pytest re-chmods its shared
+    /tmp/pytest-of-<user> to 0700 whenever any session starts, which narrows such an ACL
+    under a running server.
+    """
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    path = server_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedMlflow]:
-    server = launch(tmp_path_factory.mktemp("mlflow-shared"))
+def mlflow_server() -> Iterator[ManagedMlflow]:
+    path = server_dir()
+    server = launch(path)
     yield server
     server.stop()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def call_as(account: MlflowAccount, url: str, fn: Callable[[Any], Any]) -> Any:
