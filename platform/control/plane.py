@@ -28,7 +28,7 @@ RUN_WAIT = timedelta(seconds=20)
 
 
 def runner_secret(settings: Settings) -> str:
-    """Secret from which per-project MLflow runner passwords derive; made once, kept 0600."""
+    """The platform's tracking secret (seals the experiments it creates); made once, 0600."""
     path = settings.data_dir / "tracking-runner.secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,7 @@ class ControlPlane:
             Policy(aging_threshold_s=settings.scheduler.aging_threshold_s),
             on_preempt=self.reconciler.stop_now,
         )
+        self.runners = None  # per-attempt MLflow credentials, set up with the outbox
         self.outbox = self._outbox() if tracking_uri else None
         self._stop = threading.Event()
         self._wake_control = threading.Event()
@@ -78,12 +79,16 @@ class ControlPlane:
         from aitb.tracking.tracker import Tracker
 
         t = self.settings.tracking
+        from aitb.tracking.runner import RunnerCredentials
+
         admin = MlflowAccount(t.admin_user, t.admin_password or "")
+        access = MlflowAccess(t.tracking_uri, admin) if t.admin_password else None
+        self.runners = RunnerCredentials(access, self.settings.data_dir / "secrets" / "mlflow-runners") if access else None
         return OutboxProcessor(
             self.state.db.sessions,
-            Tracker(t.tracking_uri, admin),
-            access=MlflowAccess(t.tracking_uri, admin) if t.admin_password else None,
-            runner_secret=runner_secret(self.settings) if t.admin_password else None,
+            Tracker(t.tracking_uri, admin, seal_key=runner_secret(self.settings)),
+            access=access,
+            runners=self.runners,
             on_run_created=self._run_created,
         )
 
@@ -132,12 +137,17 @@ class ControlPlane:
             "MLFLOW_RUN_ID": job.mlflow_run_id,
             "MLFLOW_EXPERIMENT_ID": job.mlflow_experiment_id or "",
         })
-        if self.settings.tracking.admin_password:
-            from aitb.tracking.permissions import runner_account
+        if self.runners is not None and job.mlflow_experiment_id:
+            # Per-attempt account; only the 0600 file's path travels (aitb.tracking.runner).
+            from aitb.control.reconciler import attempt_id
+            from aitb.tracking.runner import CREDENTIALS_ENV
 
-            account = runner_account(job.partner, job.project, runner_secret(self.settings))
-            env["MLFLOW_TRACKING_USERNAME"] = account.username
-            env["MLFLOW_TRACKING_PASSWORD"] = account.password
+            try:
+                env[CREDENTIALS_ENV] = str(self.runners.issue(attempt_id(job), job.mlflow_experiment_id))
+            except Exception as exc:
+                if utcnow() - (job.admitted_at or utcnow()) < RUN_WAIT:
+                    return None  # MLflow busy or down: try again next tick
+                log.warning("job %s starts without MLflow credentials: %s", job.id, exc)
         return env
 
     # -- the loops --------------------------------------------------------------------------
