@@ -40,6 +40,10 @@ OPTIONAL_COMMANDS: dict[str, str] = {
 }
 
 
+#: sub-commands kept in their own module: parent command -> "module:attribute" list
+SUBCOMMANDS: dict[str, list[str]] = {"admin": ["tracking:tracking"]}
+
+
 def _load(spec: str) -> click.Command | None:
     module_name, attr = spec.split(":")
     try:
@@ -62,7 +66,13 @@ class LazyGroup(click.Group):
             return None
         if cmd_name in COMMANDS:  # our own: an import error is a bug and must show
             module_name, attr = spec.split(":")
-            return getattr(importlib.import_module(f"aitb.cli.commands.{module_name}"), attr)
+            command = getattr(importlib.import_module(f"aitb.cli.commands.{module_name}"), attr)
+            for sub in SUBCOMMANDS.get(cmd_name, []):
+                sub_module, sub_attr = sub.split(":")
+                loaded = getattr(importlib.import_module(f"aitb.cli.commands.{sub_module}"), sub_attr)
+                if isinstance(command, click.Group) and loaded.name not in command.commands:
+                    command.add_command(loaded)
+            return command
         return _load(spec)
 
 

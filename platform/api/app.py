@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
-from aitb.api.routers import accounts, capacity, datasets, jobs, system
+from aitb.api.routers import accounts, capacity, datasets, jobs, system, tracking
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
 from aitb.services.errors import ServiceError
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     app.state.aitb = state
     app.middleware("http")(metrics.middleware)
-    for module in (system, accounts, capacity, datasets, jobs):
+    for module in (system, accounts, capacity, datasets, jobs, tracking):
         app.include_router(module.router)
     _install_error_handlers(app)
     return app

@@ -69,6 +69,11 @@ class ControlPlane:
 
             state.on_project_changed = project_permissions_changed
             state.mlflow_access = self.outbox.access
+            if self.outbox.access is not None:
+                from aitb.api.routers.tracking import SYNC_HOOK
+                from aitb.tracking.sync import sync_tracking
+
+                state.extras[SYNC_HOOK] = lambda repair: sync_tracking(self.outbox, repair)
         state.log_reader = self.reconciler.read_log
         state.queue_view = self.scheduler.queue
 

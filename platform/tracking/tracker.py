@@ -221,6 +221,25 @@ class Tracker:
 
         return self._call(go)
 
+    def experiment_names(self) -> dict[str, str]:
+        """Every experiment on the server (deleted ones too): id -> name."""
+
+        def go(client: MlflowClient) -> dict[str, str]:
+            from mlflow.entities import ViewType
+
+            out: dict[str, str] = {}
+            token = None
+            while True:
+                page = client.search_experiments(
+                    view_type=ViewType.ALL, max_results=1000, page_token=token
+                )
+                out.update({e.experiment_id: e.name for e in page})
+                token = page.token
+                if not token:
+                    return out
+
+        return self._call(go)
+
     def sealed(self, experiment: Any) -> bool:
         found = (experiment.tags or {}).get(SEAL_TAG, "")
         return hmac.compare_digest(found, seal(self._seal_key, experiment.name))
