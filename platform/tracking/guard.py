@@ -31,8 +31,6 @@ from typing import Any
 
 #: The platform's own tags. Tenants may annotate, but not rewrite what the platform records.
 PLATFORM_TAG_PREFIX = "aitb."
-#: The only artifact location scheme an experiment may have: the server's own artifact root.
-SERVED_ARTIFACTS_SCHEME = "mlflow-artifacts:"
 
 
 @dataclass(frozen=True)
@@ -86,17 +84,19 @@ def decide(method: str, path: str, body: Callable[[], Any] | None, is_admin: boo
     """
     path = _normalize(path)
     method = method.upper()
+    if not is_admin:
+        for methods, pattern, reason in _TENANT_DENIED:
+            if (methods is None or method in methods) and pattern.search(path):
+                return Refusal(403, reason)
     if _EXPERIMENT_CREATE.search(path):
         data = body() if body else None
         location = (data or {}).get("artifact_location") if isinstance(data, dict) else None
-        if location and not str(location).startswith(SERVED_ARTIFACTS_SCHEME):
-            # Even the platform may not place artifacts outside the server's artifact root.
-            return Refusal(400, "artifact_location must be under the server's artifact root")
+        if location:
+            # Even the platform may not choose: every experiment gets the server's default,
+            # a folder of its own under the artifact root (mlflow-artifacts:/<id>).
+            return Refusal(400, "artifact_location is chosen by the server (under its artifact root)")
     if is_admin:
         return None
-    for methods, pattern, reason in _TENANT_DENIED:
-        if (methods is None or method in methods) and pattern.search(path):
-            return Refusal(403, reason)
     if _EXPERIMENT_TAG.search(path):
         data = body() if body else None
         key = str((data or {}).get("key", "")) if isinstance(data, dict) else ""
