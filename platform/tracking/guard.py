@@ -37,6 +37,8 @@ PLATFORM_TAG_PREFIX = "aitb."
 class Refusal:
     status: int
     reason: str
+    #: answer with this body instead of an error (status 200): for the UI's own listings
+    empty: dict[str, Any] | None = None
 
 
 _API = r"/(?:ajax-)?api/[23]\.0/mlflow"
@@ -68,6 +70,12 @@ _TENANT_DENIED: list[tuple[frozenset[str] | None, re.Pattern[str], str]] = [
      "datasets stay in the experiments they were logged to"),
 ]
 
+#: Listings the UI asks for on every page: tenants get an empty answer instead of an error
+#: toast (the routes stay closed: every other method and path there is refused).
+_TENANT_EMPTY: list[tuple[str, re.Pattern[str], dict[str, Any]]] = [
+    ("GET", re.compile(rf"{_API}/gateway-proxy$"), {"endpoints": []}),
+]
+
 _EXPERIMENT_CREATE = re.compile(rf"{_API}/experiments/create$")
 _EXPERIMENT_TAG = re.compile(rf"{_API}/experiments/(?:set-experiment-tag|delete-experiment-tag)$")
 
@@ -85,6 +93,9 @@ def decide(method: str, path: str, body: Callable[[], Any] | None, is_admin: boo
     path = _normalize(path)
     method = method.upper()
     if not is_admin:
+        for only, pattern, answer in _TENANT_EMPTY:
+            if method == only and pattern.search(path):
+                return Refusal(200, "the AI gateway is an admin setting", empty=answer)
         for methods, pattern, reason in _TENANT_DENIED:
             if (methods is None or method in methods) and pattern.search(path):
                 return Refusal(403, reason)
@@ -134,6 +145,10 @@ def authenticate():  # pragma: no cover - exercised through a real server in tes
         return data
 
     refusal = decide(request.method, request.path, body, is_admin)
+    if refusal is not None and refusal.empty is not None:
+        response = make_response(refusal.empty, 200)
+        g._aitb_guard = response
+        return response
     if refusal is not None:
         response = make_response(
             {"error_code": "PERMISSION_DENIED" if refusal.status == 403 else "INVALID_PARAMETER_VALUE",

@@ -29,6 +29,7 @@ REFUSED_TO_TENANTS = [
     ("GET", "/ajax-api/3.0/mlflow/gateway/secrets/list"),
     ("POST", "/gateway/openai/v1/chat/completions"),
     ("POST", "/ajax-api/2.0/mlflow/gateway-proxy"),
+    ("GET", "/ajax-api/2.0/mlflow/gateway-proxy/other"),
     ("GET", "/ajax-api/3.0/jobs/123"),
     ("POST", "/ajax-api/3.0/mlflow/demo/generate"),
     ("POST", "/api/3.0/mlflow/datasets/d-1/add-experiments"),
@@ -75,3 +76,9 @@ def test_platform_tags_are_the_platforms() -> None:
     assert decide("POST", route, lambda: {"key": "aitb.seal"}, is_admin=False).status == 403
     assert decide("POST", route, lambda: {"key": "mlflow.note.content"}, is_admin=False) is None
     assert decide("POST", route, lambda: {"key": "aitb.seal"}, is_admin=True) is None
+
+
+def test_the_uis_gateway_listing_is_answered_empty_for_tenants() -> None:
+    refusal = decide("GET", "/ajax-api/2.0/mlflow/gateway-proxy", None, is_admin=False)
+    assert refusal is not None and refusal.status == 200 and refusal.empty == {"endpoints": []}
+    assert decide("POST", "/ajax-api/2.0/mlflow/gateway-proxy", None, is_admin=False).status == 403
