@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 
 from aitb.cli.errors import ApiError, ConfigError, UnreachableError
+from aitb.version import API_PREFIX
 
 DEFAULT_TIMEOUT_S = 30.0
-API_PREFIX = "/v1"
 
 
 def normalize_url(url: str) -> str:

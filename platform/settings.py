@@ -30,6 +30,9 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8600, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
+    #: the control plane's URL as job pods on Kubernetes clusters reach it (signed package
+    #: downloads); None: jobs with code cannot run on kuberay clusters
+    public_url: str | None = None
 
 
 class PackageSettings(BaseModel):

@@ -23,10 +23,12 @@ from aitb.cli.output import (
     print_table,
     styled_state,
 )
+from aitb.domain.lifecycle import TERMINAL_STATES, JobState
+from aitb.version import API_PREFIX
 
-STATES = ("QUEUED", "ADMITTED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "REJECTED", "PREEMPTED")
+STATES = tuple(s.value for s in JobState)
 #: states after which no more log output comes (FAILED is final once not requeued).
-FINISHED = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"})
+FINISHED = frozenset(s.value for s in TERMINAL_STATES | {JobState.FAILED})
 POLL_S = 0.5
 MAX_POLL_S = 2.0
 
@@ -38,9 +40,9 @@ def _where(job: dict[str, Any]) -> str:
 
 
 def _reason(job: dict[str, Any]) -> str:
-    if job.get("state") in ("QUEUED", "PREEMPTED"):
+    if job.get("state") in (JobState.QUEUED, JobState.PREEMPTED):
         return job.get("pending_reason") or ""
-    if job.get("state") == "REJECTED":
+    if job.get("state") == JobState.REJECTED:
         return "; ".join(str(r) for r in job.get("reasons") or []) or job.get("pending_reason") or ""
     return ""
 
@@ -171,7 +173,7 @@ def stream_logs(
     wait = poll_s
     last_state: str | None = None
     while True:
-        response = client.request("GET", f"/v1/jobs/{seg(job_id)}/logs", params={"offset": offset})
+        response = client.request("GET", f"{API_PREFIX}/jobs/{seg(job_id)}/logs", params={"offset": offset})
         chunk = response.content
         if chunk:
             out.write(chunk)
@@ -184,7 +186,7 @@ def stream_logs(
         if not follow:
             return state
         if state in FINISHED and not chunk:
-            if state != "FAILED" or client.get(f"/jobs/{seg(job_id)}").get("state") == "FAILED":
+            if state != JobState.FAILED or client.get(f"/jobs/{seg(job_id)}").get("state") == JobState.FAILED:
                 return state
         wait = poll_s if chunk else min(wait * 1.5, MAX_POLL_S)
         if not chunk or state not in FINISHED:

@@ -64,18 +64,21 @@ def fill(hosts_csv: str, requests_csv: str, seed: int, to: float, in_order: bool
 @click.option("--testbed", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--trace", "trace_csv", required=True, type=click.Path(exists=True, dir_okay=False),
               help="CSV: job,submit_s,duration_s,partner,project,replicas,cpu,memory_gib,gpu"
-                   "[,gpu_types,priority,node]")
+                   "[,gpu_types,priority,node,checkpoint_s,restart_s,max_runtime_s]")
 @click.option("--quotas", "quotas_csv", type=click.Path(exists=True, dir_okay=False),
               help="CSV: project,node,resource,nominal,borrowing_limit (default: equal shares)")
 @click.option("--weights", "weights_csv", type=click.Path(exists=True, dir_okay=False),
               help="CSV: partner,weight (default: equal)")
-@click.option("--policy", type=click.Choice(["ours", "fifo", "quota-only", "all"]), default="ours",
-              show_default=True)
+@click.option("--policy", type=click.Choice(["ours", "fifo", "quota-only", "kueue-fair", "all"]),
+              default="ours", show_default=True,
+              help="kueue-fair: the reference (Kueue fair sharing, LessThanOrEqualToFinalShare)")
+@click.option("--until", "until_s", type=click.FloatRange(min=0),
+              help="end the replay at this virtual time (unfinished jobs are reported)")
 @click.option("--interval", "interval_s", type=click.FloatRange(min=0), default=1.0,
               show_default=True, help="scheduling interval in virtual seconds")
 @OUTPUT
 def replay(testbed: str, trace_csv: str, quotas_csv: str | None, weights_csv: str | None,
-           policy: str, interval_s: float, output: str) -> None:
+           policy: str, until_s: float | None, interval_s: float, output: str) -> None:
     """Replay a job trace in virtual time through the real scheduler core."""
     from aitb.domain.testbed import TestbedError, load_testbed
     from aitb.scheduler.sim import replay as rp
@@ -87,9 +90,9 @@ def replay(testbed: str, trace_csv: str, quotas_csv: str | None, weights_csv: st
         weights = rp.read_weights(weights_csv) if weights_csv else None
     except (TestbedError, KeyError, ValueError) as exc:
         raise click.ClickException(f"bad input: {exc}") from None
-    names = ["ours", "fifo", "quota-only"] if policy == "all" else [policy]
+    names = ["ours", "fifo", "quota-only", "kueue-fair"] if policy == "all" else [policy]
     results = [rp.replay(federation, trace, policy=n, quotas=quotas, weights=weights,
-                         interval_s=interval_s) for n in names]
+                         interval_s=interval_s, until_s=until_s) for n in names]
     if output == "json":
         if policy == "all":
             click.echo(json.dumps({"summaries": [r["summary"] for r in results],

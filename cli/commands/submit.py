@@ -11,6 +11,7 @@ import click
 from aitb.cli.context import AppContext, output_option, pass_app, seg
 from aitb.cli.errors import EXIT_USAGE, CliError
 from aitb.cli.output import note, print_json
+from aitb.domain.lifecycle import JobState
 
 
 class SubmitCommand(click.Command):
@@ -109,5 +110,5 @@ def submit(ctx: click.Context, app: AppContext, directory: Path, no_code: bool, 
     state = follow_or_interrupt(client, job["id"], out, notes=not app.json)
     if app.json:
         print_json(client.get(f"/jobs/{seg(job['id'])}"))
-    if state != "SUCCEEDED":
+    if state != JobState.SUCCEEDED:
         raise CliError(f"{job['id']} ended {state}")

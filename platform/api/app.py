@@ -14,7 +14,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
-from aitb.api.routers import accounts, capacity, datasets, jobs, system, tracking
+from aitb.api.port import NoControlPlane
+from aitb.api.routers import (
+    accounting,
+    accounts,
+    datasets,
+    jobs,
+    package_urls,
+    quotas,
+    system,
+    testbeds,
+    tracking,
+)
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
 from aitb.services.errors import ServiceError
@@ -41,21 +52,20 @@ def build_state(settings: Settings) -> AppState:
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
     settings = settings or get_settings()
     state = state or build_state(settings)
-    metrics = Metrics(state.db)
-    state.extras["metrics"] = metrics
+    metrics = state.metrics = Metrics(state.db, state.federation)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if state.settings.scheduler.enabled and "control" not in state.extras:
-            from aitb.control.plane import ControlPlane
+        if state.settings.scheduler.enabled and isinstance(state.control, NoControlPlane):
+            from aitb.control.plane import (
+                ControlPlane,  # the one place the API meets the control plane
+            )
 
-            plane = ControlPlane(state)
-            state.extras["control"] = plane
-            state.extras.setdefault("on_shutdown", []).append(plane.stop)
+            plane = ControlPlane(state.settings, state.db, state.federation, state.events, state.policy)
             plane.start()
+            state.control = plane
         yield
-        for stop in state.extras.get("on_shutdown", []):
-            stop()
+        state.control.stop()
         state.db.dispose()
 
     app = FastAPI(
@@ -68,7 +78,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     app.state.aitb = state
     app.middleware("http")(metrics.middleware)
-    for module in (system, accounts, capacity, datasets, jobs, tracking):
+    for module in (system, accounts, testbeds, quotas, datasets, jobs, accounting, package_urls, tracking):
         app.include_router(module.router)
     _install_error_handlers(app)
     return app

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from aitb.api.port import ControlPort, NoControlPlane
 from aitb.domain.testbed import Federation
+from aitb.scheduler import Policy
 from aitb.services import accounts
 from aitb.services.authz import Principal
-from aitb.services.jobs import JobHook
+from aitb.services.tracking_events import TrackingEvents
 from aitb.settings import Settings
 from aitb.store.db import Database
 
-ERROR_CODES = (401, 403, 404, 409, 422)
+if TYPE_CHECKING:
+    from aitb.api.metrics import Metrics
+
+
+def scheduler_policy(settings: Settings) -> Policy:
+    """The policy `aitb server` schedules with (and orders the queue by)."""
+    return Policy(aging_threshold_s=settings.scheduler.aging_threshold_s)
 
 
 @dataclass
@@ -25,14 +33,18 @@ class AppState:
     settings: Settings
     db: Database
     federation: Federation
-    # Hooks the run/tracking layers plug in; None where not configured.
-    on_job_created: JobHook | None = None
-    on_job_changed: JobHook | None = None
-    on_project_changed: Any = None  # callable(session, project, revoke: list[str]) -> None
-    mlflow_access: Any = None  # MlflowAccess when tracking with auth is configured
-    log_reader: Any = None  # callable(job, offset) -> (bytes, next_offset)
-    queue_view: Any = None  # callable(session) -> list[dict]
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: what the services enqueue for MLflow, inside their transactions
+    events: TrackingEvents = field(init=False)
+    #: the scheduling policy: the control plane decides with it, the queue view orders by it
+    policy: Policy = field(init=False)
+    #: the control plane of this process, or the null one (`aitb server` swaps it in at start)
+    control: ControlPort = field(init=False)
+    metrics: Metrics | None = None
+
+    def __post_init__(self) -> None:
+        self.events = TrackingEvents(tracking=bool(self.settings.tracking.tracking_uri))
+        self.policy = scheduler_policy(self.settings)
+        self.control = NoControlPlane(self.federation, self.policy)
 
 
 def get_state(request: Request) -> AppState:

@@ -1,25 +1,34 @@
 """The control plane inside `aitb server`: wires backends, scheduler, reconciler and tracking,
-and runs them on a background thread while this process holds the scheduler leadership."""
+and runs them on a background thread while this process holds the scheduler leadership.
+
+`ControlPlane` is the API's `ControlPort` (api/port.py) in a process that schedules."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
-from aitb.api.deps import AppState
-from aitb.clusters.registry import backends_for
-from aitb.control.events import JobEvents
+from sqlalchemy.orm import Session
+
+from aitb.clusters.base import ChangeSource
+from aitb.clusters.registry import backends_for, warn_undriven
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
 from aitb.domain.models import Job
+from aitb.domain.testbed import Federation
+from aitb.osutil import secret_file
 from aitb.scheduler import Policy
+from aitb.services import queue
+from aitb.services.tracking_events import TrackingEvents
 from aitb.settings import Settings
 from aitb.store import jobs as job_store
-from aitb.store.base import utcnow
+from aitb.store.db import Database
+from aitb.timeutil import utcnow
 
 log = logging.getLogger("aitb.control")
 
@@ -29,53 +38,82 @@ RUN_WAIT = timedelta(seconds=20)
 
 def runner_secret(settings: Settings) -> str:
     """The platform's tracking secret (seals the experiments it creates); made once, 0600."""
-    path = settings.data_dir / "tracking-runner.secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return secret_file(settings.data_dir / "tracking-runner.secret", lambda: secrets.token_hex(32))
 
 
 class ControlPlane:
-    def __init__(self, state: AppState):
-        self.state = state
-        settings = state.settings
+    def __init__(self, settings: Settings, db: Database, federation: Federation, events: TrackingEvents,
+                 policy: Policy):
         self.settings = settings
-        tracking_uri = settings.tracking.tracking_uri
-        self.events = JobEvents(tracking=bool(tracking_uri))
-        self.backends = backends_for(state.federation)
-        self.leader = LeaderElection(state.db, lease_s=settings.scheduler.lease_s)
+        self.db = db
+        self.federation = federation
+        self.events = events
+        # backends: one per driven cluster; each undriven one is warned about once, here
+        backends = backends_for(federation, package_urls=self._package_urls())
+        warn_undriven(backends)
+        self.backends = backends.driven
+        self.leader = LeaderElection(db, lease_s=settings.scheduler.lease_s)
         self.reconciler = Reconciler(
-            state.db, state.federation, self.backends, self.events, settings.data_dir,
+            db, federation, self.backends, self.events, settings.data_dir,
             env_for=self.job_env, workdir_for=self.workdir,
         )
         self.scheduler = SchedulingCycle(
-            state.db, state.federation, self.events,
-            Policy(aging_threshold_s=settings.scheduler.aging_threshold_s),
-            on_preempt=self.reconciler.stop_now,
+            db, federation, self.events, policy, on_preempt=self.reconciler.stop_now,
+            undriven=backends.undriven,
         )
         self.runners = None  # per-attempt MLflow credentials, set up with the outbox
-        self.outbox = self._outbox() if tracking_uri else None
+        self.outbox = self._outbox() if settings.tracking.tracking_uri else None
         self._stop = threading.Event()
         self._wake_control = threading.Event()
         self._wake_tracking = threading.Event()
         self._threads: list[threading.Thread] = []
-        # the API uses these for job hooks, logs and the queue
-        state.on_job_created = self.hook(self.events.created)
-        state.on_job_changed = self.hook(self.events.changed)
-        if self.outbox is not None:
-            from aitb.control.events import project_permissions_changed
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):  # e.g. KubeRay's watch: wake on every change
+                backend.subscribe(self._wake_control.set)
+        self._next_bundle_sync = 0.0
 
-            state.on_project_changed = project_permissions_changed
-            state.mlflow_access = self.outbox.access
-            if self.outbox.access is not None:
-                from aitb.api.routers.tracking import SYNC_HOOK
-                from aitb.tracking.sync import sync_tracking
+    # -- the API's port ---------------------------------------------------------------------
+    @property
+    def scheduler_role(self) -> str:
+        return "leader" if self.leader.is_leader else "standby"
 
-                state.extras[SYNC_HOOK] = lambda repair: sync_tracking(self.outbox, repair)
-        state.log_reader = self.reconciler.read_log
-        state.queue_view = self.scheduler.queue
+    def queue(self, session: Session, node: str | None = None) -> list[queue.QueueEntry]:
+        """The queue as this leader's last cycle left it; the store's order before that."""
+        last = self.scheduler.last
+        if last is None or not self.leader.is_leader:
+            return queue.current_order(session, self.federation, self.scheduler.policy, node=node,
+                                       undriven=self.scheduler.undriven)
+        return queue.from_decisions(last, self.scheduler.pending, node=node, notes=self.scheduler.notes)
+
+    def read_log(self, job: Job, offset: int) -> tuple[bytes, int]:
+        return self.reconciler.read_log(job, offset)
+
+    def reset_mlflow_password(self, user: str) -> str | None:
+        access = self.outbox.access if self.outbox is not None else None
+        return access.reset_password(user) if access is not None else None
+
+    def sync_tracking(self, repair: bool) -> dict | None:
+        """`aitb admin tracking sync`: MLflow made to match the platform (docs/tracking.md)."""
+        if self.outbox is None or self.outbox.access is None:
+            return None
+        from aitb.tracking.sync import sync_tracking
+
+        return sync_tracking(self.outbox, repair).as_dict()
+
+    def _package_urls(self):
+        """Signed package URLs for pods on Kubernetes clusters (needs the public URL)."""
+        public = self.settings.server.public_url
+        if not public:
+            return None
+        from aitb.services.package_urls import PackageUrlSigner, signing_key
+
+        return PackageUrlSigner(signing_key(self.settings.data_dir), public)
+
+    def sync_bundles(self) -> None:
+        """Keep each project's namespace on Kubernetes clusters in step with its quota."""
+        from aitb.control.kube import sync_project_bundles
+
+        sync_project_bundles(self.db, self.federation, self.backends)
 
     def _outbox(self):
         from aitb.tracking.credentials import MlflowAccount
@@ -90,7 +128,7 @@ class ControlPlane:
         access = MlflowAccess(t.tracking_uri, admin) if t.admin_password else None
         self.runners = RunnerCredentials(access, self.settings.data_dir / "secrets" / "mlflow-runners") if access else None
         return OutboxProcessor(
-            self.state.db.sessions,
+            self.db.sessions,
             Tracker(t.tracking_uri, admin, seal_key=runner_secret(self.settings)),
             access=access,
             runners=self.runners,
@@ -98,7 +136,7 @@ class ControlPlane:
         )
 
     def _run_created(self, job_id: str, experiment_id: str, run_id: str) -> None:
-        with self.state.db.session() as session:
+        with self.db.session() as session:
             job_store.update_fields(session, job_id, mlflow_experiment_id=experiment_id, mlflow_run_id=run_id)
 
     # -- what a dispatched job gets ---------------------------------------------------------
@@ -144,11 +182,12 @@ class ControlPlane:
         })
         if self.runners is not None and job.mlflow_experiment_id:
             # Per-attempt account; only the 0600 file's path travels (aitb.tracking.runner).
-            from aitb.control.reconciler import attempt_id
+            from aitb.domain.models import Attempt
             from aitb.tracking.runner import CREDENTIALS_ENV
 
+            attempt = Attempt.backend_id_for(job.id, job.attempts)
             try:
-                env[CREDENTIALS_ENV] = str(self.runners.issue(attempt_id(job), job.mlflow_experiment_id))
+                env[CREDENTIALS_ENV] = str(self.runners.issue(attempt, job.mlflow_experiment_id))
             except Exception as exc:
                 if utcnow() - (job.admitted_at or utcnow()) < RUN_WAIT:
                     return None  # MLflow busy or down: try again next tick
@@ -160,26 +199,21 @@ class ControlPlane:
     # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
+    BUNDLE_SYNC_S = 10.0
 
     def wake(self) -> None:
         self._wake_control.set()
         self._wake_tracking.set()
 
-    def hook(self, action):
-        """Wrap an API job hook so the loops wake as soon as the API's transaction commits."""
-        from sqlalchemy import event
-
-        def run(session, job):
-            action(session, job)
-            event.listen(session, "after_commit", lambda _s: self.wake(), once=True)
-
-        return run
-
     def tick(self) -> bool:
         """One scheduling + reconciling pass; True while some job waits to start."""
         if not self.leader.try_acquire():
             return False
-        for step in (self.scheduler.run_once, self.reconciler.run_once):
+        steps = [self.scheduler.run_once, self.reconciler.run_once]
+        if time.monotonic() >= self._next_bundle_sync:
+            self._next_bundle_sync = time.monotonic() + self.BUNDLE_SYNC_S
+            steps.append(self.sync_bundles)
+        for step in steps:
             try:
                 step()
             except Exception:  # one failing step must not stop the other or the loop
@@ -224,6 +258,9 @@ class ControlPlane:
         self.wake()
         for thread in self._threads:
             thread.join(timeout=10)
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):
+                backend.close()
         try:
             self.leader.release()
         except Exception:

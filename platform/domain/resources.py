@@ -54,6 +54,19 @@ def scaled(a: Mapping[str, float], factor: float) -> ResourceMap:
     return {key: amount * factor for key, amount in a.items()}
 
 
+def quota_usage(cpu: float, memory_gib: float, gpu: float = 0.0,
+                gpu_type: str | None = None) -> ResourceMap:
+    """What a job or replica counts against quota: ``cpu``, ``memory_gib``, ``gpu`` and,
+    once its GPUs land on a typed pool, ``gpu:<type>``. The one usage rule for the
+    scheduler (``scheduler.shape.Shape.usage``) and the quota views (``services.capacity``)."""
+    usage = {"cpu": cpu, "memory_gib": memory_gib}
+    if gpu:
+        usage["gpu"] = gpu
+        if gpu_type:
+            usage[f"gpu:{gpu_type}"] = gpu
+    return usage
+
+
 class GpuRequest(BaseModel):
     """GPUs per replica: a fraction of one device (0 < n < 1) or whole devices."""
 
@@ -98,10 +111,7 @@ class ReplicaSpec(BaseModel):
 
     def quota_demand(self) -> ResourceMap:
         """Demand against quota keys that do not depend on where it lands."""
-        demand = {"cpu": self.cpu, "memory_gib": self.memory_gib}
-        if self.gpu.count:
-            demand["gpu"] = self.gpu.count
-        return demand
+        return quota_usage(self.cpu, self.memory_gib, self.gpu.count)
 
 
 class GangSpec(BaseModel):

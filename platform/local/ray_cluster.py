@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -26,6 +25,7 @@ from aitb.clusters.base import pool_resource
 from aitb.domain.testbed import Cluster
 from aitb.local.ports import free_port_range, free_ports
 from aitb.local.procs import pid_alive, same_process, start_time_ticks, terminate_tree
+from aitb.osutil import spawn_detached
 
 GIB = 1024**3
 DEFAULT_OBJECT_STORE_BYTES = 128 * 1024**2
@@ -234,16 +234,7 @@ def _launch(spec: RayHeadSpec, base_dir: Path) -> LocalRayCluster:
             "AUTOSCALER_METRIC_PORT": str(ports.autoscaler_metric),
         }
     )
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=temp_dir,
-            start_new_session=True,
-        )
+    process = spawn_detached(command, log_path, env=env, cwd=temp_dir)
     return LocalRayCluster(
         name=spec.name,
         pid=process.pid,

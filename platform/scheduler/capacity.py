@@ -32,7 +32,8 @@ def _norm(f: float) -> float:
 class Slot:
     """One host's free capacity during a cycle."""
 
-    __slots__ = ("bucket", "cpu", "dev", "id", "index", "mem", "pool", "reserved_for", "whole")
+    __slots__ = ("bucket", "cpu", "dev", "id", "index", "mem", "pool", "reserved_due",
+                 "reserved_for", "reserved_need", "whole")
 
     def __init__(self, host: Host, index: int, pool: PoolState) -> None:
         self.id = host.id
@@ -48,6 +49,8 @@ class Slot:
             self.dev = [_norm(f) for f in free]
             self.whole = self.dev.count(1.0)
         self.reserved_for: str | None = None
+        self.reserved_need = 0  # whole GPUs the holder needs here (others may use the rest)
+        self.reserved_due = float("inf")  # when the held hosts are expected to be free
         self.bucket = -1
 
     def __lt__(self, other: Slot) -> bool:  # buckets keep hosts in index order
@@ -60,10 +63,22 @@ class Slot:
         return sum(self.dev)
 
 
+class Window:
+    """When the job being placed ends at the latest (declared runtime): a job that ends
+    before a reservation is due may backfill the reserved hosts."""
+
+    __slots__ = ("ends_by",)
+
+    def __init__(self) -> None:
+        self.ends_by = float("inf")
+
+
 class PoolState:
     """A pool's hosts in one cluster, bucketed for best-fit lookups."""
 
-    def __init__(self, node: str, cluster: str, name: str, first: Host) -> None:
+    def __init__(self, node: str, cluster: str, name: str, first: Host,
+                 window: Window | None = None) -> None:
+        self.window = window or Window()
         self.node = node
         self.cluster = cluster
         self.name = name
@@ -146,11 +161,13 @@ class Capacity:
         self.pools: dict[tuple[str, str], PoolState] = {}
         self.cluster_node: dict[str, str] = {}
         self.cluster_pools: dict[str, list[PoolState]] = {}
+        self.window = Window()
         for host in hosts:
             key = (host.cluster, host.pool)
             pool = self.pools.get(key)
             if pool is None:
-                pool = self.pools[key] = PoolState(host.node, host.cluster, host.pool, host)
+                pool = self.pools[key] = PoolState(host.node, host.cluster, host.pool, host,
+                                                      self.window)
                 self.cluster_pools.setdefault(host.cluster, []).append(pool)
                 self.cluster_node[host.cluster] = host.node
             slot = Slot(host, len(self.slots), pool)

@@ -1,43 +1,59 @@
 """One scheduling cycle: ``decide(snapshot, clock) -> Decisions``, a pure function.
 
-Steps, over a working copy of the snapshot:
+Steps, over a working copy of the snapshot (``_Cycle.run`` follows them):
 
-1. index capacity (``capacity``), quota usage (``quota``) and the queue order
-   (``ordering``); re-apply reservations of aged jobs (``reservations``);
-2. take jobs in order; for each, narrow nodes and pools by its constraints,
-   drop nodes where the quota does not allow it, and try clusters within
-   nominal quota first, then borrowing ones, packing fuller clusters first
-   (``placement``);
-3. if it does not fit but is within its nominal quota somewhere, simulate
-   preempting borrowed capacity there (``preemption``) and commit only a
-   choice that makes it fit;
-4. otherwise it waits, with a reason; an aged job gets a reservation.
+1. **Index** capacity (``capacity``), quota usage (``quota``) and the queue
+   order (``ordering``); re-apply the reservations of aged jobs
+   (``reservations.honour``).
+2. **Order**: take jobs in queue order; a job of a class that already failed
+   in this cycle fails alike (``classes``).
+3. **Narrow** each job's nodes and pools by its constraints and drop nodes
+   where its quota does not allow it (``_narrow``).
+4. **Place**: try clusters within nominal quota first, then borrowing ones,
+   fuller clusters first (``placement``) — admit on the first fit.
+5. **Preempt**: if it does not fit but may reclaim somewhere, simulate
+   evictions (``preemption.find_room``) and commit only a choice that fits.
+6. **Wait**: otherwise it waits with a reason; an aged job gets a reservation
+   (``reservations.reserve``).
 
-Jobs of the same shape, constraints and project that failed in this cycle
-fail alike until capacity grows again (only a preemption or a released
-reservation frees capacity within a cycle; a borrowing admission may add
-preemption victims), so their outcome is cached: a cycle over 100k pending
-jobs costs little more than the admissions it makes. ``classes=False`` turns
-the caches off; the decisions are the same (``tests/scheduler/test_classes.py``).
+``classes=False`` turns the equivalence-class caches off; the decisions are
+the same (``tests/scheduler/test_classes.py``).
 """
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from aitb.scheduler.capacity import Capacity, Slot
+from aitb.scheduler.classes import ClassCache, class_key, labels_key, runtime_bucket
 from aitb.scheduler.decisions import Admission, Decisions, Preemption, Waiting
 from aitb.scheduler.ordering import FairShare, QueueOrder
 from aitb.scheduler.placement import HostPicker, PackingPicker, Placed, place_gang, unplace
 from aitb.scheduler.policy import OURS, Policy
-from aitb.scheduler.preemption import choose_victims, victim_order
+from aitb.scheduler.preemption import Room, find_room
 from aitb.scheduler.quota import QuotaCheck, QuotaLedger
-from aitb.scheduler.reservations import choose_reservation, honour
+from aitb.scheduler.reservations import held_text, honour, release, reserve
 from aitb.scheduler.shape import Demand, Shape, describe
 from aitb.scheduler.snapshot import PendingJob, RunningJob, Snapshot
 
 Clock = Callable[[], float]
+#: a node a job may go to: (node, its eligible clusters, accepted GPU types, quota check)
+Option = tuple[str, list[str], "list[str] | None", QuotaCheck]
+
+
+@dataclass(frozen=True, slots=True)
+class CycleStats:
+    """A cycle's decisions and what the simulator's backlog needs to trust cached failures.
+
+    ``cleared_at``: waiting count when every cached failure was last dropped (-1: never);
+    ``reopened``: per equivalence key, waiting count when its cached failure was dropped.
+    """
+
+    decisions: Decisions
+    cleared_at: int
+    reopened: Mapping[tuple, int]
 
 
 def decide(
@@ -56,83 +72,38 @@ def decide(
 
 
 def run_cycle(snapshot: Snapshot, now: float, policy: Policy = OURS,
-              picker: HostPicker | None = None, *, classes: bool = True) -> _Cycle:
-    """``decide`` that also returns the cycle's bookkeeping (the simulator reads
-    ``cleared_at`` and ``reopened`` to tell which cached failures held to the end)."""
+              picker: HostPicker | None = None, *, classes: bool = True) -> CycleStats:
+    """``decide`` at a given instant, with the cache bookkeeping (for the simulator)."""
     paused = gc.isenabled()
     gc.disable()  # a cycle makes ~10 short-lived objects per pending job and no cycles among them:
     try:          # generation-0 collections would scan them again and again (~15 % of a cycle)
         cycle = _Cycle(snapshot, now, policy, picker or PackingPicker(), classes)
-        cycle.run()
+        decisions = cycle.run()
     finally:
         if paused:
             gc.enable()
-    return cycle
-
-
-def equivalence_key(job: PendingJob, policy: Policy) -> tuple:
-    """Jobs with equal keys fit or fail alike at any moment of a cycle (the cache key)."""
-    return (job.shape, job.nodes, _labels_key(job.pool_labels), job.project,
-            policy.within_project_preemption and job.priority)
-
-
-def _labels_key(labels: Mapping[str, object]) -> tuple:
-    if not labels:
-        return ()
-    return tuple(sorted((k, str(v).lower()) for k, v in labels.items()))
+    return CycleStats(decisions, cycle.cache.cleared_at, dict(cycle.cache.reopened))
 
 
 def _labels_text(labels: Mapping[str, object]) -> str:
     return " ".join(k if str(v).lower() == "true" else f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-class _Victims:
-    """The preemption simulation over this cycle's working state (see ``preemption``)."""
-
-    def __init__(self, cycle: _Cycle, job: PendingJob, node: str, clusters: list[str],
-                 types: list[str] | None) -> None:
-        self.cycle, self.job, self.node, self.clusters, self.types = cycle, job, node, clusters, types
-
-    def evict(self, victim: RunningJob) -> None:
-        for slot, demand, devs in self.cycle.held(victim):
-            self.cycle.cap.give(slot, demand, devs)
-        self.cycle.ledger.add(victim.project, victim.node, victim.usage, -1.0)
-
-    def restore(self, victim: RunningJob) -> None:
-        for slot, demand, devs in reversed(self.cycle.held(victim)):
-            self.cycle.cap.take(slot, demand, devs)
-        self.cycle.ledger.add(victim.project, victim.node, victim.usage)
-
-    def attempt(self) -> Placed | None:
-        c = self.cycle
-        if not c.ledger.check(self.job.project, self.node, self.job.shape.usage(None)).ok:
-            return None
-        for cluster in self.clusters:
-            placed = place_gang(c.cap, c.picker, cluster, self.job.shape, self.job.pool_labels,
-                                self.job.id, self.types)
-            if placed is not None:
-                if c.ledger.check(self.job.project, self.node,
-                                  self.job.shape.usage(placed.gpu_type)).ok:
-                    return placed
-                unplace(c.cap, placed)
-        return None
-
-    def undo(self, placed: Placed) -> None:
-        unplace(self.cycle.cap, placed)
-
-
 class _Cycle:
+    """The working copy of one snapshot, changed as the cycle decides."""
+
     def __init__(self, snapshot: Snapshot, now: float, policy: Policy, picker: HostPicker,
                  classes: bool = True) -> None:
+        # step 1: index
         self.now = now
-        self.classes = classes
         self.policy = policy
         self.picker = picker
         self.cap = Capacity(snapshot.hosts)
         self.ledger = QuotaLedger(
-            snapshot.quotas, snapshot.running,
-            borrowing=policy.borrowing, require_quota=policy.require_quota,
+            snapshot.quotas if policy.quotas else {}, snapshot.running,
+            borrowing=policy.borrowing, require_quota=policy.require_quota and policy.quotas,
         )
+        self.weights = snapshot.partner_weights
         fair = (
             FairShare(self.cap.totals(), snapshot.running, snapshot.partner_weights)
             if policy.fair_share else None
@@ -143,32 +114,22 @@ class _Cycle:
             self.running_at.setdefault(job.node, {})[job.id] = job
         self._held: dict[str, list[tuple[Slot, Demand, tuple[int, ...]]]] = {}
         self.decisions = Decisions()
-        self.capfail: set[tuple] = set()
-        self.jobfail: dict[tuple, str] = {}
-        self.eligible_cache: dict[tuple, list[tuple[str, list[str]]]] = {}
-        self.offered_cache: dict[tuple, list[str]] = {}
-        self.text_cache: dict[Shape, str] = {}
-        self.shapes: dict[int, Shape] = {}  # id(gang) -> shape: jobs often share a GangSpec
+        self.cache = ClassCache(classes)
         self.reserved: dict[str, list[Slot]] = {}
         self.blocker: str | None = None
-        self.victims_tried = False
         self.lines: dict[str, int] = {}
-        # with preemption inside a project the outcome depends on the job's priority
-        self.prio_key = policy.within_project_preemption
-        # failures that tried preemption: a later borrowing admission may make more victims
-        # eligible (their project now borrows), so those cached failures are dropped then
-        self.tried: list[tuple] = []
-        # waiting count when a key's cached failure was dropped / when all caches were cleared:
-        # a failure recorded at a later position held until the end of the cycle
-        self.reopened: dict[tuple, int] = {}
-        self.cleared_at = -1
-        self.fullness: dict[tuple, float] = {}
+        self._ends: dict[str, list[tuple[float, int]]] | None = None
+        self._pressure: dict[str, set[str]] | None = None
+        self.frees_at = self._frees_at if policy.reserve_soonest else None
         if policy.aging:
             for job in snapshot.pending:
                 if job.reservation and self._aged(job):
-                    slots = honour(self.cap, job.id, job.reservation)
+                    slots = honour(self.cap, job.id, job.reservation, job.shape, self.frees_at)
                     if slots:
                         self.reserved[job.id] = slots
+
+    def weight(self, partner: str) -> float:
+        return self.weights.get(partner, 1.0)
 
     def held(self, job: RunningJob) -> list[tuple[Slot, Demand, tuple[int, ...]]]:
         """What a running job holds, per replica: computed only for preemption candidates."""
@@ -186,39 +147,32 @@ class _Cycle:
     def _aged(self, job: PendingJob) -> bool:
         return self.policy.aging and self.now - job.submitted_at >= self.policy.aging_threshold_s
 
-    # -- the loop --------------------------------------------------------------
+    # -- step 2: the loop in queue order ---------------------------------------
     def run(self) -> Decisions:
-        policy = self.policy
-        aging, threshold, now = policy.aging, policy.aging_threshold_s, self.now
-        order, waiting, lines = self.order, self.decisions.waiting, self.lines
-        shapes, jobfail, prio_key = self.shapes, self.jobfail, self.prio_key
-        for job in order:
+        cache, shapes = self.cache, self.cache.shapes
+        prio_key = self.policy.within_project_preemption
+        backfill, window, now = self.policy.backfill, self.cap.window, self.now
+        thrash = self.policy.thrash_limit
+        for job in self.order:
             if self.blocker is not None:
                 self._wait(job, f"behind head-of-line job {self.blocker}")
                 continue
             shape = shapes.get(id(job.gang))
             if shape is None:
                 shape = shapes[id(job.gang)] = job.shape
-            lk = _labels_key(job.pool_labels) if job.pool_labels else ()
-            key = (shape, job.nodes, lk, job.project, prio_key and job.priority)
-            # the equivalence-class shortcut: a job like one that failed fails alike
-            cause = jobfail.get(key) if self.classes and job.id not in self.reserved else None
+            lk = labels_key(job.pool_labels) if job.pool_labels else ()
+            rb = runtime_bucket(job.runtime_s) if backfill else None
+            window.ends_by = now + 2.0 ** rb if rb is not None else float("inf")
+            key = class_key(shape, job.nodes, lk, job.project, prio_key and job.priority, rb,
+                            bool(thrash) and job.preemptions >= thrash)
+            cause = cache.lookup(key) if job.id not in self.reserved else None
             if cause is None:
                 cause = self._consider(job, shape, lk, key)
                 if cause is None:
-                    continue
-            if policy.head_of_line:
+                    continue  # admitted
+            if self.policy.head_of_line:
                 self.blocker = job.id
-            reservation: tuple[str, ...] = ()
-            if aging and now - job.submitted_at >= threshold and (
-                job.id in self.reserved or len(self.reserved) < policy.max_reservations
-            ):
-                cause, reservation = self._reserve(job, cause)
-            line = lines[job.project] = lines.get(job.project, 0) + 1
-            shares = order.current
-            waiting[job.id] = Waiting(job.id, job.project, job.partner, job.priority,
-                                      len(waiting) + 1, line, shares[0], shares[1], cause,
-                                      reservation)
+            self._wait(job, *self._maybe_reserve(job, cause))
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:
@@ -229,9 +183,34 @@ class _Cycle:
             line, shares[0], shares[1], cause, reservation,
         )
 
+    def _consider(self, job: PendingJob, shape: Shape, lk: tuple, key: tuple) -> str | None:
+        """Steps 3-5 for one job: admit it (returns None) or say why it waits."""
+        own = job.id in self.reserved
+        options, nominal_nodes, blocked, problems = self._narrow(job, shape, lk)
+        if self._place(job, shape, lk, options, cache=not own):
+            return None
+        room, tried = (None, False)
+        if self.policy.preemption:
+            room, tried = find_room(self, job, nominal_nodes + blocked)
+            if room is not None:
+                self._commit_preemption(job, room)
+                return None
+        where = f" in a {self._labels_text(lk, job)} pool" if lk else ""
+        even = " even after preempting borrowed capacity" if tried else ""
+        text = self.cache.text.get(shape)
+        if text is None:
+            text = self.cache.text[shape] = describe(shape)
+        for node, _, _, _ in nominal_nodes:
+            problems.append(f"no room at {node} for {text}{where}{even}")
+        cause = "; ".join(([job.constraint_note] if job.constraint_note else []) + problems)
+        if not own:
+            self.cache.record(key, cause, tried)
+        return cause
+
+    # -- step 3: narrow ----------------------------------------------------------
     def _eligible(self, job: PendingJob) -> list[tuple[str, list[str]]]:
-        key = (job.nodes, _labels_key(job.pool_labels))
-        found = self.eligible_cache.get(key)
+        key = (job.nodes, labels_key(job.pool_labels))
+        found = self.cache.eligible.get(key)
         if found is None:
             found = []
             for node, clusters in self.cap.node_clusters.items():
@@ -239,17 +218,16 @@ class _Cycle:
                     continue
                 ok = [c for c in clusters if self.cap.eligible_pools(c, job.pool_labels)]
                 found.append((node, ok))
-            self.eligible_cache[key] = found
+            self.cache.eligible[key] = found
         return found
 
-    def _consider(self, job: PendingJob, shape: Shape, lk: tuple, key: tuple) -> str | None:
-        """Admit the job (returns None) or say why it waits (``key``: its equivalence class)."""
-        own = self.reserved.get(job.id)
-        cache = own is None and self.classes
+    def _narrow(self, job: PendingJob, shape: Shape, lk: tuple
+                ) -> tuple[list[tuple], list[Option], list[Option], list[str]]:
+        """Where the job may go: placement options (sorted), nodes for preemption, problems."""
         problems: list[str] = []
         options: list[tuple[bool, float, int, str, str, list[str] | None]] = []
-        nominal_nodes: list[tuple[str, list[str], list[str] | None, QuotaCheck]] = []
-        blocked: list[tuple[str, list[str], list[str] | None, QuotaCheck]] = []
+        nominal_nodes: list[Option] = []
+        blocked: list[Option] = []
         eligible = self._eligible(job)
         usage0 = shape.usage(None)
         needs_gpu = "gpu" in usage0
@@ -270,56 +248,30 @@ class _Cycle:
                     problems.append(problem)
                     continue
             nominal_nodes.append((node, clusters, types, q))
+            if q.borrowing and self._thrashing(job, node):
+                problems.append(f"preempted {job.preemptions} times: not re-admitted on borrowed "
+                                f"capacity at {node}, which is about to be reclaimed")
+                continue
             for cluster in clusters:
                 options.append((q.borrowing, self._fullness(cluster, lk, job) if needs_gpu else 0.0,
                                 len(options), node, cluster, types))
         if not eligible:
             problems.append("no node of the federation is allowed")
         options.sort()  # within nominal first, then fuller clusters; ties keep node order
-        for _, _, _, node, cluster, types in options:
-            ck = (cluster, shape, lk, tuple(types) if types else None)
-            if cache and ck in self.capfail:
-                continue
-            placed = place_gang(self.cap, self.picker, cluster, shape, job.pool_labels, job.id, types)
-            if placed is None:
-                if cache:
-                    self.capfail.add(ck)
-                continue
-            final = self.ledger.check(job.project, node, shape.usage(placed.gpu_type))
-            if not final.ok:
-                unplace(self.cap, placed)
-                continue
-            self._admit(job, placed, final.borrowing)
-            return None
-        self.victims_tried = False
-        if self.policy.preemption and self._preempt(job, nominal_nodes + blocked):
-            return None
-        where = f" in a {self._labels_text(lk, job)} pool" if lk else ""
-        tried = " even after preempting borrowed capacity" if self.victims_tried else ""
-        text = self.text_cache.get(shape)
-        if text is None:
-            text = self.text_cache[shape] = describe(shape)
-        for node, _, _, _ in nominal_nodes:
-            problems.append(f"no room at {node} for {text}{where}{tried}")
-        cause = "; ".join(([job.constraint_note] if job.constraint_note else []) + problems)
-        if cache:
-            self.jobfail[key] = cause
-            if self.victims_tried:
-                self.tried.append(key)
-        return cause
+        return options, nominal_nodes, blocked, problems
 
     def _labels_text(self, lk: tuple, job: PendingJob) -> str:
-        text = self.text_cache.get(lk)
+        text = self.cache.text.get(lk)
         if text is None:
-            text = self.text_cache[lk] = _labels_text(job.pool_labels)
+            text = self.cache.text[lk] = _labels_text(job.pool_labels)
         return text
 
     def _gpu_types(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
                    clusters: list[str]) -> tuple[list[str], str]:
         key = (shape, lk, node)
-        offered = self.offered_cache.get(key)
+        offered = self.cache.offered.get(key)
         if offered is None:
-            offered = self.offered_cache[key] = sorted({
+            offered = self.cache.offered[key] = sorted({
                 p.gpu_type for c in clusters for p in self.cap.eligible_pools(c, job.pool_labels)
                 if p.gpu_type and all(d.accepts(p.gpu_type) for d, _ in shape.groups if d.gpu)
             })
@@ -345,27 +297,43 @@ class _Cycle:
         Cached until the next admission or preemption (a failed try puts everything back).
         """
         key = (cluster, lk)
-        free = self.fullness.get(key)
+        free = self.cache.fullness.get(key)
         if free is None:
-            free = self.fullness[key] = round(
+            free = self.cache.fullness[key] = round(
                 sum(p.free_gpu for p in self.cap.eligible_pools(cluster, job.pool_labels, lk)), 6)
         return free
 
+    # -- step 4: place -------------------------------------------------------------
+    def _place(self, job: PendingJob, shape: Shape, lk: tuple, options: list[tuple],
+               cache: bool) -> bool:
+        for _, _, _, node, cluster, types in options:
+            ck = (cluster, shape, lk, tuple(types) if types else None, self.cap.window.ends_by)
+            if cache and self.cache.placement_failed(ck):
+                continue
+            placed = place_gang(self.cap, self.picker, cluster, shape, job.pool_labels, job.id, types)
+            if placed is None:
+                if cache:
+                    self.cache.record_placement_failure(ck)
+                continue
+            final = self.ledger.check(job.project, node, shape.usage(placed.gpu_type))
+            if not final.ok:
+                unplace(self.cap, placed)
+                continue
+            self._admit(job, placed, final.borrowing)
+            return True
+        return False
+
     def _admit(self, job: PendingJob, placed: Placed, borrowing: bool) -> None:
-        self.fullness.clear()
+        self.cache.admitted()
         usage = job.shape.usage(placed.gpu_type)
         self.ledger.add(job.project, placed.node, usage)
         self.order.admitted(job, usage)
         released = self.reserved.pop(job.id, [])
-        for slot in released:
-            slot.reserved_for = None
+        release(released)
         if released:  # hosts held for this job are open to all again: failures may fit now
-            self._clear()
-        if borrowing and self.tried:
-            for key in self.tried:
-                self.jobfail.pop(key, None)
-                self.reopened[key] = len(self.decisions.waiting)
-            self.tried.clear()
+            self.cache.capacity_grew(len(self.decisions.waiting))
+        if borrowing:
+            self.cache.borrowed(len(self.decisions.waiting))
         self.decisions.admissions.append(Admission(
             job.id, placed.node, placed.cluster,
             tuple(s.id for s, _, _ in placed.replicas),
@@ -373,54 +341,73 @@ class _Cycle:
             borrowing, placed.gpu_type,
         ))
 
-    def _clear(self) -> None:
-        self.capfail.clear()
-        self.jobfail.clear()
-        self.tried.clear()
-        self.cleared_at = len(self.decisions.waiting)
+    # -- step 5: preempt -------------------------------------------------------------
+    def _commit_preemption(self, job: PendingJob, room: Room) -> None:
+        running = self.running_at[room.node]
+        for v in room.victims:
+            del running[v.id]
+            why = (f"higher-priority job {job.id} of the same project needs room at {room.node}"
+                   if v.project == job.project else
+                   f"reclaimed: job {job.id} of project {job.project} is within its nominal "
+                   f"quota at {room.node}, project {v.project} was borrowing")
+            self.decisions.preemptions.append(Preemption(v.id, v.project, room.node, job.id, why))
+            self.order.released(v.partner, v.project, v.usage)
+        final = self.ledger.check(job.project, room.node, job.shape.usage(room.placed.gpu_type))
+        self._admit(job, room.placed, final.borrowing)
+        self.cache.capacity_grew(len(self.decisions.waiting))  # earlier failures may fit now
 
-    # -- preemption ------------------------------------------------------------
-    def _preempt(self, job: PendingJob, nominal_nodes: list) -> bool:
-        """Try nodes in preference order; commit the first simulated choice that makes room."""
-        for node, clusters, types, q in nominal_nodes:
-            running = self.running_at.get(node, {})
-            reclaim = q.ok and q.within_nominal
-            candidates = [
-                v for v in running.values()
-                if (reclaim and v.project != job.project and v.borrowing)
-                or (self.policy.within_project_preemption and v.project == job.project
-                    and v.priority < job.priority)
-            ]
-            if not candidates:
-                continue
-            self.victims_tried = True
-            candidates.sort(key=lambda v: victim_order(v.priority, v.started_at))
-            candidates = candidates[: self.policy.max_victims]
+    def _thrashing(self, job: PendingJob, node: str) -> bool:
+        """A job preempted ``thrash_limit`` times does not borrow at a node where another
+        project waits within its nominal quota for more GPUs than are idle: it would be
+        reclaimed again."""
+        limit = self.policy.thrash_limit
+        if not limit or job.preemptions < limit:
+            return False
+        if self._pressure is None:
+            idle: dict[str, float] = {}
+            for pool in self.cap.pools.values():
+                idle[pool.node] = idle.get(pool.node, 0.0) + pool.free_gpu
+            self._pressure = {}
+            for project, queue in self.order.queues.items():
+                head = queue[0]
+                usage = head.shape.usage(None)
+                for n in self.cap.node_clusters:
+                    if head.nodes is not None and n not in head.nodes:
+                        continue
+                    q = self.ledger.check(project, n, usage)
+                    if q.ok and q.within_nominal and usage.get("gpu", 0.0) > idle.get(n, 0.0):
+                        self._pressure.setdefault(n, set()).add(project)
+        return bool(self._pressure.get(node, set()) - {job.project})
 
-            def eligible(v: RunningJob, node: str = node) -> bool:
-                # A reclaim stops once the lender's project is back within its nominal quota.
-                return v.project == job.project or self.ledger.borrows(v.project, node)
+    # -- step 6: wait, age, reserve ----------------------------------------------------
+    def _frees_at(self, slot: Slot, demand: Demand) -> float:
+        """When ``slot`` could hold ``demand``'s GPUs: now, or the expected end of enough of
+        the jobs running there (declared ends, else as long again as they have run)."""
+        need = demand.whole or (1 if demand.gpu else 0)
+        free = slot.whole
+        if free >= need:
+            return self.now
+        if self._ends is None:
+            self._ends = {}
+            for jobs in self.running_at.values():
+                for v in jobs.values():
+                    end = self.now + v.remaining(self.now)
+                    for i, host in enumerate(v.placement.hosts):
+                        devs = v.placement.gpu_devices[i] if i < len(v.placement.gpu_devices) else []
+                        if devs:
+                            self._ends.setdefault(host, []).append((end, len(devs)))
+            for ends in self._ends.values():
+                ends.sort()
+        for end, gpus in self._ends.get(slot.id, ()):
+            free += gpus
+            if free >= need:
+                return end
+        return float("inf")
 
-            found = choose_victims(candidates, _Victims(self, job, node, clusters, types), eligible)
-            if found is None:
-                continue
-            victims, placed = found
-            for v in victims:
-                del running[v.id]
-                why = (f"higher-priority job {job.id} of the same project needs room at {node}"
-                       if v.project == job.project else
-                       f"reclaimed: job {job.id} of project {job.project} is within its nominal "
-                       f"quota at {node}, project {v.project} was borrowing")
-                self.decisions.preemptions.append(Preemption(v.id, v.project, node, job.id, why))
-                self.order.released(v.partner, v.project, v.usage)
-            final = self.ledger.check(job.project, node, job.shape.usage(placed.gpu_type))
-            self._admit(job, placed, final.borrowing)
-            self._clear()  # capacity grew: earlier failures may fit now
-            return True
-        return False
 
-    # -- aging -----------------------------------------------------------------
-    def _reserve(self, job: PendingJob, cause: str) -> tuple[str, tuple[str, ...]]:
+    def _maybe_reserve(self, job: PendingJob, cause: str) -> tuple[str, tuple[str, ...]]:
+        if not self._aged(job):
+            return cause, ()
         slots = self.reserved.get(job.id)
         if slots is None:
             if len(self.reserved) >= self.policy.max_reservations:
@@ -430,12 +417,8 @@ class _Cycle:
                 if self.ledger.check(job.project, node, job.shape.usage(None)).ok
                 for c in cs
             ]
-            chosen = choose_reservation(self.cap, clusters, job.shape, job.pool_labels)
-            if not chosen:
+            slots = reserve(self.cap, job.id, clusters, job.shape, job.pool_labels, self.frees_at)
+            if not slots:
                 return cause, ()
-            for slot in chosen:
-                slot.reserved_for = job.id
-            self.reserved[job.id] = slots = chosen
-        ids = tuple(s.id for s in slots)
-        node = slots[0].pool.node
-        return f"{cause}; waited past the aging threshold, holding {len(ids)} host(s) at {node}", ids
+            self.reserved[job.id] = slots
+        return held_text(cause, slots), tuple(s.id for s in slots)

@@ -46,8 +46,15 @@ class HostPicker(Protocol):
     def pick(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None: ...
 
 
-def _usable(slot: Slot, job_id: str) -> bool:
-    return slot.reserved_for is None or slot.reserved_for == job_id
+def _usable(slot: Slot, job_id: str, k: int = 0) -> bool:
+    """Not held for another job; or the job ends before the holder is due (backfill); or it
+    takes ``k`` whole GPUs and leaves the holder what it needs on this host."""
+    owner = slot.reserved_for
+    if owner is None or owner == job_id:
+        return True
+    if slot.pool.window.ends_by <= slot.reserved_due:
+        return True
+    return k > 0 and slot.whole - k >= slot.reserved_need
 
 
 def _loss(slot: Slot, demand: Demand) -> float:
@@ -103,7 +110,7 @@ class PackingPicker:
                 if best is not None and best[0] == 0 and b - k > best[1]:
                     break
                 for slot in pool.buckets[b]:
-                    if _usable(slot, job_id) and slot.fits(demand):
+                    if _usable(slot, job_id, k) and slot.fits(demand):
                         key = (_loss(slot, demand), b - k, scarcity[pool.gpu_type], pool.gpus,
                                slot.index)
                         if best is None or key < best:
@@ -167,7 +174,7 @@ def _fitting_slots(pools: Sequence[PoolState], demand: Demand, job_id: str) -> I
         if demand.gpu and not pool.gpus:
             continue
         for slot in pool.slots:
-            if not (_usable(slot, job_id) and slot.fits(demand)):
+            if not (_usable(slot, job_id, demand.whole) and slot.fits(demand)):
                 continue
             if demand.fractional and not any(f + EPS >= demand.gpu for f in slot.dev):
                 continue

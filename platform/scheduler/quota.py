@@ -46,6 +46,11 @@ class QuotaLedger:
                 for r in keys
             }
         self.require_quota = require_quota
+        self.lendable: dict[str, dict[str, float]] = {}  # node -> sum of nominal quotas
+        for (_, node), nominal in self.nominal.items():
+            pool = self.lendable.setdefault(node, {})
+            for r, v in nominal.items():
+                pool[r] = pool.get(r, 0.0) + v
         self._typed: dict[tuple[str, str], bool] = {}
         self.usage: dict[tuple[str, str], dict[str, float]] = {}
         for job in running:
@@ -94,6 +99,21 @@ class QuotaLedger:
             limit = self.limit.get(key)
             typed = self._typed[key] = bool(limit) and any(r.startswith("gpu:") for r in limit)
         return typed
+
+    def share(self, project: str, node: str, weight: float = 1.0) -> float:
+        """Kueue's fair-sharing share: the largest fraction of the node's lendable capacity
+        (sum of nominal quotas) the project uses above its nominal, divided by its weight."""
+        nominal = self.nominal.get((project, node))
+        if nominal is None:
+            return 0.0
+        held = self.usage.get((project, node), {})
+        lendable = self.lendable.get(node, {})
+        top = 0.0
+        for r, v in nominal.items():
+            total = lendable.get(r, 0.0)
+            if total > 0:
+                top = max(top, (held.get(r, 0.0) - v) / total)
+        return top / weight if weight > 0 else float("inf")
 
     def borrows(self, project: str, node: str) -> bool:
         """True while the project uses more than its nominal quota of something at ``node``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aitb.domain.resources import GangSpec, ReplicaSpec
+from aitb.domain.resources import GangSpec, ReplicaSpec, quota_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +79,7 @@ class Shape:
         cached = self._usage.get(gpu_type)
         if cached is not None:
             return cached
-        out = {"cpu": self.cpu, "memory_gib": self.memory_gib}
-        gpu = self.gpu
-        if gpu:
-            out["gpu"] = gpu
-            if gpu_type:
-                out[f"gpu:{gpu_type}"] = gpu
-        self._usage[gpu_type] = out
+        out = self._usage[gpu_type] = quota_usage(self.cpu, self.memory_gib, self.gpu, gpu_type)
         return out
 
     def replica_demands(self) -> list[Demand]:

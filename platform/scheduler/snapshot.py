@@ -48,6 +48,24 @@ class RunningJob:
     gang: GangSpec
     placement: Placement  # hosts and GPU devices per replica; ``borrowing`` flag
     gpu_type: str | None = None
+    checkpoint_s: float | None = None  # saves its state this often (None: unknown, loses all)
+    restart_s: float = 0.0  # time a restart costs before it makes progress again
+    expected_end: float | None = None  # declared end (start + max runtime), None: unknown
+
+    def work_lost(self, now: float) -> float:
+        """GPU-seconds (CPU-seconds / 64 for CPU jobs) a preemption at ``now`` destroys:
+        the run since its last checkpoint plus a restart, or the whole run without one."""
+        ran = max(0.0, now - self.started_at)
+        if self.checkpoint_s:
+            ran = min(ran, (ran - self.restart_s) % self.checkpoint_s + self.restart_s)
+        size = self.usage.get("gpu") or self.usage.get("cpu", 1.0) / 64.0
+        return size * (ran + self.restart_s)
+
+    def remaining(self, now: float) -> float:
+        """Expected time to its end: declared, else as long as it has run (heavy tails)."""
+        if self.expected_end is not None:
+            return max(0.0, self.expected_end - now)
+        return max(60.0, now - self.started_at)
 
     @cached_property
     def shape(self) -> Shape:
@@ -76,6 +94,8 @@ class PendingJob:
     pool_labels: Mapping[str, object] = field(default_factory=dict)  # e.g. {"secure": True}
     constraint_note: str = ""  # why nodes/pools were narrowed, for pending reasons
     reservation: tuple[str, ...] = ()  # hosts held for it by an earlier cycle
+    preemptions: int = 0  # times it was preempted so far
+    runtime_s: float | None = None  # declared maximum runtime (None: unknown)
 
     @cached_property
     def shape(self) -> Shape:

@@ -9,20 +9,17 @@ key (a job id, or `project:<name>` for project-level events) are delivered stric
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
-from aitb.store.base import Base, utcnow
+from aitb.store.base import Base
+from aitb.timeutil import as_utc as _utc
+from aitb.timeutil import utcnow
 
 TS = DateTime(timezone=True)
-
-
-def _utc(at: datetime) -> datetime:
-    """SQLite keeps no offset, so every time written or compared here is UTC."""
-    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 class OutboxRow(Base):

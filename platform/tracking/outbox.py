@@ -316,6 +316,7 @@ class OutboxProcessor:
     def active_attempts(self) -> set[str]:
         from sqlalchemy import select
 
+        from aitb.domain.models import Attempt
         from aitb.store.tables import JobRow
 
         with self.session_factory() as session:
@@ -324,7 +325,7 @@ class OutboxProcessor:
                     JobRow.state.in_([str(s) for s in ACTIVE_STATES])
                 )
             ).all()
-        return {job_id if attempts <= 1 else f"{job_id}-{attempts}" for job_id, attempts in rows}
+        return {Attempt.backend_id_for(job_id, attempts) for job_id, attempts in rows}
 
     def sweep_runners(self) -> list[str]:
         """Revoke the runner accounts of attempts that are no longer ADMITTED or RUNNING."""

@@ -66,6 +66,7 @@ def _load(processor: OutboxProcessor) -> list[dict[str, Any]]:
 def _active_runner_experiments(processor: OutboxProcessor) -> dict[str, str]:
     """Runner account -> experiment id, for attempts still ADMITTED or RUNNING."""
     from aitb.domain.lifecycle import ACTIVE_STATES
+    from aitb.domain.models import Attempt
     from aitb.store.tables import JobRow
 
     with processor.session_factory() as session:
@@ -75,7 +76,7 @@ def _active_runner_experiments(processor: OutboxProcessor) -> dict[str, str]:
             )
         ).all()
     return {
-        runner_username(job_id if attempts <= 1 else f"{job_id}-{attempts}"): str(exp or "")
+        runner_username(Attempt.backend_id_for(job_id, attempts)): str(exp or "")
         for job_id, attempts, exp in rows
     }
 

@@ -12,12 +12,13 @@ import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from aitb.domain.lifecycle import MLFLOW_STATUS, JobState
+from aitb.timeutil import as_utc, utcnow
 from aitb.tracking.credentials import HttpPolicy, MlflowAccount, as_account
 
 if TYPE_CHECKING:
@@ -119,15 +120,11 @@ def state_tags(state: JobState, at: datetime) -> dict[str, str]:
 
 
 def _iso(at: datetime) -> str:
-    return _aware(at).isoformat()
+    return as_utc(at).isoformat()
 
 
 def _ms(at: datetime) -> int:
-    return int(_aware(at).timestamp() * 1000)
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return int(as_utc(at).timestamp() * 1000)
 
 
 class Tracker:
@@ -332,7 +329,7 @@ class Tracker:
         self, run_id: str, metrics: Mapping[str, float], at: datetime | None = None
     ) -> None:
         """Log platform metrics (queue_wait_s, run_time_s, preemptions) in one batch."""
-        timestamp = _ms(at or datetime.now(UTC))
+        timestamp = _ms(at or utcnow())
 
         def go(client: MlflowClient) -> None:
             from mlflow.entities import Metric

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sched_builders import gang
 
 from aitb.cli.commands.sim import sim
 from aitb.domain.testbed import parse_testbed
 from aitb.scheduler.sim.replay import TraceJob, jain, replay
+from tests.support.scheduler import gang
 
 HOSTS = """name,cpu,memory_gib,gpus,gpu_type
 h0,64,512,8,a100
@@ -36,11 +36,11 @@ TESTBED = {
     ],
 }
 TRACE = """job,submit_s,duration_s,partner,project,replicas,cpu,memory_gib,gpu,gpu_types,priority,node
-a1,0,100,A,pa,1,2,8,4,,0,
-a2,0,100,A,pa,1,2,8,4,,0,
-a3,0,100,A,pa,1,2,8,4,,0,
-b1,10,50,B,pb,2,2,8,2,a100,0,
-c1,11,30,B,pb,1,2,8,0,,0,n2
+a1,0,10000,A,pa,1,2,8,4,,0,
+a2,0,10000,A,pa,1,2,8,4,,0,
+a3,0,10000,A,pa,1,2,8,4,,0,
+b1,1000,5000,B,pb,2,2,8,2,a100,0,
+c1,1100,3000,B,pb,1,2,8,0,,0,n2
 """
 
 
@@ -95,19 +95,20 @@ def test_replay_json_contract(files: dict[str, str]) -> None:
                                    "jain_fairness", "preemptions"}
     jobs = {j["job"]: j for j in out["jobs"]}
     assert set(jobs["a1"]) == {"job", "submit_s", "start_s", "end_s", "node", "preemptions"}
-    assert jobs["c1"]["node"] == "n2" and jobs["c1"]["start_s"] == 11
+    assert jobs["c1"]["node"] == "n2" and jobs["c1"]["start_s"] == 1100
     # B is within its nominal share (half of n1's GPUs): it reclaims from A's borrowing job
+    # (which has run past the minimum run time before preemption, Policy.min_runtime_s)
     assert out["summary"]["preemptions"] >= 1
-    assert jobs["b1"]["start_s"] == 10
+    assert jobs["b1"]["start_s"] == 1000
 
 
 def test_replay_all_policies_side_by_side(files: dict[str, str]) -> None:
     out = _json(["replay", "--testbed", files["testbed.yaml"], "--trace", files["trace.csv"],
                  "--policy", "all", "--output", "json"])
-    assert [s["policy"] for s in out["summaries"]] == ["ours", "fifo", "quota-only"]
+    assert [s["policy"] for s in out["summaries"]] == ["ours", "fifo", "quota-only", "kueue-fair"]
     fifo = {j["job"]: j for j in out["runs"]["fifo"]["jobs"]}
     # strict head of line: c1 (another node, fits at once) waits behind a blocked GPU job
-    assert fifo["c1"]["start_s"] > 11
+    assert fifo["c1"]["start_s"] > 1100
     assert out["runs"]["fifo"]["summary"]["preemptions"] == 0
 
 

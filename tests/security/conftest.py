@@ -20,8 +20,8 @@ from aitb.tracking.permissions import MlflowAccess, desired_permissions
 from aitb.tracking.runner import RunnerCredentials
 from aitb.tracking.server import ManagedMlflow
 from aitb.tracking.tracker import Tracker
-from tests.tracking.conftest import ADMIN, launch, server_dir
-from tests.tracking.factories import make_job
+from tests.support.jobs import make_job
+from tests.support.mlflow import ADMIN, launch, server_dir
 
 SEAL_KEY = "security-tests-seal-key"
 
@@ -114,7 +114,7 @@ def world(secured_server: ManagedMlflow, tmp_path_factory) -> World:
     runners = RunnerCredentials(access, tmp_path_factory.mktemp("secrets"))
     sides = {s: Side(partner=f"{s}{tag}") for s in ("a", "b")}
     accounts: dict[str, MlflowAccount | None] = {"anonymous": None}
-    for s, side in sides.items():
+    for side in sides.values():
         side.experiment_id = tracker.claim_experiment(side.partner, "proj", None).experiment_id
     members = {"a": {f"a-user-{tag}": MemberRole.RESEARCHER, f"a-viewer-{tag}": MemberRole.VIEWER},
                "b": {f"b-user-{tag}": MemberRole.RESEARCHER}}  # fmt: skip

@@ -15,12 +15,12 @@ from sqlalchemy.orm import sessionmaker
 from aitb.store import tables
 from aitb.store.base import Base
 from aitb.store.db import make_engine
-from aitb.tracking.credentials import MlflowAccount, as_account
+from aitb.tracking.credentials import as_account
 from aitb.tracking.outbox import OutboxProcessor
 from aitb.tracking.sync import sync_tracking
 from aitb.tracking.tracker import QUARANTINE_PREFIX, SEAL_TAG, Tracker
 from tests.security.conftest import SEAL_KEY, World
-from tests.tracking.conftest import ADMIN
+from tests.support.mlflow import ADMIN
 
 pytestmark = pytest.mark.mlflow
 
@@ -70,7 +70,7 @@ def _admin():
 def test_tenants_cannot_create_experiments_under_any_name(world: World) -> None:
     a_partner = world.sides["a"].partner
     for name in (f"{a_partner}/newproject-{uuid.uuid4().hex[:6]}", f"free-{uuid.uuid4().hex[:6]}"):
-        for route in (f"{A2}/experiments/create", f"/ajax-api/2.0/mlflow/experiments/create"):
+        for route in (f"{A2}/experiments/create", "/ajax-api/2.0/mlflow/experiments/create"):
             r = httpx.post(world.url + route, json={"name": name}, auth=_as(world, "b_user"))
             assert r.status_code == 403, r.text
         with as_account(ADMIN):

@@ -18,12 +18,14 @@ import zipfile
 import httpx
 import pytest
 
+from aitb.local.ports import free_port
 from aitb.tracking.credentials import MlflowAccount
 from aitb.tracking.permissions import MlflowAccess
 from aitb.tracking.runner import CREDENTIALS_ENV, runner_username
-from tests.conftest import free_port, stop_process
-from tests.e2e.conftest import ray_head, start_platform  # noqa: F401  (fixture)
-from tests.tracking.conftest import server_dir
+from tests.e2e.conftest import ray_head  # noqa: F401  (fixture)
+from tests.support.mlflow import server_dir
+from tests.support.platform import start_platform
+from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 

@@ -12,9 +12,8 @@ from aitb.tracking.credentials import MlflowAccount
 from aitb.tracking.permissions import MlflowAccess, desired_permissions
 from aitb.tracking.runner import CREDENTIALS_FILE, RunnerCredentials, runner_username
 from aitb.tracking.tracker import Tracker
-
-from .conftest import ADMIN, call_as
-from .factories import make_job
+from tests.support.jobs import make_job
+from tests.support.mlflow import ADMIN, call_as
 
 pytestmark = pytest.mark.mlflow
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from aitb.control.events import project_permissions_changed
+from aitb.local.ports import free_port
+from aitb.services.tracking_events import TrackingEvents
 from aitb.store import outbox as store
 from aitb.store import tables
 from aitb.store.base import Base
@@ -17,8 +18,7 @@ from aitb.store.db import make_engine
 from aitb.tracking.outbox import Backoff, OutboxProcessor
 from aitb.tracking.permissions import MlflowAccess
 from aitb.tracking.tracker import Tracker
-
-from .conftest import ADMIN, free_port, launch, server_dir
+from tests.support.mlflow import ADMIN, launch, server_dir
 
 pytestmark = pytest.mark.mlflow
 
@@ -40,14 +40,14 @@ def _member(session, project: str, user: str, role: str | None) -> None:
     if role is None:
         session.delete(row)
         session.flush()
-        project_permissions_changed(session, project, [user])
+        TrackingEvents(tracking=True).project_changed(session, project, [user])
         return
     if row is None:
         session.add(tables.MembershipRow(project=project, user=user, role=role))
     else:
         row.role = role
     session.flush()
-    project_permissions_changed(session, project, [])
+    TrackingEvents(tracking=True).project_changed(session, project, [])
 
 
 def test_membership_changes_during_an_outage_converge(tmp_path) -> None:

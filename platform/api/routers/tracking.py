@@ -12,10 +12,6 @@ from aitb.api.schemas import API_VERSION
 
 router = APIRouter(prefix=f"/{API_VERSION}", tags=["tracking"])
 
-#: `AppState.extras` key of the sync callable the control plane registers: (repair) -> report.
-SYNC_HOOK = "tracking_sync"
-
-
 @router.post("/admin/tracking/sync", responses=errors(401, 403, 409))
 def tracking_sync(
     caller: DetachedCallerDep,
@@ -28,10 +24,11 @@ def tracking_sync(
 
     if not caller.is_platform_admin:
         raise Forbidden("only a platform admin may sync tracking")
-    sync = state.extras.get(SYNC_HOOK)
-    if sync is None:
-        raise Conflict("MLflow tracking with accounts is not configured on this server")
-    return sync(not dry_run).as_dict()
+    report = state.control.sync_tracking(not dry_run)
+    if report is None:
+        raise Conflict("MLflow tracking with accounts is not configured on this server "
+                       "(or this replica runs no control plane)")  # fmt: skip
+    return report
 
 
 @router.get("/tracking", responses=errors(401))

@@ -31,7 +31,7 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aitb.scheduler.core import equivalence_key
+from aitb.scheduler.classes import equivalence_key
 from aitb.scheduler.decisions import Decisions
 from aitb.scheduler.policy import Policy
 from aitb.scheduler.quota import QuotaLedger
@@ -117,7 +117,11 @@ class Backlog:
                 and blocker.failed_at >= self._grew_since(blocker.nodes)):
             blocked_after = self._order_key(self.blocker)  # everything after it waits
         for key, cls in self.classes.items():
-            settled = cls.failed_at >= self._grew_since(cls.nodes)
+            # a class that may backfill reserved hosts (declared runtime) or avoids borrowing
+            # (preempted too often) depends on reservation due times and reclaim pressure,
+            # which change without capacity growing: it is never settled
+            settled = cls.failed_at >= self._grew_since(cls.nodes) and not (
+                key[0][6] or (key[0][5] is not None and owners))
             n = extra.get(key, 0 if settled and not cls.may_preempt else 1 if settled else self.k)
             if n == 0:
                 self.exempt.add(key)
@@ -208,9 +212,10 @@ class Backlog:
             return False
         if self.policy.within_project_preemption:
             return True
+        fair = self.policy.preemption_style == "fair-share"
         usage = job.shape.usage(None)
         for node in self.nodes if job.nodes is None else job.nodes:
             q = ledger.check(job.project, node, usage)
-            if q.ok and q.within_nominal:
+            if q.ok and (q.within_nominal or fair):
                 return True
         return False

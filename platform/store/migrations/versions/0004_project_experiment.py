@@ -1,7 +1,7 @@
 """project experiment: the MLflow experiment id the platform created for each project
 
-Revision ID: 0003_project_experiment
-Revises: 0002
+Revision ID: 0004_project_experiment
+Revises: 0003_usage
 Create Date: 2026-12-01 06:30:00
 
 """
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0003_project_experiment'
-down_revision: str | Sequence[str] | None = '0002'
+revision: str = '0004_project_experiment'
+down_revision: str | Sequence[str] | None = '0003_usage'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,32 +1,35 @@
-"""What the rest of the platform hears about a job changing: tracking events in the outbox.
+"""TrackingEvents: what MLflow hears about jobs and projects, as events in the tracking outbox.
 
-Called inside the transaction that changes the job, so the MLflow side can lag
-(MLflow down) but never miss or invent a change.
+Every call happens inside the transaction that makes the change (a submission, a
+cancel, a membership, a scheduling decision), so MLflow may lag (it is down) but
+never misses or invents a change. It lives with the services, not the control
+plane, because the API's use cases and the control plane both emit these events;
+the tracking thread (tracking/outbox.py) delivers them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.lifecycle import MLFLOW_STATUS, JobState, is_finished
-from aitb.domain.models import Classification, Job
-from aitb.store.base import utcnow
-from aitb.store.tables import DatasetRow
+from aitb.domain.models import Job
+from aitb.store import accounts as account_store
+from aitb.store import datasets as dataset_store
+from aitb.store import projects as project_store
+from aitb.timeutil import utcnow
 
 
 def highest_classification(session: Session, datasets: list[str]) -> str | None:
     if not datasets:
         return None
-    rows = session.scalars(select(DatasetRow.classification).where(DatasetRow.name.in_(datasets)))
-    levels = [Classification(c) for c in rows]
+    levels = [d.classification for d in dataset_store.list_datasets(session, names=datasets)]
     return max(levels, key=lambda c: c.rank).value if levels else None
 
 
-class JobEvents:
-    """Enqueues tracking events; a no-op object when tracking is off."""
+class TrackingEvents:
+    """Enqueues tracking events; does nothing when tracking is off."""
 
     def __init__(self, tracking: bool):
         self.tracking = tracking
@@ -71,16 +74,18 @@ class JobEvents:
             outbox.enqueue_log(session, job.id, path=log_path)
         outbox.enqueue_end(session, job.id, MLFLOW_STATUS[job.state], end)
 
+    def project_changed(self, session: Session, project: str, revoke: list[str] | None = None) -> None:
+        """Enqueue the project's wanted MLflow grants: members by role, plus its partner's admins."""
+        if not self.tracking:
+            return
+        from aitb.tracking import outbox
+        from aitb.tracking.permissions import desired_permissions
 
-def project_permissions_changed(session: Session, project: str, revoke: list[str]) -> None:
-    """Enqueue the project's wanted MLflow grants: members by role, plus its partner's admins."""
-    from aitb.store.tables import MembershipRow, ProjectRow, UserRow
-    from aitb.tracking import outbox
-    from aitb.tracking.permissions import desired_permissions
-
-    row = session.get(ProjectRow, project)
-    if row is None:
-        return
-    members = {m.user: m.role for m in session.scalars(select(MembershipRow).where(MembershipRow.project == project))}
-    admins = [u.name for u in session.scalars(select(UserRow)) if f"partner-admin:{row.partner}" in (u.roles or [])]
-    outbox.enqueue_experiment_sync(session, row.partner, project, desired_permissions(members, admins), revoke)
+        found = project_store.get_project(session, project)
+        if found is None:
+            return
+        members = {m.user: m.role for m in project_store.members_of(session, [project])[project]}
+        admins = account_store.users_with_role(session, f"partner-admin:{found.partner}")
+        outbox.enqueue_experiment_sync(
+            session, found.partner, project, desired_permissions(members, admins), revoke or []
+        )
