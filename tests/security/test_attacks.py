@@ -54,6 +54,17 @@ def _project(sessions, partner: str, project: str, members: dict[str, str] | Non
 
 
 def _processor(world: World, sessions) -> OutboxProcessor:
+    """The platform's delivery, on a store that knows the world's two projects (a sync would
+    otherwise, rightly, strip every grant on experiments no project owns)."""
+    for side, people in (("a", {"a_user": "researcher", "a_viewer": "viewer"}), ("b", {"b_user": "researcher"})):
+        partner = world.sides[side].partner
+        with sessions() as s:
+            known = s.get(tables.ProjectRow, f"proj-{partner}") is not None
+        if not known:
+            _project(sessions, partner, f"proj-{partner}",
+                     {world.accounts[role].username: r for role, r in people.items()})  # fmt: skip
+            with sessions.begin() as s:
+                s.get(tables.ProjectRow, f"proj-{partner}").mlflow_experiment_id = world.sides[side].experiment_id
     return OutboxProcessor(sessions, Tracker(world.url, ADMIN, seal_key=SEAL_KEY),
                            access=world.access, runners=world.runners)  # fmt: skip
 

@@ -86,7 +86,13 @@ def test_each_partner_sees_exactly_its_own_experiments_and_runs(browser, world: 
         page.screenshot(path=str(tmp_path / f"{side}-experiments.png"), full_page=True)
         assert f"{own.partner}/proj" in body
         assert other.partner not in body and "Default" not in body
-        assert _links(page, r"#/experiments/(\d+)$") == {own.experiment_id}
+        # (other tests in the session may have made this user a member of more A projects)
+        granted = {e for e, holders in world.access.inventory().items()
+                   if world.accounts[f"{side}_user"].username in holders}  # fmt: skip
+        listed = _links(page, r"#/experiments/(\d+)$")
+        assert own.experiment_id in listed and listed == granted
+        names = world.tracker.experiment_names()
+        assert all(names[e].startswith(f"{own.partner}/") for e in listed), [names[e] for e in listed]
 
         # The experiment's runs: only its own.
         _open(page, f"{world.url}/#/experiments/{own.experiment_id}/runs", "train-resnet")
