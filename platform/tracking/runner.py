@@ -58,17 +58,22 @@ class RunnerCredentials:
         return self.secrets_dir / attempt_id
 
     def issue(self, attempt_id: str, experiment_id: str) -> Path:
-        """Create (or re-key) the attempt's account and write its credentials file."""
+        """Create the attempt's account and write its credentials file; the same path again
+        when this attempt was issued before."""
         username = runner_username(attempt_id)
+        directory = self._dir(attempt_id)
+        path = directory / CREDENTIALS_FILE
+        if directory.exists() and self.access.user_exists(username):
+            # Issued before (a dispatch repeated after an unclear answer): the submission that
+            # went through may hold or have consumed this file; re-keying would lock it out.
+            return path
         password = secrets.token_urlsafe(24)
         # Record the attempt before the account exists, so a crash leaves something to sweep.
-        directory = self._dir(attempt_id)
         self.secrets_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.secrets_dir, 0o700)
         directory.mkdir(mode=0o700, exist_ok=True)
         self.access.set_password(username, password)
         self.access.set_permission(username, experiment_id, RUNNER_PERMISSION)
-        path = directory / CREDENTIALS_FILE
         tmp = directory / f".{CREDENTIALS_FILE}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

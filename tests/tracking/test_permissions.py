@@ -134,6 +134,8 @@ def test_attempt_runner_logs_into_its_run_only_until_revoked(world, mlflow_serve
         call_as(runner, mlflow_server.url, lambda c: c.log_metric(b["run_id"], "loss", 0.25))
     assert _status_of(caught.value) == 403
 
+    assert runners.issue(attempt, a["experiment_id"]) == path  # a repeated dispatch: same secret
+    assert _read_credentials(path) == runner
     assert runners.sweep(active=[attempt]) == []  # still running: kept
     call_as(runner, mlflow_server.url, lambda c: c.log_metric(a["run_id"], "loss", 0.2))
     assert runners.sweep(active=[]) == [attempt]  # ended: account and file gone
