@@ -70,3 +70,56 @@ def write_requests(path: Path, n: int = 2000, seed: int = 7) -> None:
         w = csv.writer(f)
         w.writerow(["name", "cpu", "memory_gib", "gpu", "gpu_types"])
         w.writerows(request_mix(rng, n))
+
+
+# Models by scarcity for the typed mix: requests that name a model ask for the scarce ones
+# more than their share of the fleet (h100 holds a quarter of the GPUs, gets 45 % of named ones)
+NAMED = {"h100": 45, "a100": 20, "l40s": 15, "a40": 12, "t4": 8}
+GPUS_PER_HOST = {"a100": 8, "h100": 8, "l40s": 4, "a40": 4, "t4": 2}
+
+
+def mix(kind: str, rng: random.Random, n: int) -> list[tuple]:
+    """The ``sim fill`` request mixes of the placement benchmark.
+
+    * ``default``: ``request_mix`` (whole, fractional, some type-restricted, CPU-only);
+    * ``typed``: a third of the GPU requests name one model, the scarce models more often;
+    * ``untyped``: whole and fractional GPU requests, none naming a model;
+    * ``shared``: mostly fractions of one device (GPU sharing);
+    * ``multi``: mostly multi-GPU requests (2, 4, 8 GPUs).
+    """
+    if kind == "default":
+        return request_mix(rng, n)
+    rows = []
+    for i in range(n):
+        x = rng.random()
+        if kind == "shared":
+            whole = x < 0.25
+        elif kind == "multi":
+            whole = x < 0.9
+        else:
+            whole = x < 0.55
+        if whole:
+            sizes = [2, 4, 8] if kind == "multi" else [1, 2, 4, 8]
+            g = rng.choices(sizes, weights=[30, 35, 35] if kind == "multi" else [40, 25, 20, 15])[0]
+            cpu, mem = 12 * g, 96 * g
+        else:
+            g = rng.choice([0.1, 0.2, 0.25, 0.25, 0.5, 0.5, 0.75])
+            cpu, mem = rng.choice([2, 4, 8]), rng.choice([16, 32, 64])
+        types = ""
+        if kind == "typed" and rng.random() < 1 / 3:
+            names = [t for t in NAMED if GPUS_PER_HOST[t] >= g]
+            types = rng.choices(names, weights=[NAMED[t] for t in names])[0]
+            if g >= 1:  # the model's hosts: per-GPU CPU and memory by its host's ratio
+                per = {"a100": (16, 128), "h100": (24, 256), "l40s": (16, 96), "a40": (12, 96),
+                       "t4": (16, 64)}[types]
+                cpu, mem = per[0] * g, per[1] * g
+        rows.append((f"{kind[0]}{i}", cpu, mem, g, types))
+    return rows
+
+
+def write_mix(path: Path, kind: str, n: int = 2000, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "cpu", "memory_gib", "gpu", "gpu_types"])
+        w.writerows(mix(kind, rng, n))

@@ -11,12 +11,14 @@ from pathlib import Path
 import click
 
 from aitb.cli.commands.jobs import FINISHED as FINAL
+from aitb.cli.config import Profile, config_path, load_config, save_config
 from aitb.timeutil import utcnow
 from aitb.version import API_PREFIX
 
 PARTNER = "demo-lab"
 PROJECTS = ("vision", "forecasting")
 RESEARCHER = "alice"
+DEMO_PROFILE = "demo"
 METRICS = {"final_accuracy": "acc", "pi_estimate": "pi", "accuracy": "acc"}
 
 
@@ -81,8 +83,21 @@ def demo(timeout: int) -> None:
     console.print(f"MLflow UI: [bold]{mlflow_url}[/]  (user [bold]{settings.tracking.admin_user}[/], "
                   f"password in {password})")
     console.print(f"API: {api_url}   admin token in {stack.admin_token_path(settings)}")
-    console.print(f"Try: AITB_URL={api_url} AITB_TOKEN={token} aitb jobs")
+    # The researcher's token is kept as a CLI profile, never printed (terminals are logged,
+    # screens are shared): `aitb auth` commands show where it is.
+    profile = _save_profile(api_url, token)
+    console.print(f"Try: aitb --profile {profile} jobs   (researcher {RESEARCHER}, token in {config_path()})")
     console.print("The platform keeps running; stop it with [bold]aitb down[/].")
+
+
+def _save_profile(url: str, token: str) -> str:
+    """Store the researcher's token as CLI profile `demo` (active if no profile is)."""
+    config = load_config()
+    config.profiles[DEMO_PROFILE] = Profile(url=url, token=token)
+    if not config.active:
+        config.active = DEMO_PROFILE
+    save_config(config)
+    return DEMO_PROFILE
 
 
 def _ok(response, *allowed: int) -> None:

@@ -66,10 +66,15 @@ JOB_COLUMNS = [
 )
 @click.option("-n", "--limit", type=click.IntRange(1, None), default=50, show_default=True)
 @click.option("-a", "--all", "all_pages", is_flag=True, help="Every matching job, all pages.")
+@click.option("--sweep", "sweep_id", default=None, metavar="ID", help="The jobs of one sweep, in point order.")
 @output_option
 @pass_app
-def jobs(app: AppContext, project: str | None, state: str | None, limit: int, all_pages: bool) -> None:
-    """List jobs you can see, newest first."""
+def jobs(app: AppContext, project: str | None, state: str | None, limit: int, all_pages: bool,
+         sweep_id: str | None) -> None:
+    """List jobs you can see, newest first (or the points of one sweep)."""
+    if sweep_id:
+        _sweep(app, sweep_id, state)
+        return
     items = app.client().get_paged(
         "/jobs", None if all_pages else limit, project=project, state=state.upper() if state else None
     )
@@ -77,6 +82,28 @@ def jobs(app: AppContext, project: str | None, state: str | None, limit: int, al
         print_json(items)
         return
     print_table(items, JOB_COLUMNS, empty="no jobs")
+
+
+SWEEP_COLUMNS = [
+    ("#", lambda p: p["index"]),
+    ("JOB", lambda p: p["job"]),
+    ("STATE", lambda p: styled_state(p.get("state"))),
+    ("WHERE", _where),
+    ("PARAMS", lambda p: escape(" ".join(f"{k}={v}" for k, v in (p.get("params") or {}).items()))),
+]
+
+
+def _sweep(app: AppContext, sweep_id: str, state: str | None) -> None:
+    sweep = app.client().get(f"/sweeps/{seg(sweep_id)}")
+    if state:
+        sweep["jobs"] = [p for p in sweep["jobs"] if p.get("state") == state.upper()]
+    if app.json:
+        print_json(sweep)
+        return
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep.get("states", {}).items()))
+    note(f"sweep {sweep['id']} ({sweep.get('name') or '-'}) in {sweep['project']}: "
+         f"{sweep['size']} jobs; {counts}", json_mode=False)
+    print_table(sweep["jobs"], SWEEP_COLUMNS, empty="no jobs")
 
 
 def _event_rows(job: dict[str, Any]) -> list[dict[str, Any]]:

@@ -64,6 +64,8 @@ def all_periods(start: datetime, end: datetime, step: str, limit: int = 400) -> 
 def usage_chart(usage: Mapping[str, Any], measure: str = "gpu_hours", title: str | None = None) -> bytes:
     """Stacked bars of ``measure`` per partner over the periods, one panel per node (PNG)."""
     plt = _pyplot()
+    from matplotlib.ticker import StrMethodFormatter
+
     rows: Sequence[Mapping[str, Any]] = usage.get("rows", [])
     step = usage.get("step", "day")
     nodes = sorted({r.get("node", "all nodes") for r in rows}) or ["(no usage)"]
@@ -92,6 +94,8 @@ def usage_chart(usage: Mapping[str, Any], measure: str = "gpu_hours", title: str
                 bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         ax.set_title(node, loc="left", fontsize=11, fontweight="bold")
         ax.set_ylabel(unit)
+        if max(bottom, default=0.0) >= 1000:
+            ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
         ax.spines[["top", "right"]].set_visible(False)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from html import escape
 from typing import Any
 
 from aitb.cli.report import charts
+from aitb.timeutil import utcnow
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -139,7 +140,7 @@ def render(
     server: str = "",
     generated_at: datetime | None = None,
 ) -> str:
-    generated_at = generated_at or datetime.now(UTC)
+    generated_at = generated_at or utcnow()
     totals = by_partner.get("totals", {})
     title = f"aitb usage report — {month}"
     cards = "".join(

@@ -307,6 +307,12 @@ class JobEventOut(Out):
     reason: str | None
 
 
+class SweepPointOut(Out):
+    id: str = Field(description="the sweep's id")
+    index: int = Field(description="the point's index in the sweep")
+    params: dict[str, str]
+
+
 class JobOut(Out):
     id: str
     project: str
@@ -336,6 +342,7 @@ class JobOut(Out):
     finished_at: datetime | None
     mlflow_run_id: str | None
     mlflow_experiment_id: str | None
+    sweep: SweepPointOut | None = None
     events: list[JobEventOut] | None = None
 
     @classmethod
@@ -378,6 +385,7 @@ class JobOut(Out):
             finished_at=job.finished_at,
             mlflow_run_id=job.mlflow_run_id,
             mlflow_experiment_id=job.mlflow_experiment_id,
+            sweep=SweepPointOut.model_validate(job.spec.sweep, from_attributes=True) if job.spec.sweep else None,
             events=[JobEventOut.model_validate(e, from_attributes=True) for e in events]
             if events is not None
             else None,

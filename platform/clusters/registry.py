@@ -29,7 +29,9 @@ class BackendConfigError(ValueError):
 
 
 def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time,
-                package_urls: Any = None) -> Backend:
+                package_urls: Any = None, kube_defaults: dict[str, Any] | None = None) -> Backend:
+    """`kube_defaults`: settings every kuberay cluster gets unless its `connection` says
+    otherwise (the control plane's project role, from the settings)."""
     if cluster.backend == "ray":
         address = cluster.connection.get("address")
         if not address:
@@ -52,7 +54,7 @@ def backend_for(cluster: Cluster, clock: Callable[[], float] = time.time,
         from aitb.clusters.kuberay.options import ClusterOptions
 
         try:
-            options = ClusterOptions.from_cluster(cluster)
+            options = ClusterOptions.from_cluster(cluster, defaults=kube_defaults)
         except ValidationError as exc:
             raise BackendConfigError(f"cluster {cluster.name}: connection: {exc}") from None
         return KubeRayBackend(options, package_urls=package_urls)
@@ -80,11 +82,11 @@ class Backends:
 
 
 def backends_for(federation: Federation, clock: Callable[[], float] = time.time,
-                 package_urls: Any = None) -> Backends:
+                 package_urls: Any = None, kube_defaults: dict[str, Any] | None = None) -> Backends:
     out = Backends()
     for _, cluster in federation.clusters():
         try:
-            out.driven[cluster.name] = backend_for(cluster, clock, package_urls)
+            out.driven[cluster.name] = backend_for(cluster, clock, package_urls, kube_defaults)
         except (BackendNotSupported, BackendConfigError) as exc:
             out.undriven[cluster.name] = str(exc)
     return out

@@ -42,6 +42,7 @@ def sync_project_bundles(db: Database, federation: Federation, backends: Mapping
             continue
         try:
             writes += backend.sync_projects(by_node.get(node.name, {}))
+            backend.sweep_finished()
         except BackendUnavailable as exc:
             log.warning("bundle sync on %s skipped: %s", cluster.name, exc)
     return writes

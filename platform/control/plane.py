@@ -49,7 +49,8 @@ class ControlPlane:
         self.federation = federation
         self.events = events
         # backends: one per driven cluster; each undriven one is warned about once, here
-        backends = backends_for(federation, package_urls=self._package_urls())
+        backends = backends_for(federation, package_urls=self._package_urls(),
+                                kube_defaults=settings.kubernetes.connection_defaults())
         warn_undriven(backends)
         self.backends = backends.driven
         self.leader = LeaderElection(db, lease_s=settings.scheduler.lease_s)
@@ -59,7 +60,7 @@ class ControlPlane:
         )
         self.scheduler = SchedulingCycle(
             db, federation, self.events, policy, on_preempt=self.reconciler.stop_now,
-            undriven=backends.undriven,
+            undriven=backends.undriven, unavailable=self.reconciler.unavailable,
         )
         self.runners = None  # per-attempt MLflow credentials, set up with the outbox
         self.outbox = self._outbox() if settings.tracking.tracking_uri else None
@@ -107,7 +108,8 @@ class ControlPlane:
             return None
         from aitb.services.package_urls import PackageUrlSigner, signing_key
 
-        return PackageUrlSigner(signing_key(self.settings.data_dir), public)
+        key = signing_key(self.settings.packages_dir, self.settings.packages.url_signing_key)
+        return PackageUrlSigner(key, public)
 
     def sync_bundles(self) -> None:
         """Keep each project's namespace on Kubernetes clusters in step with its quota."""
@@ -200,6 +202,7 @@ class ControlPlane:
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
     BUNDLE_SYNC_S = 10.0
+    PACE_FLOOR_S = 0.005  # cycles shorter than this need no pacing
 
     def wake(self) -> None:
         self._wake_control.set()
@@ -207,7 +210,13 @@ class ControlPlane:
 
     def tick(self) -> bool:
         """One scheduling + reconciling pass; True while some job waits to start."""
-        if not self.leader.try_acquire():
+        try:
+            leading = self.leader.try_acquire()
+        except Exception as exc:  # the database is gone: act on nothing until it is back
+            self.leader.is_leader = False
+            log.warning("scheduler paused: cannot reach the database (%s)", type(exc).__name__)
+            return False
+        if not leading:
             return False
         steps = [self.scheduler.run_once, self.reconciler.run_once]
         if time.monotonic() >= self._next_bundle_sync:
@@ -223,9 +232,16 @@ class ControlPlane:
     def _control_loop(self) -> None:
         interval = self.settings.scheduler.interval_s
         while not self._stop.is_set():
+            started = time.monotonic()
             hot = self.tick()
+            took = time.monotonic() - started
             self._wake_control.wait(self.HOT_INTERVAL_S if hot else interval)
             self._wake_control.clear()
+            # Pace: wait at least as long as the cycle took before the next one, so a
+            # stream of submissions (each one a wake-up) coalesces into fewer cycles and
+            # the loop never takes more than about half of this process's time.
+            if took > self.PACE_FLOOR_S:
+                self._stop.wait(min(took, interval))
 
     def _tracking_loop(self) -> None:
         assert self.outbox is not None

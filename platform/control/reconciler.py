@@ -60,6 +60,7 @@ EnvBuilder = Callable[[Job], dict[str, str] | None]
 class _Backoff:
     failures: int = 0
     next_try: float = 0.0
+    error: str = ""
 
 
 def _short(message: str) -> str:
@@ -129,7 +130,28 @@ class Reconciler:
         b.failures += 1
         delay = min(30.0, 0.5 * 2 ** (b.failures - 1))
         b.next_try = self.clock() + delay
+        b.error = str(exc)[:200]
         log.warning("cluster %s unavailable (%s); retrying in %.1f s", cluster, exc, delay)
+
+    def unavailable(self) -> dict[str, str]:
+        """Clusters whose backend failed its last call -> why; the scheduler places nothing
+        there until a call succeeds again (a job's, or the probe of `_probe_unavailable`)."""
+        return {cluster: b.error for cluster, b in self._backoff.items()}
+
+    def _probe_unavailable(self, touched: set[str]) -> None:
+        """Ask each unavailable cluster that no attempt asked this tick whether it is back
+        (a status read of an id that does not exist: UNKNOWN when the backend answers)."""
+        for cluster in [c for c in self._backoff if c not in touched and self._available(c)]:
+            backend = self.backends.get(cluster)
+            if backend is None:
+                continue
+            try:
+                backend.status("aitb-availability-probe")
+            except BackendUnavailable as exc:
+                self._failed(cluster, exc)
+                continue
+            log.info("cluster %s is available again", cluster)
+            self._ok(cluster)
 
     def _ok(self, cluster: str) -> None:
         self._backoff.pop(cluster, None)
@@ -169,11 +191,12 @@ class Reconciler:
 
     # -- the tick -------------------------------------------------------------------------
     def run_once(self) -> None:
-        with self.db.session() as session:
+        with self.db.read() as session:  # a read: submissions keep writing meanwhile
             # filtered in SQL: this runs every tick, and closed attempts only accumulate
             attempts = attempt_store.open_attempts(session)
             jobs = job_store.jobs_by_id(session, {a.job_id for a in attempts})
         hot = False
+        touched: set[str] = set()
         for attempt in attempts:
             job = jobs[attempt.job_id]
             owes_stop = attempt.stop_owed or not self._current(attempt, job)
@@ -189,6 +212,7 @@ class Reconciler:
                 continue
             if not self._available(attempt.cluster):
                 continue
+            touched.add(attempt.cluster)
             try:
                 if owes_stop:
                     self._stop(attempt, job, backend)
@@ -199,6 +223,7 @@ class Reconciler:
                 self._ok(attempt.cluster)
             except BackendUnavailable as exc:
                 self._failed(attempt.cluster, exc)
+        self._probe_unavailable(touched)
         self.hot = hot
 
     def _stranded_once(self, attempt: Attempt, owes_stop: bool) -> None:

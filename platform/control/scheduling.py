@@ -7,6 +7,7 @@ changed (a cancel, another scheduler) is dropped, never applied twice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from aitb.services.tracking_events import TrackingEvents
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
+from aitb.store.job_snapshot import JobLoader
 
 log = logging.getLogger("aitb.scheduler")
 
@@ -43,6 +45,7 @@ class SchedulingCycle:
         clock: Callable[[], float] = time.time,
         on_preempt: Callable[[Job], None] | None = None,
         undriven: Mapping[str, str] | None = None,
+        unavailable: Callable[[], Mapping[str, str]] | None = None,
     ):
         self.db = db
         self.federation = federation
@@ -56,15 +59,25 @@ class SchedulingCycle:
             cluster.name: node.name for node, cluster in federation.clusters() if cluster.name in self.undriven
         }
         self.notes: dict[str, str] = {}
+        # clusters whose backend stopped answering -> why (from the reconciler), per cycle
+        self.unavailable = unavailable or dict
+        self._down: dict[str, str] = {}
         self.reservations: dict[str, tuple[str, ...]] = {}
         self.last: Decisions | None = None
         #: the pending jobs of the last cycle's snapshot, by id
         self.pending: dict[str, PendingJob] = {}
+        self._loader = JobLoader()  # parses each job's spec once, not every cycle
 
     # -- load ---------------------------------------------------------------------------
     def snapshot(self):
-        with self.db.session() as session:
-            return load_snapshot(session, self.federation, self.reservations, undriven=self.undriven)
+        with self.db.read() as session:  # a read: submissions keep writing meanwhile
+            snap, jobs = load_snapshot(session, self.federation, self.reservations,
+                                       undriven=self.undriven, load_jobs=self._loader.jobs_in_states)
+        self._loader.forget_except(jobs)
+        self._down = dict(self.unavailable())
+        if self._down:  # no backend would start a job placed there now
+            snap = dataclasses.replace(snap, hosts=[h for h in snap.hosts if h.cluster not in self._down])
+        return snap, jobs
 
     def _undriven_note(self, job: PendingJob) -> str:
         """Why a waiting job is not offered the undriven clusters it could otherwise use."""
@@ -83,6 +96,9 @@ class SchedulingCycle:
         self.pending = {p.id: p for p in snap.pending}
         self.notes = {job_id: self._undriven_note(self.pending[job_id])
                       for job_id in decisions.waiting if job_id in self.pending} if self.undriven else {}
+        if self._down:
+            down = "; unavailable: " + ", ".join(sorted(self._down))
+            self.notes = {job_id: self.notes.get(job_id, "") + down for job_id in decisions.waiting}
         self.last = decisions
         result = CycleResult(waiting=len(decisions.waiting))
         for p in decisions.preemptions:

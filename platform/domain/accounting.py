@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from aitb.domain.lifecycle import JobState
 from aitb.domain.models import Job
+from aitb.timeutil import as_utc
 
 GRAINS = ("hour", "day", "month")
 STEPS = ("hour", "day", "week", "month", "none")
@@ -51,12 +52,8 @@ def category(borrowing: bool, end_state: JobState | None) -> str:
 # -- calendar buckets -----------------------------------------------------------------------
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
 def floor(t: datetime, grain: str) -> datetime:
-    t = _utc(t)
+    t = as_utc(t)
     if grain == "hour":
         return t.replace(minute=0, second=0, microsecond=0)
     if grain == "day":
@@ -83,16 +80,16 @@ def next_bucket(t: datetime, grain: str) -> datetime:
 
 
 def aligned(t: datetime, grain: str) -> bool:
-    return floor(t, grain) == _utc(t)
+    return floor(t, grain) == as_utc(t)
 
 
 def ceil(t: datetime, grain: str) -> datetime:
-    return _utc(t) if aligned(t, grain) else next_bucket(t, grain)
+    return as_utc(t) if aligned(t, grain) else next_bucket(t, grain)
 
 
 def split(start: datetime, end: datetime, grain: str) -> Iterator[tuple[datetime, float]]:
     """(bucket start, seconds inside that bucket) for the interval [start, end)."""
-    start, end = _utc(start), _utc(end)
+    start, end = as_utc(start), as_utc(end)
     cursor = start
     while cursor < end:
         edge = min(next_bucket(cursor, grain), end)
@@ -145,7 +142,7 @@ class Charge:
 
     def dims(self) -> dict[str, str]:
         return {"partner": self.partner, "project": self.project, "user": self.user,
-                "node": self.node, "cluster": self.cluster, "pool": self.pool, "category": self.category}
+                "node": self.node, "cluster": self.cluster, "pool": self.pool}
 
 
 def charges_of(
@@ -171,7 +168,7 @@ def charges_of(
         held[0] += replica.cpu
         held[1] += replica.memory_gib
         held[2] += replica.gpu.count
-    ended = max(_utc(ended_at), _utc(job.admitted_at))
+    ended = max(as_utc(ended_at), as_utc(job.admitted_at))
     cat = category(job.placement.borrowing, end_state)
     return [
         Charge(
@@ -179,15 +176,19 @@ def charges_of(
             partner=job.partner, project=job.project, user=job.submitter, node=job.node,
             cluster=cluster, pool=pool, category=cat,
             end_state=end_state.value if end_state else None,
-            queued_at=_utc(queued_at) if queued_at else None, admitted_at=_utc(job.admitted_at),
+            queued_at=as_utc(queued_at) if queued_at else None, admitted_at=as_utc(job.admitted_at),
             ended_at=ended, cpu=cpu, memory_gib=mem, gpu=gpu, head=(i == 0),
         )
         for i, (pool, (cpu, mem, gpu)) in enumerate((p, per_pool[p]) for p in order)
     ]
 
 
-#: the summed columns of a usage row
-MEASURES = ("cpu_hours", "memory_gib_hours", "gpu_hours", "attempts", "preemptions", "wait_s", *WAIT_COLUMNS)
+#: resource-hours measures; each is kept per category: ``gpu_hours_borrowed`` ...
+HOUR_MEASURES = ("cpu_hours", "memory_gib_hours", "gpu_hours")
+SPLIT_MEASURES = tuple(f"{m}_{c}" for m in HOUR_MEASURES for c in CATEGORIES)
+COUNT_MEASURES = ("attempts", "preemptions", "wait_s")
+#: the summed columns of a usage row (a rollup row holds every category side by side)
+MEASURES = (*SPLIT_MEASURES, *COUNT_MEASURES, *WAIT_COLUMNS)
 
 
 def increments(charge: Charge, grain: str) -> Iterator[tuple[datetime, dict[str, float]]]:
@@ -199,11 +200,12 @@ def increments(charge: Charge, grain: str) -> Iterator[tuple[datetime, dict[str,
     admit_bucket = floor(charge.admitted_at, grain)
     end_bucket = floor(charge.ended_at, grain)
     out: dict[datetime, dict[str, float]] = {}
+    cat = charge.category
     for bucket, seconds in split(charge.admitted_at, charge.ended_at, grain):
         hours = seconds / 3600.0
-        out[bucket] = _zero() | {"cpu_hours": charge.cpu * hours,
-                                 "memory_gib_hours": charge.memory_gib * hours,
-                                 "gpu_hours": charge.gpu * hours}
+        out[bucket] = _zero() | {f"cpu_hours_{cat}": charge.cpu * hours,
+                                 f"memory_gib_hours_{cat}": charge.memory_gib * hours,
+                                 f"gpu_hours_{cat}": charge.gpu * hours}
     if charge.head:
         row = out.setdefault(admit_bucket, _zero())
         row["attempts"] += 1

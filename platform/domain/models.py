@@ -138,6 +138,14 @@ class Placement(_Model):
     borrowing: bool = False
 
 
+class SweepPoint(_Model):
+    """A job's place in a sweep: the sweep's id, the point's index and its parameters."""
+
+    id: str
+    index: int = Field(ge=0)
+    params: dict[str, str] = Field(default_factory=dict)
+
+
 class JobSpec(_Model):
     """A validated submission: everything needed to place and run the job."""
 
@@ -152,6 +160,7 @@ class JobSpec(_Model):
     code: PackageDigest | None = None  # an uploaded package
     env: dict[str, str] = Field(default_factory=dict)
     max_retries: MaxRetries = 0
+    sweep: SweepPoint | None = None  # set by the platform for the jobs of a sweep
 
 
 class Job(_Model):

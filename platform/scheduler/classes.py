@@ -69,6 +69,7 @@ class ClassCache:
         self._jobfail: dict[tuple, str] = {}
         self._capfail: set[tuple] = set()
         self._tried: list[tuple] = []  # failed classes that tried preemption
+        self._noreserve: set[tuple] = set()  # aged classes that found no hosts to reserve
         # waiting count when a key's failure was dropped / when all were cleared: a failure
         # recorded at a later position held to the end of the cycle (the backlog reads these)
         self.reopened: dict[tuple, int] = {}
@@ -99,9 +100,18 @@ class ClassCache:
         if self.enabled:
             self._capfail.add(key)
 
+    # -- reservations ------------------------------------------------------------
+    def no_reservation(self, key: tuple) -> bool:
+        """A job of this class found no hosts to reserve earlier in the cycle."""
+        return key in self._noreserve
+
+    def record_no_reservation(self, key: tuple) -> None:
+        self._noreserve.add(key)  # kept even without classes: a heuristic, not a decision
+
     # -- invalidation ------------------------------------------------------------
     def capacity_grew(self, waiting: int) -> None:
         """A preemption or released reservation freed capacity: every failure may fit now."""
+        self._noreserve.clear()
         self._capfail.clear()
         self._jobfail.clear()
         self._tried.clear()

@@ -77,12 +77,33 @@ def run_cycle(snapshot: Snapshot, now: float, policy: Policy = OURS,
     paused = gc.isenabled()
     gc.disable()  # a cycle makes ~10 short-lived objects per pending job and no cycles among them:
     try:          # generation-0 collections would scan them again and again (~15 % of a cycle)
-        cycle = _Cycle(snapshot, now, policy, picker or PackingPicker(), classes)
+        cycle = _Cycle(snapshot, now, policy, picker or PackingPicker(_named(snapshot)), classes)
         decisions = cycle.run()
     finally:
         if paused:
             gc.enable()
     return CycleStats(decisions, cycle.cache.cleared_at, dict(cycle.cache.reopened))
+
+
+def _named(snapshot: Snapshot) -> dict[str, float]:
+    """GPU demand per model of the pending jobs that name models: flexible jobs keep off the
+    models that type-constrained work needs (``placement.PackingPicker``)."""
+    count: dict[int, list] = {}
+    for job in snapshot.pending:
+        entry = count.get(id(job.gang))
+        if entry is None:
+            count[id(job.gang)] = [job.gang, 1]
+        else:
+            entry[1] += 1
+    out: dict[str, float] = {}
+    for gang, n in count.values():
+        for replica in gang.replicas() if gang.head.gpu.types or (
+                gang.worker is not None and gang.worker.gpu.types) else ():
+            types = replica.gpu.types
+            if replica.gpu.count and types:
+                for t in types:
+                    out[t] = out.get(t, 0.0) + replica.gpu.count * n / len(types)
+    return out
 
 
 def _labels_text(labels: Mapping[str, object]) -> str:
@@ -109,6 +130,7 @@ class _Cycle:
             if policy.fair_share else None
         )
         self.order = QueueOrder(snapshot.pending, fair, by_priority=policy.by_priority)
+        self.shares = fair
         self.running_at: dict[str, dict[str, RunningJob]] = {}
         for job in snapshot.running:
             self.running_at.setdefault(job.node, {})[job.id] = job
@@ -120,6 +142,7 @@ class _Cycle:
         self.lines: dict[str, int] = {}
         self._ends: dict[str, list[tuple[float, int]]] | None = None
         self._pressure: dict[str, set[str]] | None = None
+        self.reserve_tries = 0  # reservation searches this cycle (each scans the hosts)
         self.frees_at = self._frees_at if policy.reserve_soonest else None
         if policy.aging:
             for job in snapshot.pending:
@@ -172,7 +195,7 @@ class _Cycle:
                     continue  # admitted
             if self.policy.head_of_line:
                 self.blocker = job.id
-            self._wait(job, *self._maybe_reserve(job, cause))
+            self._wait(job, *self._maybe_reserve(job, cause, key))
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:
@@ -405,20 +428,25 @@ class _Cycle:
         return float("inf")
 
 
-    def _maybe_reserve(self, job: PendingJob, cause: str) -> tuple[str, tuple[str, ...]]:
+    def _maybe_reserve(self, job: PendingJob, cause: str, key: tuple) -> tuple[str, tuple[str, ...]]:
         if not self._aged(job):
             return cause, ()
         slots = self.reserved.get(job.id)
         if slots is None:
             if len(self.reserved) >= self.policy.max_reservations:
                 return cause, ()
+            if self.cache.no_reservation(key) or self.reserve_tries >= 2 * self.policy.max_reservations:
+                return cause, ()  # its class found none in this cycle, or enough were tried
+            self.reserve_tries += 1
             clusters = [
                 c for node, cs in self._eligible(job)
                 if self.ledger.check(job.project, node, job.shape.usage(None)).ok
                 for c in cs
             ]
-            slots = reserve(self.cap, job.id, clusters, job.shape, job.pool_labels, self.frees_at)
+            slots = reserve(self.cap, job.id, clusters, job.shape, job.pool_labels, self.frees_at,
+                            self.now + self.policy.reserve_within_s)
             if not slots:
+                self.cache.record_no_reservation(key)
                 return cause, ()
             self.reserved[job.id] = slots
         return held_text(cause, slots), tuple(s.id for s in slots)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +38,7 @@ from aitb.scheduler.capacity import EPS, Capacity, PoolState, Slot
 from aitb.scheduler.shape import Demand, Shape
 
 Pick = tuple[Slot, list[int]]
+INF = float("inf")
 
 
 class HostPicker(Protocol):
@@ -52,7 +53,8 @@ def _usable(slot: Slot, job_id: str, k: int = 0) -> bool:
     owner = slot.reserved_for
     if owner is None or owner == job_id:
         return True
-    if slot.pool.window.ends_by <= slot.reserved_due:
+    ends_by = slot.pool.window.ends_by
+    if ends_by < INF and ends_by <= slot.reserved_due:
         return True
     return k > 0 and slot.whole - k >= slot.reserved_need
 
@@ -85,12 +87,45 @@ def _scarcity(pools: Sequence[PoolState]) -> dict[str | None, float]:
     return {t: round(1 - free[t] / total[t], 2) if total[t] else 1.0 for t in total}
 
 
+def named_demand(demands: Iterable[tuple[Demand, float]]) -> dict[str, float]:
+    """GPU demand per type of requests that name types (split evenly among those named)."""
+    out: dict[str, float] = {}
+    for demand, weight in demands:
+        if demand.gpu and demand.gpu_types:
+            share = demand.gpu * weight / len(demand.gpu_types)
+            for t in demand.gpu_types:
+                out[t] = out.get(t, 0.0) + share
+    return out
+
+
 def _idle(slot: Slot, k: int) -> list[int]:
     return [d for d, f in enumerate(slot.dev) if f == 1.0][:k]
 
 
+def _pressure(pools: Sequence[PoolState], named: Mapping[str, float]) -> dict[str | None, float]:
+    """Per GPU type among the candidates: its share of the GPU demand that names types,
+    over its share of the free GPUs. A request that accepts several types takes the one the
+    coming type-constrained work needs least (FGD's workload-aware view of fragmentation),
+    then the least used one."""
+    free: dict[str | None, float] = {}
+    for pool in pools:
+        free[pool.gpu_type] = free.get(pool.gpu_type, 0.0) + pool.free_gpu
+    total_free = sum(free.values()) or 1.0
+    total_named = sum(named.values()) or 1.0
+    used = _scarcity(pools)
+    return {t: round((named.get(t, 0.0) / total_named) / max(f / total_free, 1e-9), 2) + used[t]
+            for t, f in free.items()} if named else used
+
+
 class PackingPicker:
-    """Fragmentation-aware best fit over bucketed hosts (see module docstring)."""
+    """Fragmentation-aware best fit over bucketed hosts (see module docstring).
+
+    ``named``: GPU demand per type of the work likely to come (type-constrained requests
+    of the pending queue, or of the workload); without it types are taken least used first.
+    """
+
+    def __init__(self, named: Mapping[str, float] | None = None) -> None:
+        self.named = dict(named or {})
 
     def pick(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None:
         if demand.fractional:
@@ -102,17 +137,19 @@ class PackingPicker:
     def _whole(self, pools: Sequence[PoolState], demand: Demand, k: int, job_id: str) -> Pick | None:
         best: tuple[float, int, float, int, int] | None = None
         hit: Slot | None = None
-        scarcity = _scarcity(pools)
+        several = len({p.gpu_type for p in pools}) > 1
+        scarcity = _pressure(pools, self.named) if several else {p.gpu_type: 0.0 for p in pools}
+        named = several and bool(self.named)
         for pool in pools:
             if pool.gpus < k or pool.free_whole < k:
                 continue
             for b in range(k, pool.gpus + 1):
-                if best is not None and best[0] == 0 and b - k > best[1]:
+                if best is not None and best[0] == 0 and b - k > best[2]:
                     break
                 for slot in pool.buckets[b]:
                     if _usable(slot, job_id, k) and slot.fits(demand):
-                        key = (_loss(slot, demand), b - k, scarcity[pool.gpu_type], pool.gpus,
-                               slot.index)
+                        key = (_loss(slot, demand), scarcity[pool.gpu_type] if named else 0.0,
+                               b - k, scarcity[pool.gpu_type], pool.gpus, slot.index)
                         if best is None or key < best:
                             best, hit = key, slot
                         break

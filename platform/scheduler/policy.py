@@ -30,7 +30,10 @@ class Policy:
     quotas: bool = True  # False: quotas are ignored entirely (classic FIFO)
     borrowing: bool = True  # usage up to nominal + borrowing_limit
     preemption: bool = True  # reclaim borrowed capacity for jobs within nominal
-    preemption_style: str = "reclaim"  # "reclaim" | "fair-share" (Kueue LessThanOrEqualToFinalShare)
+    # "reclaim": for jobs within nominal quota; "drf": also for a partner below another's
+    # weighted DRF share (cheap victims only, ``fair_loss_s``); "fair-share": Kueue's
+    # LessThanOrEqualToFinalShare on per-node shares
+    preemption_style: str = "reclaim"
     within_project_preemption: bool = False  # higher priority preempts lower, same project
     head_of_line: bool = False  # strict FIFO: nothing passes a job that does not fit
     aging: bool = True
@@ -42,13 +45,18 @@ class Policy:
     min_runtime_s: float = 0.0  # a job runs this long before it may be preempted (PreemptExemptTime)
     victims_by_cost: bool = True  # victims that lose the least work first (checkpoints count)
     worth_it: bool = True  # no preemption that destroys more GPU-time than the job gains
+    worth_ratio: float = 1.0  # for fair share alone (not within nominal), save this many times more
+    fair_loss_s: float = 1800.0  # "drf" style: a victim for fair share alone loses at most this
+    protect_fair_share: bool = False  # "drf": a reclaim, too, spares partners below the preemptor's share
     thrash_limit: int = 2  # a job preempted this often does not borrow where reclaim is pending
     # -- reservations --
     reserve_soonest: bool = True  # hold the hosts that free soonest (expected ends), not the emptiest
+    reserve_within_s: float = float("inf")  # reserve only hosts expected to free within this
     backfill: bool = True  # a job whose declared runtime ends before a reservation is due may use it
 
 
-OURS = Policy(min_runtime_s=900.0)
+OURS = Policy(min_runtime_s=900.0, preemption_style="drf", fair_loss_s=900.0, worth_ratio=8.0,
+              reserve_within_s=3600.0)
 FIFO = Policy(
     name="fifo", fair_share=False, by_priority=False, quotas=False, borrowing=False,
     preemption=False, head_of_line=True, aging=False, require_quota=False,

@@ -20,6 +20,7 @@ from aitb.scheduler.placement import HostPicker, Placed, place_gang, unplace
 
 if TYPE_CHECKING:
     from aitb.scheduler.capacity import Capacity, Slot
+    from aitb.scheduler.ordering import FairShare
     from aitb.scheduler.policy import Policy
     from aitb.scheduler.quota import QuotaCheck, QuotaLedger
     from aitb.scheduler.shape import Demand
@@ -87,6 +88,7 @@ class WorkingState(Protocol):
     policy: Policy
     running_at: dict[str, dict[str, RunningJob]]
     now: float
+    shares: FairShare | None  # the partners' and projects' dominant shares, as admitted so far
 
     def weight(self, partner: str) -> float: ...
     def held(self, job: RunningJob) -> list[tuple[Slot, Demand, tuple[int, ...]]]: ...
@@ -146,7 +148,7 @@ def candidates_at(state: WorkingState, job: PendingJob, node: str, q: QuotaCheck
     highest share first.
     """
     policy, now = state.policy, state.now
-    fair = policy.preemption_style == "fair-share"
+    fair = policy.preemption_style in ("fair-share", "drf")
     reclaim = q.ok and (q.within_nominal or fair)
     within = policy.within_project_preemption
     exempt = policy.min_runtime_s
@@ -156,7 +158,9 @@ def candidates_at(state: WorkingState, job: PendingJob, node: str, q: QuotaCheck
             or (within and v.project == job.project and v.priority < job.priority))
         and (exempt <= 0 or now - v.started_at >= exempt)
     ]
-    if fair:
+    if policy.victims_by_cost:
+        found.sort(key=lambda v: (v.priority, v.work_lost(now), -v.started_at))
+    elif fair:
         share = {v.project: state.ledger.share(v.project, node, state.weight(v.partner))
                  for v in found}
         found.sort(key=lambda v: (-share[v.project], *victim_order(v.priority, v.started_at)))
@@ -167,14 +171,15 @@ def candidates_at(state: WorkingState, job: PendingJob, node: str, q: QuotaCheck
     return found[: policy.max_victims]
 
 
-def worth_it(job: PendingJob, victims: Sequence[RunningJob], now: float) -> bool:
+def worth_it(job: PendingJob, victims: Sequence[RunningJob], now: float,
+             ratio: float = 1.0) -> bool:
     """A preemption must not destroy more than it frees: the work the victims lose
     (GPU-seconds since their last checkpoint, plus restarts) against the GPU-seconds of
     waiting it saves the job (its GPUs for as long as the victims are expected to run on)."""
     lost = sum(v.work_lost(now) for v in victims)
     size = job.shape.usage(None).get("gpu") or job.shape.cpu / 64.0
     saved = size * sum(v.remaining(now) for v in victims) / max(1, len(victims))
-    return lost <= saved
+    return lost * ratio <= saved
 
 
 def find_room(state: WorkingState, job: PendingJob,
@@ -189,6 +194,7 @@ def find_room(state: WorkingState, job: PendingJob,
     tried = False
     policy = state.policy
     fair = policy.preemption_style == "fair-share"
+    drf = policy.preemption_style == "drf" and state.shares is not None
     mine = job.shape.usage(None)
     weight = state.weight(job.partner)
     for node, clusters, types, q in nodes:
@@ -197,11 +203,26 @@ def find_room(state: WorkingState, job: PendingJob,
             continue
         tried = True
 
-        def eligible(v: RunningJob, node: str = node) -> bool:
+        def eligible(v: RunningJob, node: str = node, q: QuotaCheck = q) -> bool:
             if v.project == job.project:
                 return True
             if not state.ledger.borrows(v.project, node):
                 return False  # a reclaim stops once the lender is back within its nominal quota
+            if drf:  # a reclaim within nominal, or the partners' weighted DRF shares
+                if not q.within_nominal:
+                    size = v.usage.get("gpu") or v.usage.get("cpu", 1.0) / 64.0
+                    if v.work_lost(state.now) > size * policy.fair_loss_s:
+                        return False  # for fair share alone, only victims that lose little
+                elif not policy.protect_fair_share:
+                    return True
+                shares = state.shares
+                shares.add(job.partner, job.project, mine)
+                shares.add(v.partner, v.project, v.usage, -1.0)
+                ok = v.partner != job.partner and (
+                    shares.partner_share(job.partner) <= shares.partner_share(v.partner) + 1e-12)
+                shares.add(v.partner, v.project, v.usage)
+                shares.add(job.partner, job.project, mine, -1.0)
+                return ok
             if fair:  # LessThanOrEqualToFinalShare
                 state.ledger.add(job.project, node, mine)
                 state.ledger.add(v.project, node, v.usage, -1.0)
@@ -217,7 +238,10 @@ def find_room(state: WorkingState, job: PendingJob,
         if found is None:
             continue
         victims, placed = found
-        if policy.worth_it and not worth_it(job, victims, state.now):
+        # no reclaim that frees less than it destroys; preempting for fair share alone
+        # (not within nominal) must save ``worth_ratio`` times what it destroys
+        ratio = 1.0 if q.within_nominal else policy.worth_ratio
+        if policy.worth_it and not worth_it(job, victims, state.now, ratio):
             trial.undo(placed)
             for v in reversed(victims):
                 trial.restore(v)

@@ -82,12 +82,16 @@ def choose_reservation(
 
 
 def reserve(cap: Capacity, job_id: str, clusters: Iterable[str], shape: Shape,
-            labels: Mapping[str, object], frees_at: FreesAt | None = None) -> list[Slot] | None:
-    """Choose hosts for an aged job and hold them (``Slot.reserved_for``) for the cycle."""
+            labels: Mapping[str, object], frees_at: FreesAt | None = None,
+            latest: float = float("inf")) -> list[Slot] | None:
+    """Choose hosts for an aged job and hold them (``Slot.reserved_for``) for the cycle;
+    none if they are not expected to free by ``latest`` (holding them would idle them long)."""
     chosen = choose_reservation(cap, clusters, shape, labels, frees_at)
     if not chosen:
         return None
     due = max(d for _, _, d in chosen) if frees_at else float("inf")
+    if frees_at and due > latest:
+        return None
     for slot, demand, _ in chosen:
         _hold(slot, job_id, demand, frees_at is not None, due)
     return [s for s, _, _ in chosen]

@@ -49,7 +49,7 @@ class RunningJob:
     placement: Placement  # hosts and GPU devices per replica; ``borrowing`` flag
     gpu_type: str | None = None
     checkpoint_s: float | None = None  # saves its state this often (None: unknown, loses all)
-    restart_s: float = 0.0  # time a restart costs before it makes progress again
+    restart_s: float = 0.0  # what a restart costs it before it makes progress again
     expected_end: float | None = None  # declared end (start + max runtime), None: unknown
 
     def work_lost(self, now: float) -> float:
@@ -57,7 +57,7 @@ class RunningJob:
         the run since its last checkpoint plus a restart, or the whole run without one."""
         ran = max(0.0, now - self.started_at)
         if self.checkpoint_s:
-            ran = min(ran, (ran - self.restart_s) % self.checkpoint_s + self.restart_s)
+            ran = ran % self.checkpoint_s
         size = self.usage.get("gpu") or self.usage.get("cpu", 1.0) / 64.0
         return size * (ran + self.restart_s)
 

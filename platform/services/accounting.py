@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session
 
 from aitb.domain.accounting import (
     CATEGORIES,
+    COUNT_MEASURES,
     DIMENSIONS,
     MEASURES,
+    SPLIT_MEASURES,
     STEPS,
     Charge,
-    aligned,
     ceil,
     charges_of,
     floor,
@@ -39,6 +40,7 @@ from aitb.store import accounts as account_store
 from aitb.store import projects as project_store
 from aitb.store import usage as store
 from aitb.store.jobs import jobs_in_states
+from aitb.timeutil import as_utc, utcnow
 
 RESOURCES = ("cpu", "memory_gib", "gpu")
 HOURS = {"cpu": "cpu_hours", "memory_gib": "memory_gib_hours", "gpu": "gpu_hours"}
@@ -97,32 +99,44 @@ class UsageQuery:
         step = step or "none"
         if step not in STEPS:
             raise Invalid(f"step: must be one of {', '.join(STEPS)}")
-        end = ceil(_aware(end), "hour") if end else floor(now, "day") + timedelta(days=1)
-        start = floor(_aware(start), "hour") if start else end - timedelta(days=30)
+        end = ceil(as_utc(end), "hour") if end else floor(now, "day") + timedelta(days=1)
+        start = floor(as_utc(start), "hour") if start else end - timedelta(days=30)
         if start >= end:
             raise Invalid("from must be before to")
         query = cls(start=start, end=end, step=step, group_by=dims, include_running=include_running)
-        if (end - start) / timedelta(hours=1) > MAX_BUCKETS and query.grain == "hour":
-            raise Invalid("from/to not aligned to days over more than ~2 years: align them to days or months")
+        if (end - start) / timedelta(hours=1) > MAX_BUCKETS and step == "hour":
+            raise Invalid("step=hour over more than ~2 years: use a coarser step")
         return query
 
     @property
+    def pieces(self) -> list[tuple[str, datetime, datetime]]:
+        """[from, to) cut into ranges each read from the coarsest stored grain that composes
+        the steps: whole months from the monthly rollup, the days around them from the
+        daily one, the hours at the edges from the hourly one."""
+        allowed = [g for g in ("month", "day", "hour") if _GRAIN_RANK[g] <= _STEP_RANK[self.step]]
+
+        def cut(a: datetime, b: datetime, grains: list[str]) -> list[tuple[str, datetime, datetime]]:
+            if a >= b:
+                return []
+            grain = grains[0]
+            if len(grains) == 1:
+                return [(grain, a, b)]
+            lo, hi = ceil(a, grain), floor(b, grain)
+            if lo >= hi:
+                return cut(a, b, grains[1:])
+            return cut(a, lo, grains[1:]) + [(grain, lo, hi)] + cut(hi, b, grains[1:])
+
+        return cut(self.start, self.end, allowed)
+
+    @property
     def grain(self) -> str:
-        """The coarsest stored grain that composes the steps and fits from/to exactly."""
-        for grain in ("month", "day", "hour"):
-            if (_GRAIN_RANK[grain] <= _STEP_RANK[self.step]
-                    and aligned(self.start, grain) and aligned(self.end, grain)):
-                return grain
-        return "hour"
+        """The coarsest grain read."""
+        return min((g for g, _, _ in self.pieces), key=lambda g: -_GRAIN_RANK[g], default="hour")
 
     def period(self, bucket: datetime) -> datetime:
         if self.step == "none":
             return self.start
         return max(floor(bucket, self.step), self.start)
-
-
-def _aware(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def pool_gpu_types(federation: Federation) -> dict[tuple[str, str], str]:
@@ -133,15 +147,16 @@ def usage(
     session: Session, who: Principal, federation: Federation, query: UsageQuery, now: datetime
 ) -> dict:
     scope = scope_for(who)
-    grain = query.grain
+    pieces = query.pieces
     sql_dims = [d for d in query.group_by if d != "gpu_type"]
     if "gpu_type" in query.group_by:
         sql_dims += [d for d in ("cluster", "pool") if d not in sql_dims]
     records: list[dict] = []
     if not scope.empty:
-        records = store.query_split(session, grain, query.start, query.end, sql_dims, scope)
+        for grain, start, end in pieces:
+            records += store.query_split(session, grain, start, end, sql_dims, scope, query.step)
         if query.include_running:
-            records += [_split(r) for r in _running_records(session, scope, grain, query, sql_dims, now)]
+            records += _running_records(session, scope, "hour", query, sql_dims, now)
     types = pool_gpu_types(federation)
     groups: dict[tuple, dict[str, float]] = {}
     for rec in records:
@@ -163,7 +178,8 @@ def usage(
         for m, v in values.items():
             totals[m] += v
     return {
-        "from": query.start, "to": query.end, "step": query.step, "grain": grain,
+        "from": query.start, "to": query.end, "step": query.step, "grain": query.grain,
+        "grains": sorted({g for g, _, _ in pieces}, key=lambda g: -_GRAIN_RANK[g]),
         "group_by": list(query.group_by), "scope": describe_scope(scope),
         "running_included": query.include_running, "rows": rows, "totals": _finish(totals),
     }
@@ -175,37 +191,26 @@ def _running_records(session, scope, grain, query: UsageQuery, dims, now) -> lis
         values = charge.dims()
         for bucket, measures in increments(charge, grain):
             if query.start <= bucket < query.end:
-                out.append({"bucket": bucket, **{d: values[d] for d in dims},
-                            "category": values["category"], **measures})
+                out.append({"bucket": bucket, **{d: values[d] for d in dims}, **measures})
     return out
 
 
 def running_charges(session: Session, scope: store.Scope, now: datetime) -> list[Charge]:
     """What the attempts still running have held so far (not in the ledger yet)."""
+    jobs = [j for j in jobs_in_states(session, ACTIVE_STATES)
+            if j.node is not None and scope.allows(j.partner, j.node, j.project)]
+    queued = store.queued_at_of_active(session, jobs)  # one query, not one per job
     out: list[Charge] = []
-    for job in jobs_in_states(session, ACTIVE_STATES):
-        if job.node is None or not scope.allows(job.partner, job.node, job.project):
-            continue
-        out += charges_of(job, None, max(now, job.admitted_at or now), store.queued_at(session, job))
+    for job in jobs:
+        out += charges_of(job, None, max(now, job.admitted_at or now), queued[job.id])
     return out
 
 
-_SPLIT = tuple(f"{m}_{c}" for m in HOURS.values() for c in CATEGORIES) + store.COUNT_MEASURES
+_SPLIT = SPLIT_MEASURES + COUNT_MEASURES
 
 
 def _empty_row() -> dict[str, float]:
     return dict.fromkeys(_SPLIT, 0.0)
-
-
-def _split(rec: Mapping) -> dict:
-    """A per-category record in the one-row-per-group shape of `store.query_split`."""
-    out = {k: v for k, v in rec.items() if k not in MEASURES and k != "category"}
-    for m in HOURS.values():
-        for c in CATEGORIES:
-            out[f"{m}_{c}"] = float(rec[m]) if rec["category"] == c else 0.0
-    for m in store.COUNT_MEASURES:
-        out[m] = float(rec[m])
-    return out
 
 
 def _finish(values: Mapping[str, float]) -> dict:
@@ -286,8 +291,9 @@ def fairshare(
         age_days = max(0.0, (now - (rec["bucket"] + width / 2)).total_seconds() / 86400)
         decay = math.pow(0.5, age_days / half_life_days)
         for r, m in HOURS.items():
-            used_project[rec["project"]][r] += decay * float(rec[m] or 0.0)
-            raw_project[rec["project"]][r] += float(rec[m] or 0.0)
+            hours = sum(float(rec[f"{m}_{c}"] or 0.0) for c in CATEGORIES)
+            used_project[rec["project"]][r] += decay * hours
+            raw_project[rec["project"]][r] += hours
     window_capacity = {r: c * window_days * 24 for r, c in capacity.items()}
     used_partner: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(RESOURCES, 0.0))
     for project, used in used_project.items():
@@ -441,26 +447,27 @@ def metrics_view(session: Session, federation: Federation) -> MetricsView:
         queued[(job.partner, job.project)] += 1
     per_pn: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(MEASURES, 0.0))
     usage_rows: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(
-        lambda: dict.fromkeys(HOURS.values(), 0.0))
+        lambda: dict.fromkeys(HOURS.values(), 0.0))  # (partner, project, node, category)
     everything = store.Scope(everything=True)
     records = store.query_rollups(session, "month", datetime(1970, 1, 1, tzinfo=UTC),
                                   datetime(9999, 1, 1, tzinfo=UTC), ["partner", "project", "node"], everything)
     # resource-hours of ended attempts only: a running attempt's category may still change
     # (borrowed -> preempted), and a counter must never go down
     for rec in records:
-        hours = usage_rows[(rec["partner"], rec["project"], rec["node"], rec["category"])]
-        for m in HOURS.values():
-            hours[m] += float(rec[m] or 0.0)
+        for c in CATEGORIES:
+            hours = usage_rows[(rec["partner"], rec["project"], rec["node"], c)]
+            for m in HOURS.values():
+                hours[m] += float(rec[f"{m}_{c}"] or 0.0)
     # admissions and waits: ended attempts plus the running ones (admitted already)
-    now = datetime.now(UTC)
+    now = utcnow()
     for charge in running_charges(session, everything, now):
         values = charge.dims()
         for _bucket, measures in increments(charge, "month"):
-            records.append({**{d: values[d] for d in ("partner", "project", "node", "category")}, **measures})
+            records.append({**{d: values[d] for d in ("partner", "project", "node")}, **measures})
     for rec in records:
         acc = per_pn[(rec["partner"], rec["project"], rec["node"])]
         for m in MEASURES:
-            if m not in HOURS.values():
+            if m not in SPLIT_MEASURES:
                 acc[m] += float(rec[m] or 0.0)
     quotas = []
     partners = project_store.project_partners(session)

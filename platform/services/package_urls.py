@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from aitb.osutil import secret_file
 from aitb.version import API_VERSION
 
 DEFAULT_TTL_S = 900
@@ -46,17 +47,10 @@ class PackageUrlSigner:
         return f"{self.base_url.rstrip('/')}/{API_VERSION}/packages/{digest}?{query}"
 
 
-def signing_key(data_dir: Path) -> bytes:
-    """The key package URLs are signed with: made once in the data directory, kept 0600
-    (every API replica shares the data directory, as it shares the packages)."""
-    path = data_dir / "package-url.secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-        tmp.write_text(secrets.token_hex(32))
-        tmp.chmod(0o600)
-        try:
-            tmp.rename(path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-    return bytes.fromhex(path.read_text().strip())
+def signing_key(packages_dir: Path, configured: str | None = None) -> bytes:
+    """The key package URLs are signed with: the configured one (`AITB_PACKAGES__URL_SIGNING_KEY`,
+    e.g. from a Kubernetes Secret), else one made once in the packages directory and kept
+    0600 — the directory every API replica and the scheduler share, as they share packages."""
+    if configured:
+        return bytes.fromhex(configured)
+    return bytes.fromhex(secret_file(packages_dir / ".url-signing.key", lambda: secrets.token_hex(32)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -40,9 +41,13 @@ def store_package(
     path = package_path(packages_dir, info.digest)
     if not path.exists():
         packages_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # atomic: readers never see half a package
+        tmp = path.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # atomic: readers never see half a package
+        except OSError:  # e.g. the disk is full (the API answers 507): leave nothing behind
+            tmp.unlink(missing_ok=True)
+            raise
     if existing is not None:
         return existing, False
     package = Package(digest=info.digest, size=info.size, files=info.files)

@@ -9,7 +9,7 @@ with the scheduler's own ordering (`current_order`): one order, never a second.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -70,12 +70,14 @@ def load_snapshot(
     federation: Federation,
     reservations: Mapping[str, tuple[str, ...]] | None = None,
     undriven: Collection[str] = (),
+    load_jobs: Callable[[Session, Iterable[JobState]], list[Job]] = job_store.jobs_in_states,
 ) -> tuple[Snapshot, dict[str, Job]]:
     """The scheduler's input as the store has it now (without the hosts of ``undriven``
-    clusters), and the jobs it names by id."""
+    clusters), and the jobs it names by id. (``load_jobs``: the control loop passes one that
+    parses each spec once.)"""
     reservations = reservations or {}
-    pending_jobs = job_store.jobs_in_states(session, [JobState.QUEUED])
-    active = job_store.jobs_in_states(session, ACTIVE_STATES)
+    pending_jobs = load_jobs(session, [JobState.QUEUED])
+    active = load_jobs(session, ACTIVE_STATES)
     quotas = quota_store.list_quotas(session)
     weights = account_store.partner_weights(session)
     datasets = {d.name: d for d in dataset_store.list_datasets(session)}

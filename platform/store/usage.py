@@ -3,7 +3,7 @@
 ``usage_attempts`` holds one row per attempt and pool (what it held, from its
 admission to its end, and in which category); ``usage_hourly``, ``usage_daily``
 and ``usage_monthly`` the same charges summed per UTC hour, day and month and
-per partner, project, user, node, cluster, pool and category. Both are written by :func:`record_attempt_end`
+per partner, project, user, node, cluster and pool, each category in its own columns. Both are written by :func:`record_attempt_end`
 in the transaction of the ending transition, once per attempt (the ledger's
 primary key is the guard), so a restart neither loses nor doubles a charge.
 Queries read the rollups only: a year of jobs is a few thousand rows per month.
@@ -24,7 +24,6 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     and_,
-    case,
     delete,
     func,
     or_,
@@ -33,10 +32,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from aitb.domain.accounting import (
-    CATEGORIES,
+    COUNT_MEASURES,
     GRAINS,
     MEASURES,
-    WAIT_COLUMNS,
+    SPLIT_MEASURES,
     Charge,
     charges_of,
     increments,
@@ -47,7 +46,7 @@ from aitb.store.base import Base, UTCDateTime
 from aitb.store.tables import JobEventRow
 
 TS = UTCDateTime()
-ROLLUP_KEY = ("bucket", "partner", "project", "user", "node", "cluster", "pool", "category")
+ROLLUP_KEY = ("bucket", "partner", "project", "user", "node", "cluster", "pool")
 
 
 class UsageAttemptRow(Base):
@@ -86,10 +85,15 @@ class _Rollup:
     node: Mapped[str] = mapped_column(String(64))
     cluster: Mapped[str] = mapped_column(String(64))
     pool: Mapped[str] = mapped_column(String(64))
-    category: Mapped[str] = mapped_column(String(16))
-    cpu_hours: Mapped[float] = mapped_column(Float, default=0.0)
-    memory_gib_hours: Mapped[float] = mapped_column(Float, default=0.0)
-    gpu_hours: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_hours_nominal: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_hours_borrowed: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_hours_preempted: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_gib_hours_nominal: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_gib_hours_borrowed: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_gib_hours_preempted: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_hours_nominal: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_hours_borrowed: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_hours_preempted: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[float] = mapped_column(Float, default=0.0)
     preemptions: Mapped[float] = mapped_column(Float, default=0.0)
     wait_s: Mapped[float] = mapped_column(Float, default=0.0)
@@ -123,7 +127,7 @@ class UsageMonthRow(_Rollup, Base):
 ROLLUPS: dict[str, type[_Rollup]] = {"hour": UsageHourRow, "day": UsageDayRow, "month": UsageMonthRow}
 
 
-assert set(WAIT_COLUMNS) <= set(UsageHourRow.__table__.c.keys())
+assert set(MEASURES) <= set(UsageHourRow.__table__.c.keys())
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -137,6 +141,21 @@ def queued_at(session: Session, job: Job) -> datetime | None:
     if job.admitted_at is not None:
         query = query.where(JobEventRow.at <= job.admitted_at)
     return session.scalar(query) or job.created_at
+
+
+def queued_at_of_active(session: Session, jobs: Sequence[Job]) -> dict[str, datetime]:
+    """`queued_at` of many admitted or running jobs in one query: while a job holds an
+    attempt, its last QUEUED event is the one before that attempt's admission."""
+    ids = [j.id for j in jobs]
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(JobEventRow.job_id, func.max(JobEventRow.at))
+        .where(JobEventRow.job_id.in_(ids), JobEventRow.to_state == JobState.QUEUED.value)
+        .group_by(JobEventRow.job_id)
+    )
+    found = {job_id: at for job_id, at in rows}
+    return {j.id: found.get(j.id) or j.created_at for j in jobs}
 
 
 def record_attempt_end(session: Session, job: Job, end_state: JobState, ended_at: datetime) -> list[Charge]:
@@ -277,9 +296,9 @@ def query_rollups(
     group_by: Sequence[str],
     scope: Scope,
 ) -> list[dict]:
-    """Sums per (bucket, *group_by, category) over buckets in [start, end)."""
+    """Every measure summed per (bucket, *group_by) over buckets in [start, end)."""
     t = ROLLUPS[grain]
-    keys = [t.bucket, *(getattr(t, g) for g in group_by), t.category]
+    keys = [t.bucket, *(getattr(t, g) for g in group_by)]
     query = (
         select(*keys, *(func.sum(getattr(t, m)).label(m) for m in MEASURES))
         .where(t.bucket >= start, t.bucket < end)
@@ -291,11 +310,6 @@ def query_rollups(
     return [dict(r._mapping) for r in session.execute(query)]
 
 
-#: what `query_split` returns per group: resource-hours per category, and the counts
-HOUR_MEASURES = ("cpu_hours", "memory_gib_hours", "gpu_hours")
-COUNT_MEASURES = ("attempts", "preemptions", "wait_s")
-
-
 def query_split(
     session: Session,
     grain: str,
@@ -303,24 +317,35 @@ def query_split(
     end: datetime,
     group_by: Sequence[str],
     scope: Scope,
+    step: str | None = None,
 ) -> list[dict]:
-    """Sums per (bucket, *group_by), each resource-hours measure split by category in the
-    same row (``gpu_hours_borrowed`` ...): one row per group, summed by the database."""
+    """Sums per (bucket, *group_by): resource-hours per category (``gpu_hours_borrowed`` ...)
+    and the counts, one row per group, summed by the database.
+
+    ``step`` folds buckets in SQL: ``"none"`` sums the whole range (``bucket`` is then
+    ``start``); ``week``/``month`` over finer buckets fold to the period's start on
+    PostgreSQL (date_trunc in UTC); otherwise rows come per stored bucket."""
     t = ROLLUPS[grain]
-    keys = [t.bucket, *(getattr(t, g) for g in group_by)]
-    split = [
-        func.sum(case((t.category == cat, getattr(t, m)), else_=0.0)).label(f"{m}_{cat}")
-        for m in HOUR_MEASURES for cat in CATEGORIES
-    ]
-    query = (
-        select(*keys, *split, *(func.sum(getattr(t, m)).label(m) for m in COUNT_MEASURES))
-        .where(t.bucket >= start, t.bucket < end)
-        .group_by(*keys)
-    )
+    dims = [getattr(t, g) for g in group_by]
+    if step == "none":
+        bucket = None
+    elif step in ("day", "week", "month") and step != grain and session.get_bind().dialect.name == "postgresql":
+        bucket = func.date_trunc(step, t.bucket, "UTC").label("bucket")
+    else:
+        bucket = t.bucket
+    keys = ([bucket] if bucket is not None else []) + dims
+    split = [func.sum(getattr(t, m)).label(m) for m in SPLIT_MEASURES]
+    query = select(*keys, *split, *(func.sum(getattr(t, m)).label(m) for m in COUNT_MEASURES)).where(
+        t.bucket >= start, t.bucket < end)
+    if keys:
+        query = query.group_by(*keys)
     where = _scope_filter(t, scope)
     if where is not None:
         query = query.where(where)
-    return [dict(r._mapping) for r in session.execute(query)]
+    rows = [dict(r._mapping) for r in session.execute(query)]
+    if bucket is None:
+        rows = [r | {"bucket": start} for r in rows if any(r[m] for m in (*SPLIT_MEASURES, *COUNT_MEASURES))]
+    return rows
 
 
 def ledger(session: Session, scope: Scope | None = None) -> list[Charge]:

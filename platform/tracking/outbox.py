@@ -246,7 +246,8 @@ class OutboxProcessor:
         if event.kind == RUN_CREATE:
             spec = RunSpec.model_validate(p["run"])
             experiment_id = self.project_experiment(spec.partner, spec.project)
-            run_id = self.tracker.create_run(experiment_id, spec)
+            parent = self.tracker.ensure_sweep_run(experiment_id, spec) if spec.sweep_id else None
+            run_id = self.tracker.create_run(experiment_id, spec, parent_run_id=parent)
             return {"experiment_id": experiment_id, "run_id": run_id}
         if event.kind == EXPERIMENT_SYNC:
             experiment_id = self.project_experiment(p["partner"], p["project"])

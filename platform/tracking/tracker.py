@@ -49,6 +49,9 @@ class RunSpec(BaseModel):
     classification: str | None = None
     state: JobState = JobState.QUEUED
     created_at: datetime | None = None
+    # a sweep's point: its parameters become run params, the sweep a parent run
+    sweep_id: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def from_job(cls, job: Job, classification: str | None = None) -> RunSpec:
@@ -64,6 +67,8 @@ class RunSpec(BaseModel):
             classification=classification,
             state=job.state,
             created_at=job.created_at,
+            sweep_id=job.spec.sweep.id if job.spec.sweep else None,
+            params=dict(job.spec.sweep.params) if job.spec.sweep else {},
         )
 
 
@@ -112,6 +117,8 @@ def run_tags(spec: RunSpec) -> dict[str, str]:
         tags["aitb.node"] = spec.node
     if spec.cluster:
         tags["aitb.cluster"] = spec.cluster
+    if spec.sweep_id:
+        tags["aitb.sweep_id"] = spec.sweep_id
     return tags
 
 
@@ -147,6 +154,7 @@ class Tracker:
         self._client: MlflowClient | None = None
         # (partner, project) -> id, for callers that keep no id themselves (tests, tools)
         self._experiments: dict[tuple[str, str], str] = {}
+        self._sweep_runs: dict[str, str] = {}  # sweep id -> parent run id
 
     def ensure_ready(self) -> None:
         """Import mlflow and reach the server once, so the first job does not pay for it."""
@@ -269,13 +277,38 @@ class Tracker:
 
         return self._call(go)
 
-    def create_run(self, experiment_id: str, job: Job | RunSpec) -> str:
+    def ensure_sweep_run(self, experiment_id: str, spec: RunSpec) -> str:
+        """The parent run of the sweep of ``spec`` (created once; keyed by the sweep id), so the
+        MLflow UI nests the sweep's runs and compares their params."""
+        assert spec.sweep_id
+        if spec.sweep_id in self._sweep_runs:
+            return self._sweep_runs[spec.sweep_id]
+        existing = self.find_run(experiment_id, spec.sweep_id)
+        if existing is not None:
+            self._sweep_runs[spec.sweep_id] = existing
+            return existing
+
+        def go(client: MlflowClient) -> str:
+            run = client.create_run(experiment_id, run_name=f"sweep {spec.sweep_id}", tags={
+                "aitb.job_id": spec.sweep_id, "aitb.sweep_id": spec.sweep_id, "aitb.kind": "sweep",
+                "aitb.project": spec.project, "aitb.partner": spec.partner, "aitb.submitter": spec.submitter,
+                "mlflow.user": spec.submitter,
+            })
+            client.update_run(run.info.run_id, status="FINISHED")  # a grouping, not something that runs
+            return run.info.run_id
+
+        self._sweep_runs[spec.sweep_id] = self._call(go)
+        return self._sweep_runs[spec.sweep_id]
+
+    def create_run(self, experiment_id: str, job: Job | RunSpec, parent_run_id: str | None = None) -> str:
         """Create the job's run (status SCHEDULED), or return the one that already exists."""
         spec = job if isinstance(job, RunSpec) else RunSpec.from_job(job)
         existing = self.find_run(experiment_id, spec.job_id)
         if existing is not None:
             return existing
         tags = run_tags(spec)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
         if spec.created_at is not None:
             tags[f"aitb.state.{spec.state}.at"] = _iso(spec.created_at)
 
@@ -287,6 +320,10 @@ class Tracker:
                 run_name=spec.name or spec.job_id,
             )
             run_id = run.info.run_id
+            if spec.params:
+                from mlflow.entities import Param
+
+                client.log_batch(run_id, params=[Param(k, v) for k, v in spec.params.items()])
             status = MLFLOW_STATUS[spec.state]
             if status != "RUNNING":  # MLflow creates runs RUNNING
                 client.update_run(run_id, status=status)

@@ -82,7 +82,8 @@ def test_usage_by_partner_and_month_matches_the_hand_computed_table(workload):
         start = {"month": NOV, "day": NOV.replace(day=2), "hour": NOV.replace(day=2, hour=1)}[grain_case]
         end = {"month": JAN, "day": JAN.replace(day=2), "hour": JAN.replace(day=2, hour=1)}[grain_case]
         result = _usage(workload.db, "partner", start, end, "month")
-        assert result["grain"] == grain_case
+        assert result["grains"] == {"month": ["month"], "day": ["month", "day"],
+                                    "hour": ["month", "day", "hour"]}[grain_case]
         got = {(r["period"].replace(day=1, hour=0).date().isoformat(), r["partner"]): r for r in result["rows"]}
         assert set(got) == set(EXPECTED_BY_PARTNER_MONTH), grain_case
         for key, expected in EXPECTED_BY_PARTNER_MONTH.items():
@@ -222,5 +223,44 @@ def test_default_period_is_thirty_days_to_tomorrow():
     assert q.end == datetime.fromisoformat("2026-12-02T00:00:00+00:00")
     assert q.start == datetime.fromisoformat("2026-11-02T00:00:00+00:00") and q.grain == "day"
     odd = UsageQuery.parse("node", datetime.fromisoformat("2026-11-03T10:20:00+00:00"),
-                           datetime.fromisoformat("2026-11-04T10:20:00+00:00"), "day", q.end)
-    assert (odd.start.hour, odd.end.hour, odd.grain) == (10, 11, "hour")  # floored/ceiled to the hour
+                           datetime.fromisoformat("2026-11-06T10:20:00+00:00"), "day", q.end)
+    assert (odd.start.hour, odd.end.hour) == (10, 11)  # floored/ceiled to the hour
+    assert odd.pieces == [("hour", odd.start, odd.start.replace(day=4, hour=0)),
+                          ("day", odd.start.replace(day=4, hour=0), odd.end.replace(hour=0)),  # whole days
+                          ("hour", odd.end.replace(hour=0), odd.end)]
+
+
+def test_fairshare_figures_by_hand(workload):
+    """At 01:30 on Dec 1 (the workload's end), half-life 7 days: Nov 30 is read from the
+    daily rollup (its middle, 12:00, is 13.5 h old), today's hours from the hourly one."""
+    now = T0.replace(day=1, month=12, hour=1, minute=30)
+    with workload.db.session() as s:
+        share = accounting.fairshare(s, ADMIN, FEDERATION, now, half_life_days=7, window_days=28)
+    def w(hours_old: float) -> float:
+        return 0.5 ** (hours_old / 24 / 7)
+    # volvo GPU-h: Nov 30 -> A 1 + A-2 1; Dec 1 00h -> 2 (middle 00:30, 1 h old); 01h -> 1 (middle 01:30)
+    volvo_gpu = 2 * w(13.5) + 2 * w(1.0) + 1 * w(0.0)
+    saab_gpu = 4 * w(13.5)  # B, 1 h x 4 GPUs on Nov 30
+    partners = {p["partner"]: p for p in share["partners"]}
+    assert partners["volvo"]["usage"]["gpu_hours"] == pytest.approx(volvo_gpu, abs=1e-9)
+    assert partners["saab"]["usage"]["gpu_hours"] == pytest.approx(saab_gpu, abs=1e-9)
+    # GPU is everyone's dominant resource here (4 GPUs vs 24 CPUs and 128 GiB)
+    volvo_share = volvo_gpu / (volvo_gpu + saab_gpu)
+    assert partners["volvo"]["usage_share"] == pytest.approx(volvo_share, abs=1e-9)
+    assert partners["volvo"]["entitlement"] == 0.25 and partners["saab"]["entitlement"] == 0.75
+    assert partners["volvo"]["fairshare_factor"] == pytest.approx(2 ** (-volvo_share / 0.25), abs=1e-9)
+    assert partners["saab"]["fairshare_factor"] == pytest.approx(2 ** (-(1 - volvo_share) / 0.75), abs=1e-9)
+    assert partners["volvo"]["dominant_share"] == 0.0  # nothing runs at 01:30
+
+
+def test_a_running_retry_counts_its_wait_from_its_requeue(database_url, tmp_path, monkeypatch):
+    """At midnight A-2 runs (re-admitted 23:30 after waiting since its preemption at 22:30)."""
+    db = Database(database_url)
+    try:
+        run_workload(db, tmp_path, monkeypatch, until=90)
+        midnight = T0.replace(day=1, month=12, hour=0)
+        rows = {r["partner"]: r for r in _usage(db, "partner", NOV, JAN, "none", now=midnight)["rows"]}
+        assert rows["volvo"]["attempts"] == 2 and rows["volvo"]["queue_wait_s"] == 3600.0
+        assert rows["volvo"]["gpu_hours_borrowed"] == 1.0  # A-2: 2 GPUs, 23:30 to midnight, so far
+    finally:
+        db.dispose()

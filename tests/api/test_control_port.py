@@ -142,7 +142,7 @@ def test_a_replica_without_control_plane_reads_no_log_and_says_it_does_not_sched
 def test_a_replica_without_control_plane_leaves_undriven_clusters_out_of_the_snapshot(tmp_path):
     fed = parse_testbed({"federation": "t", "nodes": [{"name": "lund", "clusters": [
         {"name": "lund-sim", "backend": "sim", "pools": [{"name": "cpu", "hosts": 1, "cpu": 2, "memory_gib": 4}]},
-        {"name": "lund-k8s", "backend": "kuberay", "pools": [{"name": "cpu", "hosts": 3, "cpu": 8, "memory_gib": 8}]},
+        {"name": "lund-k8s", "backend": "kuberay", "connection": {"contxt": "x"}, "pools": [{"name": "cpu", "hosts": 3, "cpu": 8, "memory_gib": 8}]},
     ]}]})
     port = NoControlPlane(fed, scheduler_policy(Settings(data_dir=tmp_path)))
     assert set(port.undriven) == {"lund-k8s"}

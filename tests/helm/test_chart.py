@@ -3,6 +3,7 @@ object is valid Kubernetes (kubernetes-validate, strict) — offline, with helm-
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -146,6 +147,13 @@ def test_pods_run_as_non_root_read_only(rendered):
             assert c.get("resources", {}).get("limits"), (w["metadata"]["name"], c["name"])
 
 
+def test_the_grafana_dashboard_ships_in_a_config_map():
+    maps = by_kind(render(PRODUCTION), "ConfigMap")
+    dashboard = json.loads(maps["aitb-grafana-dashboard"]["data"]["aitb-dashboard.json"])
+    assert dashboard == json.loads((CHART / "files" / "aitb-dashboard.json").read_text())
+    assert maps["aitb-grafana-dashboard"]["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
 def test_network_policies_deny_by_default(rendered):
     policies = by_kind(rendered, "NetworkPolicy")
     deny = policies["aitb-default-deny"]["spec"]
@@ -194,3 +202,18 @@ def test_dockerfile_runs_the_wheel_as_non_root():
     assert user and user[-1].split(":")[0] not in ("0", "root")
     assert "pip wheel" in text and "--no-index --find-links /wheels aitb" in text
     assert re.search(r"^FROM python:3\.11-slim\s*$", text, re.M)
+
+
+def test_every_aitb_setting_the_chart_sets_exists():
+    """Settings ignore unknown AITB_* variables, so a typo in the chart would pass silently."""
+    from aitb.settings import Settings
+
+    names = {e["name"] for d in by_kind(render(PRODUCTION), "Deployment").values()
+             for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
+             if e["name"].startswith("AITB_")}
+    assert len(names) >= 10
+    for name in names:
+        model, path = Settings, name.removeprefix("AITB_").lower().split("__")
+        for part in path:
+            assert part in model.model_fields, f"{name}: no setting {part!r}"
+            model = model.model_fields[part].annotation

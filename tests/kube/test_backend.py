@@ -248,6 +248,7 @@ def test_cancel_deletes_the_rayjob(plane, kube_server, db):
     assert plane.job(job_id).state == JobState.CANCELLED
     with db.session() as s:
         assert not attempt_store.open_attempts(s, [job_id]), "the cancelled attempt is still open"
+        assert attempt_store.latest(s, job_id).outcome == "STOPPED"
 
 
 def test_preemption_deletes_the_rayjob_and_requeues_the_job(plane, kube_server, db):
@@ -358,6 +359,21 @@ def test_sensitive_data_runs_without_egress_on_the_secure_pool(plane, kube_serve
         "key": "aitb.io/egress", "operator": "NotIn", "values": ["denied"]}
 
 
+def test_governance_constraints_on_the_request_are_honoured(backend, plane, db):
+    """Governance's runtime constraints (egress, secure pool), when the request carries them."""
+    from types import SimpleNamespace
+
+    job_id = submit(db)
+    plane.tick()
+    request = request_of(plane, job_id)
+    assert backend._meta(request).no_egress is False
+    governed = SimpleNamespace(**request.__dict__, constraints=SimpleNamespace(egress=False, secure_pool=True))
+    meta = backend._meta(governed)
+    assert meta.no_egress and meta.secure_pool
+    open_net = SimpleNamespace(**request.__dict__, constraints=SimpleNamespace(egress=True, secure_pool=True))
+    assert backend._meta(open_net).secure_pool and not backend._meta(open_net).no_egress
+
+
 def test_logs_from_the_dashboard_then_from_the_head_pod(plane, backend, kube_server, db):
     job_id = submit(db)
     plane.until(job_id, JobState.RUNNING)
@@ -464,3 +480,86 @@ def test_the_backend_needs_no_right_the_helm_chart_does_not_grant(kube_server, k
     for resource, methods in used.items():
         assert methods <= CHART_ALLOWS[resource], f"{resource}: {methods - CHART_ALLOWS[resource]}"
     assert "PUT" not in used["namespaces"] and "GET" not in used["secrets"]
+
+
+def test_the_project_role_can_come_from_the_settings():
+    from aitb.clusters.registry import backend_for
+    from aitb.settings import KubernetesSettings
+
+    defaults = KubernetesSettings(project_role="aitb-project", service_account="aitb",
+                                  service_account_namespace="aitb-system").connection_defaults()
+    backend = backend_for(CLUSTER, kube_defaults=defaults)
+    assert backend.options.project_role.cluster_role == "aitb-project"
+    assert backend.options.project_role.subjects[0]["namespace"] == "aitb-system"
+    assert KubernetesSettings(project_role="x").connection_defaults() == {}
+    # a cluster's own connection wins
+    own = CLUSTER.model_copy(update={"connection": {**CLUSTER.connection, "project_role": {
+        "cluster_role": "mine", "subjects": [{"kind": "User", "name": "aitb"}]}}})
+    assert backend_for(own, kube_defaults=defaults).options.project_role.cluster_role == "mine"
+
+
+def test_an_outage_of_the_api_server_loses_no_transition(plane, backend, kube_server, db):
+    """The API server answers 503 for a while (the watch included); the job finishes meanwhile.
+    The cluster is unavailable, nothing is lost, and once it answers the end is recorded."""
+    job_id = submit(db)
+    plane.until(job_id, JobState.RUNNING)
+    watch = backend.watch
+    kube_server.fail_next(10**6)
+    kube_server.drop_watches()
+    wait_for(lambda: not watch.synced, what="the watch noticing the outage")
+    with pytest.raises(BackendUnavailable):
+        backend.status(job_id)
+    kube_server.controller.finish("aitb-owner", job_id, "SUCCEEDED")
+    wait_for(lambda: kube_server.get("rayjobs", "aitb-owner", job_id)["status"].get("jobStatus") == "SUCCEEDED",
+             what="the controller finishing the job")
+    plane.tick()
+    assert plane.job(job_id).state == JobState.RUNNING  # unknown yet, not failed
+    assert not plane.reconciler._available("lund-k8s")
+    kube_server.fail_next(0)
+    wait_for(lambda: watch.synced, timeout=30, what="the watch relisting after the outage")
+    plane.reconciler._backoff.clear()  # skip the reconciler's backoff wait
+    plane.until(job_id, JobState.SUCCEEDED)
+    assert states(db, job_id) == [JobState.QUEUED, JobState.ADMITTED, JobState.RUNNING, JobState.SUCCEEDED]
+
+
+def test_a_restarted_control_plane_finds_every_attempt(plane, kube_server, kubeconfig, db):
+    first, second = submit(db), submit(db, entrypoint="sleep 600")
+    plane.until(first, JobState.RUNNING)
+    plane.until(second, JobState.RUNNING)
+    restarted = KubeRayBackend(ClusterOptions.from_cluster(CLUSTER), config_file=kubeconfig)
+    try:
+        found = restarted.list_jobs()  # before or after its watch has synced: the same answer
+        assert {first, second} <= set(found) and found[first].state == BackendState.RUNNING
+        assert restarted.status(second).state == BackendState.RUNNING
+    finally:
+        restarted.close()
+
+
+def test_removing_a_project_removes_everything_it_had_on_the_cluster(plane, backend, kube_server, db):
+    job_id = submit(db)
+    plane.until(job_id, JobState.RUNNING)
+    other = submit(db, project="borrower", partner="volvo")
+    plane.until(other, JobState.RUNNING)
+    assert backend.remove_project("owner") == 1
+    assert not any(kube_server.list(plural, "aitb-owner") for plural in
+                   ("rayjobs", "secrets", "pods", "services", "resourcequotas", "networkpolicies", "serviceaccounts"))
+    assert kube_server.list("rayjobs", "aitb-borrower"), "another project's objects went too"
+    assert backend.remove_project("owner") == 0
+
+
+def test_finished_rayjobs_are_swept_after_their_keep_time(plane, kube_server, kubeconfig, db):
+    from datetime import UTC, datetime, timedelta
+
+    done, running = submit(db), submit(db, entrypoint="sleep 600")
+    plane.until(running, JobState.RUNNING)
+    kube_server.controller.finish("aitb-owner", done, "SUCCEEDED")
+    plane.until(done, JobState.SUCCEEDED)
+    cluster = CLUSTER.model_copy(update={"connection": {**CLUSTER.connection, "keep_finished_s": 3600}})
+    sweeper = KubeRayBackend(ClusterOptions.from_cluster(cluster), config_file=kubeconfig)
+    try:
+        wait_for(lambda: sweeper.watch.synced, what="synced")
+        assert sweeper.sweep_finished() == 0  # finished a moment ago: kept
+        assert sweeper.sweep_finished(datetime.now(UTC) + timedelta(hours=2)) == 1
+    finally:
+        sweeper.close()
+    assert [o["metadata"]["name"] for o in kube_server.list("rayjobs", "aitb-owner")] == [running]

@@ -138,6 +138,8 @@ def test_a_confidential_job_is_refused_outside_a_secure_pool():
     req, m, cluster, url = cases()["cpu_job"]
     with pytest.raises(DispatchRejected, match="secure pool"):
         attempt_objects(req, AttemptMeta(**{**m.__dict__, "no_egress": True}), options(cluster), url)
+    with pytest.raises(DispatchRejected, match="secure pool"):
+        attempt_objects(req, AttemptMeta(**{**m.__dict__, "secure_pool": True}), options(cluster), url)
 
 
 def test_a_wrong_field_in_the_generator_fails_schema_validation(monkeypatch):
@@ -162,6 +164,13 @@ def test_a_wrong_field_in_the_generator_fails_schema_validation(monkeypatch):
 def test_project_bundle_matches_golden_and_validates():
     bundle = project_bundle(ProjectSpec("climate", "smhi", {"cpu": 64, "memory_gib": 256, "gpu": 8}),
                             options("orebro-gpu-1"))
+    in_cluster = ClusterOptions(**{**options("orebro-gpu-1").model_dump(),
+                                   "control_plane": {"namespace": "aitb-system", "port": 8600}})
+    platform = next(o for o in project_bundle(ProjectSpec("climate", "smhi"), in_cluster)
+                    if o["metadata"]["name"] == "aitb-allow-platform")
+    validate(platform)
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "aitb-system"}}} in \
+        platform["spec"]["egress"][-1]["to"] and platform["spec"]["egress"][-1]["ports"][0]["port"] == 8600
     for obj in bundle:
         validate(obj)
         assert obj["metadata"]["labels"]["aitb.io/project"] == "climate"

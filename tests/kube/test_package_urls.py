@@ -16,8 +16,8 @@ from aitb.settings import ServerSettings, Settings
 
 def make_zip() -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("train.py", "print('hello')\n")
+    with zipfile.ZipFile(buf, "w") as z:  # a fixed timestamp: the same bytes every call
+        z.writestr(zipfile.ZipInfo("train.py", date_time=(2026, 1, 1, 0, 0, 0)), "print('hello')\n")
     return buf.getvalue()
 
 
@@ -37,7 +37,8 @@ def test_a_signed_url_fetches_its_package_until_it_expires(app):
     assert r.status_code == 201, r.text
     digest = r.json()["digest"]
     now = [1_000_000.0]
-    signer = PackageUrlSigner(signing_key(settings.data_dir), "http://aitb.test", ttl_s=60, clock=lambda: now[0])
+    signer = PackageUrlSigner(signing_key(settings.packages_dir), "http://aitb.test", ttl_s=60,
+                              clock=lambda: now[0])
     url = signer.url(digest)
     path = urlparse(url)
     query = parse_qs(path.query)
@@ -65,3 +66,10 @@ def test_verify_rejects_a_wrong_key_and_expiry():
     assert verify(key, "sha256:" + "a" * 64, int(q["exp"][0]), q["sig"][0], now=105)
     assert not verify(key, "sha256:" + "a" * 64, int(q["exp"][0]), q["sig"][0], now=111)
     assert not verify(b"j" * 32, "sha256:" + "a" * 64, int(q["exp"][0]), q["sig"][0], now=105)
+
+
+def test_a_configured_key_wins_and_a_made_key_is_kept_private(tmp_path):
+    assert signing_key(tmp_path, "ab" * 16) == bytes.fromhex("ab" * 16)
+    made = signing_key(tmp_path / "packages")
+    assert signing_key(tmp_path / "packages") == made and len(made) == 32
+    assert ((tmp_path / "packages" / ".url-signing.key").stat().st_mode & 0o777) == 0o600

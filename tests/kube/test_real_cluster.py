@@ -1,6 +1,7 @@
 """The same scenarios against a real Kubernetes cluster with the KubeRay operator (opt-in).
 
 Run with `AITB_TEST_KUBECONFIG=~/.kube/config pytest -m kubernetes tests/kube/test_real_cluster.py`
+(`-m k8s` works too)
 after setting one up as docs/kubernetes.md ("A real cluster for the opt-in tests") says:
 kind or k3d, KubeRay's Helm chart, one node labelled `aitb.io/pool=cpu`. Optional:
 `AITB_TEST_KUBE_CONTEXT` (default: the kubeconfig's current context), `AITB_TEST_RAY_IMAGE`.
@@ -26,6 +27,7 @@ from aitb.domain.testbed import Pool
 KUBECONFIG = os.environ.get("AITB_TEST_KUBECONFIG", "")
 pytestmark = [
     pytest.mark.kubernetes,
+    pytest.mark.k8s,
     pytest.mark.skipif(not KUBECONFIG, reason="real-cluster tests: set AITB_TEST_KUBECONFIG to a kubeconfig "
                        "whose cluster runs the KubeRay operator (docs/kubernetes.md)"),
 ]

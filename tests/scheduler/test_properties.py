@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aitb.domain.models import Placement
-from aitb.scheduler import Policy, RunningJob, Snapshot, decide
+from aitb.scheduler import POLICIES, Policy, RunningJob, Snapshot, decide
 from aitb.scheduler.capacity import EPS
 from aitb.scheduler.snapshot import labels_match, subtract_running
 from tests.support.scheduler import gang, pending, pool, quota
@@ -70,14 +71,29 @@ def scenarios(draw):
                    a.gpu_type)
         for k, a in enumerate(d0.admissions)
     ]
-    queue = draw(jobs("j", projects, nodes, draw(st.integers(1, 14))))
-    policy = Policy(
-        preemption=draw(st.booleans()),
-        within_project_preemption=draw(st.booleans()),
-        fair_share=draw(st.booleans()),
-        aging=draw(st.booleans()), aging_threshold_s=5.0,
-        head_of_line=draw(st.integers(0, 3)) == 0,
-    )
+    # running jobs may checkpoint and declare their end; queued ones their runtime and history
+    run = [replace(r, checkpoint_s=draw(st.sampled_from([None, 10.0, 60.0])),
+                   restart_s=draw(st.sampled_from([0.0, 30.0])),
+                   expected_end=draw(st.sampled_from([None, 150.0, 1000.0]))) for r in run]
+    queue = [replace(j, runtime_s=draw(st.sampled_from([None, 5.0, 60.0, 5000.0])),
+                     preemptions=draw(st.integers(0, 3)))
+             for j in draw(jobs("j", projects, nodes, draw(st.integers(1, 14))))]
+    named = draw(st.sampled_from([None, *POLICIES]))
+    if named is None:
+        policy = Policy(
+            preemption=draw(st.booleans()),
+            within_project_preemption=draw(st.booleans()),
+            fair_share=draw(st.booleans()),
+            aging=draw(st.booleans()), aging_threshold_s=5.0,
+            head_of_line=draw(st.integers(0, 3)) == 0,
+            preemption_style=draw(st.sampled_from(["reclaim", "drf", "fair-share"])),
+            min_runtime_s=draw(st.sampled_from([0.0, 50.0])),
+            thrash_limit=draw(st.sampled_from([0, 2])),
+            reserve_soonest=draw(st.booleans()), backfill=draw(st.booleans()),
+        )
+    else:  # every named policy, made to act at this small scale (times in tens of seconds)
+        policy = replace(POLICIES[named], aging_threshold_s=5.0,
+                         min_runtime_s=min(POLICIES[named].min_runtime_s, 50.0))
     snap = Snapshot(subtract_running(hosts, run), base.quotas, run, queue)
     return hosts, snap, policy
 
@@ -133,8 +149,9 @@ def test_invariants(scenario) -> None:
         assert used <= host[h].cpu + EPS and mem[h] <= host[h].memory_gib + EPS
     for (h, k), used in dev.items():
         assert k < len(host[h].gpu_free) and used <= 1 + EPS
-    # no project over nominal + borrowing at any node (and none without a quota)
-    for (project, node), u in usage.items():
+    # no project over nominal + borrowing at any node (and none without a quota), unless the
+    # policy ignores quotas (the classic fifo)
+    for (project, node), u in usage.items() if policy.quotas else ():
         q = snap.quotas.get((project, node))
         assert q is not None
         for r in ("cpu", "gpu"):

@@ -35,12 +35,12 @@ TESTBED = {
             {"name": "c", "hosts": 2, "cpu": 32, "memory_gib": 128}]}]},
     ],
 }
-TRACE = """job,submit_s,duration_s,partner,project,replicas,cpu,memory_gib,gpu,gpu_types,priority,node
-a1,0,10000,A,pa,1,2,8,4,,0,
-a2,0,10000,A,pa,1,2,8,4,,0,
-a3,0,10000,A,pa,1,2,8,4,,0,
-b1,1000,5000,B,pb,2,2,8,2,a100,0,
-c1,1100,3000,B,pb,1,2,8,0,,0,n2
+TRACE = """job,submit_s,duration_s,partner,project,replicas,cpu,memory_gib,gpu,gpu_types,priority,node,checkpoint_s
+a1,0,10000,A,pa,1,2,8,4,,0,,600
+a2,0,10000,A,pa,1,2,8,4,,0,,600
+a3,0,10000,A,pa,1,2,8,4,,0,,600
+b1,1000,5000,B,pb,2,2,8,2,a100,0,,
+c1,1100,3000,B,pb,1,2,8,0,,0,n2,
 """
 
 
@@ -97,7 +97,8 @@ def test_replay_json_contract(files: dict[str, str]) -> None:
     assert set(jobs["a1"]) == {"job", "submit_s", "start_s", "end_s", "node", "preemptions"}
     assert jobs["c1"]["node"] == "n2" and jobs["c1"]["start_s"] == 1100
     # B is within its nominal share (half of n1's GPUs): it reclaims from A's borrowing job
-    # (which has run past the minimum run time before preemption, Policy.min_runtime_s)
+    # (it has run past the minimum run time, Policy.min_runtime_s, and checkpoints: the
+    # reclaim destroys less than it frees)
     assert out["summary"]["preemptions"] >= 1
     assert jobs["b1"]["start_s"] == 1000
 
@@ -170,7 +171,7 @@ def test_replay_incremental_equals_full_cycles(seed: int, monkeypatch: pytest.Mo
             gang(gpu=g, cpu=rng.choice([1, 4]), mem=4, types=types, workers=rng.choice([0, 0, 1])),
             priority=rng.choice([0, 0, 1]), node=rng.choice([None, None, None, "n2"]),
         ))
-    policies = ["ours", "fifo", "quota-only",
+    policies = ["ours", "fifo", "quota-only", "kueue-fair",
                 Policy(name="aged", aging_threshold_s=300, within_project_preemption=True)]
     for policy in policies:
         fast = replay(fed, trace, policy=policy, interval_s=10)

@@ -105,6 +105,21 @@ capabilities:
     secretKeyRef:
       name: {{ include "aitb.authSecret" . }}
       key: bootstrap-admin-token
+- name: AITB_SERVER__PUBLIC_URL
+  value: {{ default (printf "http://%s-api.%s.svc:%d" (include "aitb.fullname" .) .Release.Namespace (int .Values.api.service.port)) .Values.api.publicUrl | quote }}
+- name: AITB_PACKAGES__URL_SIGNING_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "aitb.authSecret" . }}
+      key: package-url-signing-key
+{{- if .Values.rbac.create }}
+- name: AITB_KUBERNETES__PROJECT_ROLE
+  value: {{ include "aitb.fullname" . }}-project
+- name: AITB_KUBERNETES__SERVICE_ACCOUNT
+  value: {{ include "aitb.serviceAccountName" . }}
+- name: AITB_KUBERNETES__SERVICE_ACCOUNT_NAMESPACE
+  value: {{ .Release.Namespace }}
+{{- end }}
 {{- if .Values.mlflow.enabled }}
 - name: AITB_TRACKING__TRACKING_URI
   value: {{ include "aitb.mlflowUrl" . }}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,6 +12,7 @@ from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.routers import errors
 from aitb.api.schemas import API_VERSION
 from aitb.services import accounting
+from aitb.timeutil import utcnow
 
 router = APIRouter(prefix=f"/{API_VERSION}", tags=["accounting"])
 
@@ -39,7 +40,9 @@ class UsageOut(BaseModel):
     from_: datetime = Field(alias="from")
     to: datetime
     step: str
-    grain: str = Field(description="the stored grain that served the query: hour, day or month")
+    grain: str = Field(description="the coarsest stored grain read: hour, day or month")
+    grains: list[str] = Field(description="every stored grain read (whole months, days around them, "
+                              "edge hours)")
     group_by: list[str]
     scope: str = Field(description="what the caller may see")
     running_included: bool
@@ -122,7 +125,7 @@ class CapacityOut(BaseModel):
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return utcnow()
 
 
 @router.get("/usage", response_model=UsageOut, responses=errors(401, 422))

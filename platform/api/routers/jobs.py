@@ -10,9 +10,10 @@ from fastapi.responses import PlainTextResponse
 from aitb.api.deps import CallerDep, DetachedCallerDep, SessionDep, StateDep
 from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
+from aitb.api.routers.sweeps import REPLAYED, IdempotencyKey
 from aitb.api.schemas import JobIn, JobOut, PackageOut, QueueEntryOut
 from aitb.domain.lifecycle import JobState
-from aitb.services import jobs, packages
+from aitb.services import idempotency, jobs, packages
 from aitb.services import queue as queue_service
 from aitb.services.errors import Invalid, NotFound, TooLarge
 from aitb.version import API_PREFIX
@@ -24,7 +25,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
     "/packages",
     status_code=201,
     response_model=PackageOut,
-    responses={200: {"model": PackageOut, "description": "already stored"}, **errors(401, 413, 422)},
+    responses={200: {"model": PackageOut, "description": "already stored"}, **errors(401, 413, 422, 507)},
     openapi_extra={"requestBody": {"required": True, "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def upload_package(request: Request, response: Response, state: StateDep,
@@ -60,15 +61,26 @@ def has_package(digest: str, session: SessionDep, caller: CallerDep) -> Response
     return Response(status_code=200)
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut, responses=errors(401, 403, 404, 422))
-def submit(body: JobIn, session: SessionDep, caller: CallerDep, state: StateDep) -> JobOut:
+@router.post("/jobs", status_code=201, response_model=JobOut, responses=errors(401, 403, 404, 409, 422))
+def submit(body: JobIn, response: Response, session: SessionDep, caller: CallerDep, state: StateDep,
+           idempotency_key: IdempotencyKey = None) -> JobOut:
     try:
         spec = body.spec()
     except ValueError as exc:
         raise Invalid(first_error(exc)) from None
-    job = jobs.submit(session, caller, state.federation, spec, state.events)
-    wake_after_commit(session, state.control)
-    return JobOut.of(job)
+
+    def create() -> dict:
+        job = jobs.submit(session, caller, state.federation, spec, state.events)
+        wake_after_commit(session, state.control)
+        create.job = job  # type: ignore[attr-defined]
+        return {"jobs": [job.id]}
+
+    result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/jobs",
+                                        lambda: body.model_dump(mode="json"), create)
+    if not replayed:
+        return JobOut.of(create.job)  # type: ignore[attr-defined]
+    response.headers[REPLAYED] = "true"
+    return JobOut.of(jobs.visible_job(session, caller, result["jobs"][0]))
 
 
 @router.get("/jobs", response_model=list[JobOut], responses=errors(401, 422))

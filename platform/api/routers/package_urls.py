@@ -32,8 +32,9 @@ def download_package(
 ) -> FileResponse:
     """No bearer token: the signature is the credential, scoped to this package until `exp`
     (a wrong or expired one is answered 401, like a bad token)."""
-    if not DIGEST.match(digest) or not verify(signing_key(state.settings.data_dir), digest, exp, sig,
-                                              time.time()):
+    settings = state.settings
+    key = signing_key(settings.packages_dir, settings.packages.url_signing_key)
+    if not DIGEST.match(digest) or not verify(key, digest, exp, sig, time.time()):
         raise Unauthenticated("invalid or expired package URL")
     path = package_path(state.settings.packages_dir, digest)
     if not path.exists():

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aitb.clusters.base import (
@@ -29,7 +29,7 @@ from aitb.clusters.kuberay.api import BY_KIND, NAMESPACES, PODS, RAYJOBS, SECRET
 from aitb.clusters.kuberay.bundle import ProjectSpec, project_bundle
 from aitb.clusters.kuberay.manifests import AttemptMeta, attempt_objects
 from aitb.clusters.kuberay.options import ClusterOptions
-from aitb.clusters.kuberay.watch import RayJobWatch
+from aitb.clusters.kuberay.watch import RayJobWatch, attempt_of
 
 log = logging.getLogger("aitb.kuberay")
 DASHBOARD_PORT = 8265
@@ -96,6 +96,7 @@ class KubeRayBackend:
         self._bundles: dict[str, str] = {}  # project -> hash of the bundle last applied
         self._namespaces: dict[str, str] = {}  # attempt id -> namespace (dispatched here)
         self._secrets_done: set[str] = set()
+        self._deleted: set[str] = set()  # attempts whose RayJob this process deleted (stop)
         self.bundle_writes = 0
 
     # -- connection ---------------------------------------------------------------------------
@@ -137,9 +138,14 @@ class KubeRayBackend:
         if ctx is None:
             raise DispatchRejected(f"{req.job_id}: the KubeRay backend needs the job's context "
                                    "(project, partner, node)")
+        # governance's runtime constraints, where the request carries them (egress, secure pool)
+        constraints = getattr(req, "constraints", None)
+        no_egress = ctx.no_egress or (constraints is not None and not constraints.egress)
+        secure = ctx.no_egress or (constraints is not None and bool(constraints.secure_pool))
         return AttemptMeta(attempt_id=req.job_id, job_id=ctx.job_id, attempt=ctx.attempt,
                            project=ctx.project, partner=ctx.partner, node=ctx.node,
-                           cluster=self.options.name, package=ctx.package, no_egress=ctx.no_egress)
+                           cluster=self.options.name, package=ctx.package, no_egress=no_egress,
+                           secure_pool=secure)
 
     def dispatch(self, req: DispatchRequest) -> None:
         meta = self._meta(req)
@@ -197,7 +203,11 @@ class KubeRayBackend:
         return found[0] if found else None
 
     def status(self, job_id: str) -> BackendJobStatus:
-        return to_status(self._read(job_id))
+        obj = self._read(job_id)
+        if obj is None and job_id in self._deleted:
+            # its RayJob is gone because `stop` deleted it: stopped, not lost
+            return BackendJobStatus(BackendState.STOPPED, "stopped: its RayJob was deleted by aitb")
+        return to_status(obj)
 
     def list_jobs(self) -> dict[str, BackendJobStatus]:
         watch = self.watch
@@ -205,8 +215,6 @@ class KubeRayBackend:
             objects = watch.snapshot()
         else:
             items = self.kube.list(RAYJOBS, None, names.MANAGED_SELECTOR).get("items", [])
-            from aitb.clusters.kuberay.watch import attempt_of
-
             objects = {attempt_of(o): o for o in items}
         return {key: to_status(obj) for key, obj in objects.items()}
 
@@ -246,6 +254,7 @@ class KubeRayBackend:
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         active = not to_status(obj).state.terminal
         deleted = self.kube.delete(RAYJOBS, namespace, name)
+        self._deleted.add(job_id)
         self.kube.delete(SECRETS, namespace, names.env_secret_name(job_id))
         if self._watch is not None:
             with self._watch._lock:
@@ -276,6 +285,35 @@ class KubeRayBackend:
         self._bundles[spec.project] = digest
         self.bundle_writes += writes
         return writes
+
+    def sweep_finished(self, now: datetime | None = None) -> int:
+        """Delete RayJobs that finished more than `keep_finished_s` ago (the reconciler has long
+        recorded their end); returns how many. Reads the watch's cache, so it costs nothing
+        while there is nothing to delete."""
+        watch = self.watch
+        if not watch.synced:
+            return 0
+        now = now or datetime.now(UTC)
+        swept = 0
+        for obj in watch.snapshot().values():
+            status = to_status(obj)
+            if not status.state.terminal or status.end_time is None:
+                continue
+            if (now - status.end_time).total_seconds() < self.options.keep_finished_s:
+                continue
+            if self.kube.delete(RAYJOBS, obj["metadata"]["namespace"], obj["metadata"]["name"]):
+                swept += 1
+        return swept
+
+    def remove_project(self, project: str) -> int:
+        """Delete the project's namespaces here (found by their owner labels); everything in
+        them goes too. Returns how many were deleted."""
+        selector = f"{names.MANAGED_SELECTOR},{names.LABEL_PROJECT}={project}"
+        namespaces = self.kube.list(NAMESPACES, None, selector).get("items", [])
+        for namespace in namespaces:
+            self.kube.delete(NAMESPACES, None, namespace["metadata"]["name"])
+        self._bundles.pop(project, None)
+        return len(namespaces)
 
     def sync_projects(self, projects: Mapping[str, ProjectSpec]) -> int:
         """Keep the bundles of projects that have a namespace here in step (quota changes)."""

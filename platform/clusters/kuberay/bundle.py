@@ -120,8 +120,8 @@ def _policy(name: str, spec: ProjectSpec, namespace: str, body: dict[str, Any]) 
 
 
 def _egress_to(target: EgressTarget) -> list[dict[str, Any]]:
-    return [{"to": [{"ipBlock": {"cidr": cidr}} for cidr in target.cidrs],
-             "ports": [{"protocol": "TCP", "port": target.port}]}] if target.cidrs else []
+    peers = target.peers()
+    return [{"to": peers, "ports": [{"protocol": "TCP", "port": target.port}]}] if peers else []
 
 
 def network_policies(spec: ProjectSpec, namespace: str, opts: ClusterOptions) -> list[dict[str, Any]]:
@@ -145,8 +145,13 @@ def network_policies(spec: ProjectSpec, namespace: str, opts: ClusterOptions) ->
         _policy("aitb-allow-operator", spec, namespace, {
             "podSelector": {"matchLabels": {names.LABEL_COMPONENT: "head"}},
             "policyTypes": ["Ingress"],
+            # the operator follows each job through its head's dashboard, and so may a
+            # control plane running in this cluster (driver logs)
             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": opts.operator_namespace}}}],
+                "kubernetes.io/metadata.name": opts.operator_namespace}}},
+                *([{"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": opts.control_plane.namespace}}}]
+                  if opts.control_plane.namespace else [])],
                 "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}]}]}),
     ]
     platform = _egress_to(opts.mlflow) + _egress_to(opts.control_plane)

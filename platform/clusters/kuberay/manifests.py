@@ -57,6 +57,7 @@ class AttemptMeta:
     cluster: str
     package: str | None = None  # "sha256:<hex>" of the code package, fetched by the submitter
     no_egress: bool = False  # governance: confidential or sensitive data
+    secure_pool: bool = False  # governance: only a pool labelled secure: true
 
 
 # -- quantities -------------------------------------------------------------------------------
@@ -216,10 +217,10 @@ def _pod_template(
     pool = opts.pool(replica.pool)
     if pool is None:
         raise DispatchRejected(f"cluster {opts.name} has no pool {replica.pool!r}")
-    if meta.no_egress and not pool.secure:
+    if (meta.no_egress or meta.secure_pool) and not pool.secure:
         # governance places these jobs on secure pools only; refuse rather than leak
         raise DispatchRejected(
-            f"job {meta.job_id} must run without egress on a secure pool, not on {pool.name}")
+            f"job {meta.job_id} must run on a secure pool, not on {pool.name}")
     labels = {**attempt_labels(meta), names.LABEL_POOL: pool.name, names.LABEL_COMPONENT: role}
     if meta.no_egress:
         labels[names.LABEL_EGRESS] = names.EGRESS_DENIED
@@ -229,6 +230,9 @@ def _pod_template(
         "resources": _resources(replica, opts),
         "env": _secret_env(names.env_secret_name(meta.attempt_id), env_keys),
         "securityContext": _container_security(),
+        # Ray's object store lives in /dev/shm; the container runtime's 64 MiB default is
+        # too small (memory-backed, so it counts against the container's memory limit)
+        "volumeMounts": [{"name": "shared-mem", "mountPath": "/dev/shm"}],
     }
     spec: dict[str, Any] = {
         "serviceAccountName": names.RUNNER_SERVICE_ACCOUNT,
@@ -236,6 +240,7 @@ def _pod_template(
         "securityContext": _pod_security(),
         "nodeSelector": pool_node_selector(pool),
         "containers": [container],
+        "volumes": [{"name": "shared-mem", "emptyDir": {"medium": "Memory"}}],
     }
     tolerations = pool_tolerations(pool)
     if tolerations:

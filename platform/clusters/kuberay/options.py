@@ -13,12 +13,20 @@ DEFAULT_RAY_VERSION = "2.50.0"
 
 
 class EgressTarget(BaseModel):
-    """A service outside the cluster that job pods may reach (MLflow, the control plane)."""
+    """A service job pods may reach (MLflow, the control plane): by address blocks when it
+    runs elsewhere, by namespace when it runs in this cluster (as with the Helm chart)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cidrs: tuple[str, ...] = ()
+    namespace: str | None = None
     port: int = Field(default=443, ge=1, le=65535)
+
+    def peers(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr}} for cidr in self.cidrs]
+        if self.namespace:
+            out.append({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}}})
+        return out
 
 
 class ProjectRole(BaseModel):
@@ -46,6 +54,8 @@ class ClusterOptions(BaseModel):
     ray_version: str = DEFAULT_RAY_VERSION
     #: seconds a finished RayJob (and its Secret) stays for inspection before KubeRay deletes it
     ttl_after_finished_s: int = Field(default=600, ge=0)
+    #: seconds a finished RayJob stays as the record of its attempt before aitb deletes it
+    keep_finished_s: int = Field(default=7 * 24 * 3600, ge=0)
     #: time-sliced GPUs: each device advertised as this many `nvidia.com/gpu` (1: no sharing)
     gpu_slices: int = Field(default=1, ge=1, le=64)
     #: running jobs per project whose KubeRay submitter pods the namespace quota allows for
@@ -63,8 +73,8 @@ class ClusterOptions(BaseModel):
     name: str = ""
 
     @classmethod
-    def from_cluster(cls, cluster: Cluster) -> ClusterOptions:
-        data: dict[str, Any] = dict(cluster.connection)
+    def from_cluster(cls, cluster: Cluster, defaults: dict[str, Any] | None = None) -> ClusterOptions:
+        data: dict[str, Any] = {**(defaults or {}), **cluster.connection}
         return cls(**data, pools=tuple(cluster.pools), name=cluster.name)
 
     def pool(self, name: str | None) -> Pool | None:

@@ -62,6 +62,7 @@ class Backlog:
         self.blocker: str | None = None
         self.exempt: set[tuple] = set()
         self.last_owners: dict[str, tuple[str, ...]] = {}
+        self.named: dict[str, float] = {}  # GPU demand per model of jobs that name models
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -74,9 +75,11 @@ class Backlog:
         bisect.insort(cls.members, (job.submitted_at, job.id))
         self.jobs[job.id] = job
         self.class_of[job.id] = cls
+        self._name(job, 1.0)
 
     def remove(self, job_id: str) -> PendingJob:
         job = self.jobs.pop(job_id)
+        self._name(job, -1.0)
         cls = self.class_of.pop(job_id)
         i = bisect.bisect_left(cls.members, (job.submitted_at, job.id))
         del cls.members[i]
@@ -84,6 +87,18 @@ class Backlog:
             del self.classes[cls.key]
         self.owner_failed.pop(job_id, None)
         return job
+
+    def _name(self, job: PendingJob, sign: float) -> None:
+        """Keep the named GPU demand of the whole backlog (the placement's view of what comes:
+        a reduced cycle must place exactly as a full one)."""
+        for demand, n in job.shape.groups:
+            if demand.gpu and demand.gpu_types:
+                for t in demand.gpu_types:
+                    left = self.named.get(t, 0.0) + sign * demand.gpu * n / len(demand.gpu_types)
+                    if abs(left) < 1e-9:
+                        self.named.pop(t, None)
+                    else:
+                        self.named[t] = left
 
     def grow(self, cycle: int, node: str | None = None) -> None:
         """Capacity or quota headroom grew at ``node`` (None: anywhere) before ``cycle``."""
@@ -212,7 +227,7 @@ class Backlog:
             return False
         if self.policy.within_project_preemption:
             return True
-        fair = self.policy.preemption_style == "fair-share"
+        fair = self.policy.preemption_style in ("fair-share", "drf")
         usage = job.shape.usage(None)
         for node in self.nodes if job.nodes is None else job.nodes:
             q = ledger.check(job.project, node, usage)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aitb.domain.resources import parse_gpu_types
 from aitb.scheduler.capacity import Capacity
-from aitb.scheduler.placement import PICKERS, RandomPicker, place_gang
+from aitb.scheduler.placement import PICKERS, PackingPicker, RandomPicker, named_demand, place_gang
 from aitb.scheduler.shape import Demand, Shape
 from aitb.scheduler.snapshot import Host
 
@@ -74,7 +74,12 @@ def fill(
 ) -> dict:
     """Run the fill; returns the JSON-ready result (curve, failures, totals)."""
     cap = Capacity(hosts)
-    picker = RandomPicker(seed) if placement == "random" else PICKERS[placement]()
+    if placement == "random":
+        picker = RandomPicker(seed)
+    elif placement == "ours":  # the workload that comes: the mix itself (FGD's assumption)
+        picker = PackingPicker(named_demand((r.demand, 1.0) for r in requests))
+    else:
+        picker = PICKERS[placement]()
     capacity = sum(p.gpus * len(p.slots) for p in cap.pools.values())
     if capacity <= 0:
         raise ValueError("the hosts have no GPUs")

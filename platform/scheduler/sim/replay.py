@@ -22,6 +22,7 @@ from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec, parse_gpu_t
 from aitb.domain.testbed import Federation
 from aitb.scheduler.core import run_cycle
 from aitb.scheduler.decisions import Decisions
+from aitb.scheduler.placement import PackingPicker
 from aitb.scheduler.policy import POLICIES, Policy
 from aitb.scheduler.quota import QuotaLedger
 from aitb.scheduler.sim.backlog import Backlog
@@ -241,7 +242,7 @@ def replay(
                         if job.max_runtime_s is not None else None)
             r = RunningJob(job.id, job.project, job.partner, a.node, a.cluster, job.priority, now,
                            job.gang, a.placement(), a.gpu_type, job.checkpoint_s,
-                           job.overhead_s, expected)
+                           job.restart_s, expected)
             running[job.id] = r
             hosts.apply(r, 1.0)
             ledger.add(r.project, r.node, r.usage)
@@ -250,7 +251,7 @@ def replay(
             run_token[job.id] = token
             heapq.heappush(events, (now + left, 0, job.id, token))
         backlog.record(cycle, decisions, ledger, reservations)
-    end = until_s if until_s is not None else now
+    end = until_s if until_s is not None and events else now
     meter.advance(end, backlog, running, reservations)
     for job_id in running:  # still running at the end: count what ran so far
         job = jobs[job_id]
@@ -323,8 +324,10 @@ class _Meter:
             return
         if idle > 0 and any(_fits_now(shape, self.hosts) for shape in shapes):
             self.idle_fit += dt * idle
-        self.contended += dt
         demand = {p: held.get(p, 0.0) + waiting.get(p, 0.0) for p in set(held) | set(waiting)}
+        if sum(demand.values()) < self.capacity:
+            return  # not contended: everyone's fair share is all it asks for
+        self.contended += dt
         fair = max_min_shares(demand, self.weights, self.capacity)
         short = sum(max(0.0, fair[p] - held.get(p, 0.0)) for p in demand)
         self.error_time += dt * short / self.capacity
@@ -404,7 +407,7 @@ def _decide(backlog: Backlog, sim_hosts: _SimulatedHosts, qmap: Mapping, running
         pending = [_with_reservation(j, owners[j.id]) if j.id in owners else j
                    for j in chosen.values()]
         snap = Snapshot(hosts, qmap, run, pending, dict(weights or {}))
-        result = run_cycle(snap, now, policy)
+        result = run_cycle(snap, now, policy, PackingPicker(dict(backlog.named)))
         if len(chosen) == len(backlog.jobs):
             return result.decisions
         more = backlog.check(result.decisions, owners, chosen, result.cleared_at,

@@ -55,12 +55,12 @@ def upgrade() -> None:
             sa.Column("node", sa.String(length=64), nullable=False),
             sa.Column("cluster", sa.String(length=64), nullable=False),
             sa.Column("pool", sa.String(length=64), nullable=False),
-            sa.Column("category", sa.String(length=16), nullable=False),
+            *(sa.Column(f"{m}_{c}", sa.Float(), nullable=False)
+              for m in ("cpu_hours", "memory_gib_hours", "gpu_hours") for c in ("nominal", "borrowed", "preempted")),
             *(sa.Column(m, sa.Float(), nullable=False)
-              for m in ("cpu_hours", "memory_gib_hours", "gpu_hours", "attempts", "preemptions", "wait_s",
-                        *(f"waits_le_{b}" for b in _WAITS))),
+              for m in ("attempts", "preemptions", "wait_s", *(f"waits_le_{b}" for b in _WAITS))),
             sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{table}")),
-            sa.UniqueConstraint("bucket", "partner", "project", "user", "node", "cluster", "pool", "category",
+            sa.UniqueConstraint("bucket", "partner", "project", "user", "node", "cluster", "pool",
                                 name=f"uq_{table}_key"),
         )
         op.create_index(f"ix_{table}_bucket", table, ["bucket"])
