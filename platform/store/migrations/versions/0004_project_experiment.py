@@ -1,7 +1,7 @@
 """project experiment: the MLflow experiment id the platform created for each project
 
 Revision ID: 0004_project_experiment
-Revises: 0003_usage
+Revises: 0003_idempotency
 Create Date: 2026-12-01 06:30:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0004_project_experiment'
-down_revision: str | Sequence[str] | None = '0003_usage'
+down_revision: str | Sequence[str] | None = '0003_idempotency'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
