@@ -237,11 +237,12 @@ class ControlPlane:
             took = time.monotonic() - started
             self._wake_control.wait(self.HOT_INTERVAL_S if hot else interval)
             self._wake_control.clear()
-            # Pace: wait at least as long as the cycle took before the next one, so a
-            # stream of submissions (each one a wake-up) coalesces into fewer cycles and
-            # the loop never takes more than about half of this process's time.
+            # Pace: wait at least three times as long as the cycle took before the next one,
+            # so a stream of submissions (each one a wake-up) coalesces into fewer cycles and
+            # the loop, whose cycles grow with the queue, never takes more than about a
+            # quarter of this process's time (the API keeps the rest).
             if took > self.PACE_FLOOR_S:
-                self._stop.wait(min(took, interval))
+                self._stop.wait(min(3 * took, interval))
 
     def _tracking_loop(self) -> None:
         assert self.outbox is not None

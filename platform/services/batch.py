@@ -63,8 +63,7 @@ def submit_many(
         except (Invalid, Forbidden, NotFound) as exc:
             raise type(exc)(f"jobs[{i}]: {exc.detail}") from None
     jobs = job_batch.create_jobs(session, [(s, partners[s.project]) for s in specs], submitter=who.name)
-    for job in jobs:  # each job's run.create, in this transaction
-        events.created(session, job)
+    events.created_many(session, jobs)  # each job's run.create, in this transaction
     return jobs
 
 

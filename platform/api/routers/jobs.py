@@ -121,7 +121,7 @@ def cancel(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep)
 )
 def logs(job_id: str, caller: DetachedCallerDep, state: StateDep,
          offset: Annotated[int, Query(ge=0)] = 0) -> Response:
-    with state.db.session() as session:
+    with state.db.read() as session:
         job = jobs.visible_job(session, caller, job_id)
     # the backend is asked outside any transaction
     data, next_offset = state.control.read_log(job, offset)

@@ -23,7 +23,7 @@ def healthz(state: StateDep) -> JSONResponse | HealthOut:
     from aitb.api.app import VERSION
 
     try:
-        with state.db.session() as session:
+        with state.db.read() as session:
             session.execute(text("SELECT 1"))
     except Exception:  # any database failure means "not ready"
         return JSONResponse({"status": "degraded", "database": "unreachable", "version": VERSION}, status_code=503)
