@@ -4,6 +4,7 @@ the job, and the final status arriving even when MLflow was down while the job r
 from __future__ import annotations
 
 import io
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -72,6 +73,7 @@ def tracked(tmp_path_factory, ray_head):
     yield platform_, state
     stop_process(platform_.api.process)
     state["mlflow"].stop()
+    shutil.rmtree(mlflow_state, ignore_errors=True)
 
 
 def submit(platform_, token, project, entrypoint, code: bytes | None = None, name: str | None = None) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def server(tmp_path_factory):
     srv = Server(server_dir())
     yield srv
     srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 class Clock:
