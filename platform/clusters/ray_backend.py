@@ -26,6 +26,7 @@ from aitb.clusters.base import (
     replica_custom_resources,
 )
 from aitb.clusters.gang import gang_env
+from aitb.tracking.runner import CREDENTIALS_ENV
 
 GIB = 1024**3
 METADATA_KEY = "aitb.job_id"
@@ -149,6 +150,12 @@ class RayBackend:
             # A job that calls ray.init() must reach its loopback cluster (BRIEF section 10).
             env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         entrypoint = req.entrypoint
+        if env.get(CREDENTIALS_ENV):
+            # Secrets travel as a 0600 file whose path alone is in the (publicly listed)
+            # runtime env: load it into the driver's environment and delete it before user
+            # code runs (aitb.tracking.runner).
+            load = f'set -a; . "${CREDENTIALS_ENV}"; set +a; rm -f "${CREDENTIALS_ENV}"'
+            entrypoint = f'if [ -r "${CREDENTIALS_ENV}" ]; then {load}; fi; {entrypoint}'
         if req.working_dir is None:
             # No code: run in a fresh empty directory on the node. Cheaper than shipping an
             # empty working_dir, which Ray hashes and checks for on every submission.

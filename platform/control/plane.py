@@ -38,7 +38,7 @@ RUN_WAIT = timedelta(seconds=20)
 
 
 def runner_secret(settings: Settings) -> str:
-    """Secret from which per-project MLflow runner passwords derive; made once, kept 0600."""
+    """The platform's tracking secret (seals the experiments it creates); made once, 0600."""
     return secret_file(settings.data_dir / "tracking-runner.secret", lambda: secrets.token_hex(32))
 
 
@@ -66,6 +66,7 @@ class ControlPlane:
             undriven=backends.undriven, unavailable=self.reconciler.unavailable,
             governance=self.governance,
         )
+        self.runners = None  # per-attempt MLflow credentials, set up with the outbox
         self.outbox = self._outbox() if settings.tracking.tracking_uri else None
         self.retention = self._retention()
         self._stop = threading.Event()
@@ -97,6 +98,14 @@ class ControlPlane:
         access = self.outbox.access if self.outbox is not None else None
         return access.reset_password(user) if access is not None else None
 
+    def sync_tracking(self, repair: bool) -> dict | None:
+        """`aitb admin tracking sync`: MLflow made to match the platform (docs/tracking.md)."""
+        if self.outbox is None or self.outbox.access is None:
+            return None
+        from aitb.tracking.sync import sync_tracking
+
+        return sync_tracking(self.outbox, repair).as_dict()
+
     def _package_urls(self):
         """Signed package URLs for pods on Kubernetes clusters (needs the public URL)."""
         public = self.settings.server.public_url
@@ -120,12 +129,16 @@ class ControlPlane:
         from aitb.tracking.tracker import Tracker
 
         t = self.settings.tracking
+        from aitb.tracking.runner import RunnerCredentials
+
         admin = MlflowAccount(t.admin_user, t.admin_password or "")
+        access = MlflowAccess(t.tracking_uri, admin) if t.admin_password else None
+        self.runners = RunnerCredentials(access, self.settings.data_dir / "secrets" / "mlflow-runners") if access else None
         return OutboxProcessor(
             self.db.sessions,
-            Tracker(t.tracking_uri, admin),
-            access=MlflowAccess(t.tracking_uri, admin) if t.admin_password else None,
-            runner_secret=runner_secret(self.settings) if t.admin_password else None,
+            Tracker(t.tracking_uri, admin, seal_key=runner_secret(self.settings)),
+            access=access,
+            runners=self.runners,
             on_run_created=self._run_created,
         )
 
@@ -199,12 +212,18 @@ class ControlPlane:
             "MLFLOW_RUN_ID": job.mlflow_run_id,
             "MLFLOW_EXPERIMENT_ID": job.mlflow_experiment_id or "",
         })
-        if self.settings.tracking.admin_password:
-            from aitb.tracking.permissions import runner_account
+        if self.runners is not None and job.mlflow_experiment_id:
+            # Per-attempt account; only the 0600 file's path travels (aitb.tracking.runner).
+            from aitb.domain.models import Attempt
+            from aitb.tracking.runner import CREDENTIALS_ENV
 
-            account = runner_account(job.partner, job.project, runner_secret(self.settings))
-            env["MLFLOW_TRACKING_USERNAME"] = account.username
-            env["MLFLOW_TRACKING_PASSWORD"] = account.password
+            attempt = Attempt.backend_id_for(job.id, job.attempts)
+            try:
+                env[CREDENTIALS_ENV] = str(self.runners.issue(attempt, job.mlflow_experiment_id))
+            except Exception as exc:
+                if utcnow() - (job.admitted_at or utcnow()) < RUN_WAIT:
+                    return None  # MLflow busy or down: try again next tick
+                log.warning("job %s starts without MLflow credentials: %s", job.id, exc)
         return env
 
     # -- the loops --------------------------------------------------------------------------

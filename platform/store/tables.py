@@ -47,6 +47,8 @@ class ProjectRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     partner: Mapped[str] = mapped_column(ForeignKey("partners.name"), index=True)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    #: the experiment the platform created for the project; found by this id, never by name
+    mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class MembershipRow(Base):
