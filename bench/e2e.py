@@ -88,15 +88,15 @@ def main() -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     from ray.job_submission import JobSubmissionClient
 
-    from aitb.local import supervisor
+    from aitb.local import stack
     from aitb.settings import Settings
 
     settings = Settings()
     parts = frozenset({"ray", "api"} if args.no_tracking else {"ray", "api", "mlflow"})
     print(f"starting the local platform in {data_dir} ...", flush=True)
-    state = supervisor.up(settings, parts=parts)
+    state = stack.up(settings, parts=parts)
     try:
-        token = supervisor.admin_token_path(settings).read_text().strip()
+        token = stack.admin_token_path(settings).read_text().strip()
         api = httpx.Client(base_url=state["api"].url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         api.post("/v1/partners", json={"name": "bench"})
         api.post("/v1/projects", json={"name": "latency", "partner": "bench"})
@@ -117,7 +117,7 @@ def main() -> None:
         print(f"aitb phases (median): {phases}")
         print(f"aitb adds {med_ours - med_raw:+.3f} s at the median (target < 0.5 s); ratio aitb/raw = {med_ours / med_raw:.2f}")
     finally:
-        supervisor.down(settings)
+        stack.down(settings)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 
 from aitb.cli.errors import ApiError, ConfigError, UnreachableError
+from aitb.version import API_PREFIX
 
 DEFAULT_TIMEOUT_S = 30.0
-API_PREFIX = "/v1"
 
 
 def normalize_url(url: str) -> str:
@@ -129,6 +129,25 @@ class ApiClient:
 
     def post(self, path: str, body: Any = None) -> Any:
         return self._json(self.request("POST", API_PREFIX + path, json=body))
+
+    def submit(self, path: str, body: Any, attempts: int = 3) -> Any:
+        """POST a submission with an Idempotency-Key, retried (same key) when the server could
+        not be reached or answered 503/409: the job is created once, whatever the network did."""
+        import time
+        import uuid
+
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.request("POST", API_PREFIX + path, json=body, headers=headers)
+                return self._json(response)
+            except (UnreachableError, ApiError) as exc:
+                status = getattr(exc, "status", None)
+                retriable = isinstance(exc, UnreachableError) or status in (409, 503)
+                if not retriable or attempt == attempts:
+                    raise
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
 
     def put(self, path: str, body: Any) -> Any:
         return self._json(self.request("PUT", API_PREFIX + path, json=body))

@@ -28,42 +28,32 @@ COMMANDS: dict[str, str] = {
     "queue": "queue:queue",
     "quota": "queue:quota",
     "admin": "admin:admin",
-}
-#: commands owned by other modules that may not exist yet: tolerated when missing.
-OPTIONAL_COMMANDS: dict[str, str] = {
     "up": "local:up",
     "down": "local:down",
     "ps": "local:ps",
     "demo": "demo:demo",
     "sim": "sim:sim",
     "server": "server:server",
+    # accounting (cli/commands/accounting.py)
+    "usage": "accounting:usage",
+    "fairshare": "accounting:fairshare",
+    "capacity": "accounting:capacity",
+    "report": "accounting:report",
 }
-
-
-def _load(spec: str) -> click.Command | None:
-    module_name, attr = spec.split(":")
-    try:
-        module = importlib.import_module(f"aitb.cli.commands.{module_name}")
-    except ImportError:
-        return None
-    command = getattr(module, attr, None)
-    return command if isinstance(command, click.Command) else None
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(COMMANDS) | set(OPTIONAL_COMMANDS) | set(self.commands))
+        return sorted(set(COMMANDS) | set(self.commands))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:
             return self.commands[cmd_name]
-        spec = COMMANDS.get(cmd_name) or OPTIONAL_COMMANDS.get(cmd_name)
+        spec = COMMANDS.get(cmd_name)
         if spec is None:
             return None
-        if cmd_name in COMMANDS:  # our own: an import error is a bug and must show
-            module_name, attr = spec.split(":")
-            return getattr(importlib.import_module(f"aitb.cli.commands.{module_name}"), attr)
-        return _load(spec)
+        module_name, attr = spec.split(":")  # an import error is a bug and must show
+        return getattr(importlib.import_module(f"aitb.cli.commands.{module_name}"), attr)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from aitb.timeutil import as_utc, utcnow
 
 STATE_STYLES = {
     "QUEUED": "yellow",
@@ -121,7 +123,7 @@ def parse_time(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed)
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -143,7 +145,7 @@ def fmt_age(value: str | None, now: datetime | None = None) -> str:
     at = parse_time(value)
     if at is None:
         return "-"
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     return fmt_duration((now - at).total_seconds()) + " ago"
 
 
@@ -158,7 +160,7 @@ def fmt_between(start: str | None, end: str | None, now: datetime | None = None)
     a = parse_time(start)
     if a is None:
         return "-"
-    b = parse_time(end) or now or datetime.now(UTC)
+    b = parse_time(end) or now or utcnow()
     return fmt_duration((b - a).total_seconds())
 
 

@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from aitb.timeutil import as_utc, utcnow
+
 PROJECT_FILE = "aitb.yaml"
 DEFAULT_CPU = 1.0
 DEFAULT_MEMORY_GIB = 2.0
@@ -80,7 +82,7 @@ def parse_duration(text: str | int | float) -> float:
 
 def parse_expiry(text: str, now: datetime | None = None) -> str:
     """An ISO 8601 UTC instant from a date (end of that day), a datetime, or a duration from now."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     value = text.strip()
     try:
         day = date.fromisoformat(value)
@@ -93,7 +95,7 @@ def parse_expiry(text: str, now: datetime | None = None) -> str:
     except ValueError:
         pass
     else:
-        return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+        return as_utc(at).isoformat()
     try:
         seconds = parse_duration(value)
     except SpecError:

@@ -30,11 +30,20 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8600, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
+    #: the control plane's URL as job pods on Kubernetes clusters reach it (signed package
+    #: downloads); None: jobs with code cannot run on kuberay clusters
+    public_url: str | None = None
+    # failed authentications a client may make per window before it gets 429 (per process)
+    auth_max_failures: int = Field(default=10, ge=1)
+    auth_window_s: float = Field(default=60.0, gt=0)
 
 
 class PackageSettings(BaseModel):
     max_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     max_files: int = Field(default=20_000, gt=0)
+    #: HMAC key (hex) of signed package URLs; None: one kept in the packages directory,
+    #: which every API replica and the scheduler share
+    url_signing_key: str | None = Field(default=None, min_length=32, pattern=r"^[0-9a-fA-F]+$")
 
 
 class SchedulerSettings(BaseModel):
@@ -49,6 +58,23 @@ class TrackingSettings(BaseModel):
     admin_user: str = "aitb-admin"
     admin_password: str | None = None
     outbox_interval_s: float = Field(default=1.0, gt=0)
+
+
+class KubernetesSettings(BaseModel):
+    """Defaults for every `kuberay` cluster (a cluster's `connection` overrides them). With
+    the Helm chart: the `<release>-project` ClusterRole and the release's ServiceAccount, bound
+    in each project namespace the control plane creates (docs/kubernetes.md)."""
+
+    project_role: str | None = None
+    service_account: str | None = None
+    service_account_namespace: str | None = None
+
+    def connection_defaults(self) -> dict[str, object]:
+        if not (self.project_role and self.service_account and self.service_account_namespace):
+            return {}
+        subject = {"kind": "ServiceAccount", "name": self.service_account,
+                   "namespace": self.service_account_namespace}
+        return {"project_role": {"cluster_role": self.project_role, "subjects": [subject]}}
 
 
 class Settings(BaseSettings):
@@ -66,6 +92,7 @@ class Settings(BaseSettings):
     packages: PackageSettings = PackageSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     tracking: TrackingSettings = TrackingSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
 
     @classmethod
     def settings_customise_sources(

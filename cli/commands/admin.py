@@ -17,6 +17,7 @@ from aitb.cli.output import (
     fmt_number,
     fmt_resources,
     fmt_time,
+    note,
     print_json,
     print_table,
 )
@@ -414,10 +415,16 @@ def testbeds(app: AppContext) -> None:
         print_json(data)
         return
     rows = []
+    undriven: list[str] = []
     for node in data.get("nodes") or []:
         rows.append({"level": 0, "name": node["name"], "backend": "", "hosts": None, **_cap(node)})
         for cluster in node.get("clusters") or []:
-            rows.append({"level": 1, "name": cluster["name"], "backend": cluster.get("backend"), "hosts": None, **_cap(cluster)})
+            backend = cluster.get("backend") or ""
+            if cluster.get("driven") is False:
+                backend += " [yellow](not driven)[/yellow]"
+                undriven.append(f"cluster {cluster['name']} is not driven (no job is placed there): "
+                                f"{cluster.get('not_driven_reason') or 'no usable backend'}")
+            rows.append({"level": 1, "name": cluster["name"], "backend": backend, "hosts": None, **_cap(cluster)})
             for pool in cluster.get("pools") or []:
                 shape = fmt_resources(
                     {"cpu": pool.get("cpu"), "memory_gib": pool.get("memory_gib"), "gpu": pool.get("gpus"), "gpu_type": pool.get("gpu_type")}
@@ -434,6 +441,8 @@ def testbeds(app: AppContext) -> None:
         ],
         empty="no nodes",
     )
+    for line in undriven:
+        note(line, json_mode=False)
 
 
 def _cap(item: dict[str, Any]) -> dict[str, str]:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
 
-FINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"}
+from aitb.cli.commands.jobs import FINISHED as FINAL
+from aitb.cli.config import Profile, config_path, load_config, save_config
+from aitb.timeutil import utcnow
+from aitb.version import API_PREFIX
+
 PARTNER = "demo-lab"
 PROJECTS = ("vision", "forecasting")
 RESEARCHER = "alice"
+DEMO_PROFILE = "demo"
 METRICS = {"final_accuracy": "acc", "pi_estimate": "pi", "accuracy": "acc"}
 
 
@@ -52,7 +57,7 @@ def demo(timeout: int) -> None:
     import httpx
     from rich.console import Console
 
-    from aitb.local import supervisor
+    from aitb.local import stack
     from aitb.settings import get_settings
 
     console = Console(width=None if sys.stdout.isatty() else 110)
@@ -60,12 +65,12 @@ def demo(timeout: int) -> None:
     console.rule("[bold]aitb demo")
     console.print(f"data directory: {settings.data_dir}")
     with console.status("starting the local platform (API, MLflow, one Ray cluster per testbed cluster)..."):
-        parts = supervisor.up(settings)
+        parts = stack.up(settings)
     for part in parts.values():
         console.print(f"  [green]up[/] {part.name:<22} {part.url}")
     api_url = parts["api"].url
     admin = httpx.Client(base_url=api_url, timeout=30, headers={
-        "Authorization": f"Bearer {supervisor.admin_token_path(settings).read_text().strip()}"})
+        "Authorization": f"Bearer {stack.admin_token_path(settings).read_text().strip()}"})
 
     token = _setup_tenants(admin, console)
     user = httpx.Client(base_url=api_url, timeout=60, headers={"Authorization": f"Bearer {token}"})
@@ -73,13 +78,26 @@ def demo(timeout: int) -> None:
     jobs = _follow(user, submitted, console, timeout)
     mlflow_url = parts["mlflow"].url
     _summary(console, jobs, _key_metrics(settings, mlflow_url, jobs))
-    password = supervisor.mlflow_password_path(settings)
+    password = stack.mlflow_password_path(settings)
     console.print()
     console.print(f"MLflow UI: [bold]{mlflow_url}[/]  (user [bold]{settings.tracking.admin_user}[/], "
                   f"password in {password})")
-    console.print(f"API: {api_url}   admin token in {supervisor.admin_token_path(settings)}")
-    console.print(f"Try: AITB_URL={api_url} AITB_TOKEN={token} aitb jobs")
+    console.print(f"API: {api_url}   admin token in {stack.admin_token_path(settings)}")
+    # The researcher's token is kept as a CLI profile, never printed (terminals are logged,
+    # screens are shared): `aitb auth` commands show where it is.
+    profile = _save_profile(api_url, token)
+    console.print(f"Try: aitb --profile {profile} jobs   (researcher {RESEARCHER}, token in {config_path()})")
     console.print("The platform keeps running; stop it with [bold]aitb down[/].")
+
+
+def _save_profile(url: str, token: str) -> str:
+    """Store the researcher's token as CLI profile `demo` (active if no profile is)."""
+    config = load_config()
+    config.profiles[DEMO_PROFILE] = Profile(url=url, token=token)
+    if not config.active:
+        config.active = DEMO_PROFILE
+    save_config(config)
+    return DEMO_PROFILE
 
 
 def _ok(response, *allowed: int) -> None:
@@ -90,31 +108,31 @@ def _ok(response, *allowed: int) -> None:
 
 def _setup_tenants(admin, console) -> str:
     """Partner, two projects, a researcher, quotas, a governed dataset; idempotent."""
-    _ok(admin.post("/v1/partners", json={"name": PARTNER, "weight": 1}), 409)
+    _ok(admin.post(f"{API_PREFIX}/partners", json={"name": PARTNER, "weight": 1}), 409)
     for project in PROJECTS:
-        _ok(admin.post("/v1/projects", json={"name": project, "partner": PARTNER}), 409)
-    created = admin.post("/v1/users", json={"name": RESEARCHER, "partner": PARTNER})
+        _ok(admin.post(f"{API_PREFIX}/projects", json={"name": project, "partner": PARTNER}), 409)
+    created = admin.post(f"{API_PREFIX}/users", json={"name": RESEARCHER, "partner": PARTNER})
     if created.status_code == 409:
-        created = admin.post(f"/v1/users/{RESEARCHER}/token")
+        created = admin.post(f"{API_PREFIX}/users/{RESEARCHER}/token")
     _ok(created)
     token = created.json()["token"]
     for project in PROJECTS:
-        _ok(admin.put(f"/v1/projects/{project}/members/{RESEARCHER}", json={"role": "researcher"}))
-    testbed = admin.get("/v1/testbeds").json()
+        _ok(admin.put(f"{API_PREFIX}/projects/{project}/members/{RESEARCHER}", json={"role": "researcher"}))
+    testbed = admin.get(f"{API_PREFIX}/testbeds").json()
     for node in testbed["nodes"]:
         cap = node["capacity"]
         for project in PROJECTS:
             nominal = {"cpu": cap["cpu"] / 2, "memory_gib": cap["memory_gib"] / 2}
             if cap.get("gpu"):
                 nominal["gpu"] = cap["gpu"] / 2
-            _ok(admin.put(f"/v1/quotas/{project}/{node['name']}",
+            _ok(admin.put(f"{API_PREFIX}/quotas/{project}/{node['name']}",
                           json={"nominal": nominal, "borrowing_limit": nominal}))
     home = testbed["nodes"][0]["name"]
-    _ok(admin.post("/v1/datasets", json={
+    _ok(admin.post(f"{API_PREFIX}/datasets", json={
         "name": "patient-records", "partner": PARTNER, "classification": "confidential",
         "home_node": home, "residency": "strict", "retention_days": 90}), 409)
-    expires = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    _ok(admin.put("/v1/datasets/patient-records/grants/forecasting",
+    expires = (utcnow() + timedelta(days=30)).isoformat()
+    _ok(admin.put(f"{API_PREFIX}/datasets/patient-records/grants/forecasting",
                   json={"purpose": "risk model research", "expires_at": expires}))
     console.print(f"tenants: partner [bold]{PARTNER}[/], projects {', '.join(PROJECTS)}, "
                   f"researcher [bold]{RESEARCHER}[/]; confidential dataset patient-records pinned to {home}")
@@ -124,18 +142,18 @@ def _setup_tenants(admin, console) -> str:
 def _submit(user, console) -> list[str]:
     from aitb.packaging import build_package
 
-    nodes = {n["name"] for n in user.get("/v1/testbeds").json()["nodes"]}
+    nodes = {n["name"] for n in user.get(f"{API_PREFIX}/testbeds").json()["nodes"]}
     ids = []
     for job in JOBS:
         package = build_package(examples_dir() / job.example)
-        if user.head(f"/v1/packages/{package.digest}").status_code != 200:
-            _ok(user.post("/v1/packages", content=package.data, headers={"Content-Type": "application/zip"}))
+        if user.head(f"{API_PREFIX}/packages/{package.digest}").status_code != 200:
+            _ok(user.post(f"{API_PREFIX}/packages", content=package.data, headers={"Content-Type": "application/zip"}))
         body = {"project": job.project, "name": job.name, "entrypoint": job.entrypoint,
                 "resources": {"cpu": 1, "memory_gib": 1}, "code": package.digest,
                 "datasets": list(job.datasets), "nodes": [n for n in job.nodes if n in nodes]}
         if job.workers:
             body["workers"] = {"replicas": job.workers, "cpu": 1, "memory_gib": 1}
-        response = user.post("/v1/jobs", json=body)
+        response = user.post(f"{API_PREFIX}/jobs", json=body)
         _ok(response)
         ids.append(response.json()["id"])
     console.print(f"submitted {len(ids)} experiments")
@@ -168,7 +186,7 @@ def _seconds(start: str | None, end: str | None) -> str:
     if not start:
         return "-"
     begin = datetime.fromisoformat(start)
-    finish = datetime.fromisoformat(end) if end else datetime.now(UTC)
+    finish = datetime.fromisoformat(end) if end else utcnow()
     return f"{(finish - begin).total_seconds():.1f}s"
 
 
@@ -176,27 +194,27 @@ def _follow(user, ids: list[str], console, timeout: int) -> list[dict]:
     from rich.live import Live
 
     deadline = time.time() + timeout
-    jobs = [user.get(f"/v1/jobs/{i}").json() for i in ids]
+    jobs = [user.get(f"{API_PREFIX}/jobs/{i}").json() for i in ids]
     with Live(_table(jobs), console=console, refresh_per_second=2) as live:
         while time.time() < deadline and not all(j["state"] in FINAL for j in jobs):
             time.sleep(1)
-            jobs = [user.get(f"/v1/jobs/{i}").json() for i in ids]
+            jobs = [user.get(f"{API_PREFIX}/jobs/{i}").json() for i in ids]
             live.update(_table(jobs))
     console.print()
     if not all(j["state"] in FINAL for j in jobs):
         console.print(f"[yellow]some experiments are still running after {timeout} s[/]")
     # give the tracking outbox a moment to deliver the final metrics
     time.sleep(3)
-    return [user.get(f"/v1/jobs/{i}").json() for i in ids]
+    return [user.get(f"{API_PREFIX}/jobs/{i}").json() for i in ids]
 
 
 def _key_metrics(settings, mlflow_url: str, jobs: list[dict]) -> dict[str, str]:
     import os
 
-    from aitb.local import supervisor
+    from aitb.local import stack
 
     os.environ["MLFLOW_TRACKING_USERNAME"] = settings.tracking.admin_user
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = supervisor.mlflow_password_path(settings).read_text().strip()
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = stack.mlflow_password_path(settings).read_text().strip()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_url)

@@ -23,10 +23,12 @@ from aitb.cli.output import (
     print_table,
     styled_state,
 )
+from aitb.domain.lifecycle import TERMINAL_STATES, JobState
+from aitb.version import API_PREFIX
 
-STATES = ("QUEUED", "ADMITTED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "REJECTED", "PREEMPTED")
+STATES = tuple(s.value for s in JobState)
 #: states after which no more log output comes (FAILED is final once not requeued).
-FINISHED = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"})
+FINISHED = frozenset(s.value for s in TERMINAL_STATES | {JobState.FAILED})
 POLL_S = 0.5
 MAX_POLL_S = 2.0
 
@@ -38,9 +40,9 @@ def _where(job: dict[str, Any]) -> str:
 
 
 def _reason(job: dict[str, Any]) -> str:
-    if job.get("state") in ("QUEUED", "PREEMPTED"):
+    if job.get("state") in (JobState.QUEUED, JobState.PREEMPTED):
         return job.get("pending_reason") or ""
-    if job.get("state") == "REJECTED":
+    if job.get("state") == JobState.REJECTED:
         return "; ".join(str(r) for r in job.get("reasons") or []) or job.get("pending_reason") or ""
     return ""
 
@@ -64,10 +66,15 @@ JOB_COLUMNS = [
 )
 @click.option("-n", "--limit", type=click.IntRange(1, None), default=50, show_default=True)
 @click.option("-a", "--all", "all_pages", is_flag=True, help="Every matching job, all pages.")
+@click.option("--sweep", "sweep_id", default=None, metavar="ID", help="The jobs of one sweep, in point order.")
 @output_option
 @pass_app
-def jobs(app: AppContext, project: str | None, state: str | None, limit: int, all_pages: bool) -> None:
-    """List jobs you can see, newest first."""
+def jobs(app: AppContext, project: str | None, state: str | None, limit: int, all_pages: bool,
+         sweep_id: str | None) -> None:
+    """List jobs you can see, newest first (or the points of one sweep)."""
+    if sweep_id:
+        _sweep(app, sweep_id, state)
+        return
     items = app.client().get_paged(
         "/jobs", None if all_pages else limit, project=project, state=state.upper() if state else None
     )
@@ -75,6 +82,28 @@ def jobs(app: AppContext, project: str | None, state: str | None, limit: int, al
         print_json(items)
         return
     print_table(items, JOB_COLUMNS, empty="no jobs")
+
+
+SWEEP_COLUMNS = [
+    ("#", lambda p: p["index"]),
+    ("JOB", lambda p: p["job"]),
+    ("STATE", lambda p: styled_state(p.get("state"))),
+    ("WHERE", _where),
+    ("PARAMS", lambda p: escape(" ".join(f"{k}={v}" for k, v in (p.get("params") or {}).items()))),
+]
+
+
+def _sweep(app: AppContext, sweep_id: str, state: str | None) -> None:
+    sweep = app.client().get(f"/sweeps/{seg(sweep_id)}")
+    if state:
+        sweep["jobs"] = [p for p in sweep["jobs"] if p.get("state") == state.upper()]
+    if app.json:
+        print_json(sweep)
+        return
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep.get("states", {}).items()))
+    note(f"sweep {sweep['id']} ({sweep.get('name') or '-'}) in {sweep['project']}: "
+         f"{sweep['size']} jobs; {counts}", json_mode=False)
+    print_table(sweep["jobs"], SWEEP_COLUMNS, empty="no jobs")
 
 
 def _event_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -159,7 +188,7 @@ def stream_logs(
     wait = poll_s
     last_state: str | None = None
     while True:
-        response = client.request("GET", f"/v1/jobs/{seg(job_id)}/logs", params={"offset": offset})
+        response = client.request("GET", f"{API_PREFIX}/jobs/{seg(job_id)}/logs", params={"offset": offset})
         chunk = response.content
         if chunk:
             out.write(chunk)
@@ -172,7 +201,7 @@ def stream_logs(
         if not follow:
             return state
         if state in FINISHED and not chunk:
-            if state != "FAILED" or client.get(f"/jobs/{seg(job_id)}").get("state") == "FAILED":
+            if state != JobState.FAILED or client.get(f"/jobs/{seg(job_id)}").get("state") == JobState.FAILED:
                 return state
         wait = poll_s if chunk else min(wait * 1.5, MAX_POLL_S)
         if not chunk or state not in FINISHED:

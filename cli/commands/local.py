@@ -17,12 +17,19 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 def _rows(settings) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
-    from aitb.local import supervisor
+    from aitb.local import stack
 
     return [
         {"part": h.name, "pid": h.pid, "url": h.url, "running": h.running, "healthy": h.healthy}
-        for h in supervisor.ps(settings)
+        for h in stack.ps(settings)
     ]
+
+
+def _not_driven(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Clusters of the testbed the local API serves that aitb cannot drive: cluster -> why."""
+    from aitb.local import stack
+
+    return stack.undriven_clusters(settings)
 
 
 def _show(
@@ -53,21 +60,21 @@ def _show(
 @pass_app
 def up(app: AppContext, only: tuple[str, ...], timeout_s: float) -> None:
     """Start the local platform (API, MLflow, one Ray cluster per testbed cluster)."""
-    from aitb.local import supervisor
+    from aitb.local import stack
 
     settings = _settings()
     note(f"starting the local platform under {settings.data_dir} ...", json_mode=app.json)
     try:
-        parts = supervisor.up(settings, frozenset(only) or supervisor.ALL_PARTS, timeout_s)
-    except supervisor.LocalPlatformError as exc:
+        parts = stack.up(settings, frozenset(only) or stack.ALL_PARTS, timeout_s)
+    except stack.LocalPlatformError as exc:
         raise click.ClickException(str(exc)) from None
     _show(app, _rows(settings), {"data_dir": str(settings.data_dir)})
-    api = parts.get(supervisor.API)
-    token_file = supervisor.admin_token_path(settings)
+    api = parts.get(stack.API)
+    token_file = stack.admin_token_path(settings)
     if api is not None:
         note(f"API: {api.url}  (admin token in {token_file})", json_mode=app.json)
-    if supervisor.MLFLOW in parts:
-        note(f"MLflow UI: {parts[supervisor.MLFLOW].url}", json_mode=app.json)
+    if stack.MLFLOW in parts:
+        note(f"MLflow UI: {parts[stack.MLFLOW].url}", json_mode=app.json)
     note("stop everything with `aitb down`", json_mode=app.json)
 
 
@@ -76,9 +83,9 @@ def up(app: AppContext, only: tuple[str, ...], timeout_s: float) -> None:
 @pass_app
 def down(app: AppContext) -> None:
     """Stop exactly what `aitb up` started."""
-    from aitb.local import supervisor
+    from aitb.local import stack
 
-    stopped = supervisor.down(_settings())
+    stopped = stack.down(_settings())
     if app.json:
         print_json({"stopped": stopped})
     else:
@@ -89,6 +96,10 @@ def down(app: AppContext) -> None:
 @output_option
 @pass_app
 def ps(app: AppContext) -> None:
-    """Health of each part of the local platform."""
+    """Health of each part of the local platform, and the clusters it cannot drive."""
     settings = _settings()
-    _show(app, _rows(settings), {"data_dir": str(settings.data_dir)})
+    not_driven = _not_driven(settings)
+    _show(app, _rows(settings), {"data_dir": str(settings.data_dir), "not_driven": not_driven})
+    for cluster, why in not_driven.items():
+        note(f"[yellow]cluster {cluster} is not driven[/yellow] (no job is placed there): {why}",
+             json_mode=app.json)

@@ -11,6 +11,7 @@ import click
 from aitb.cli.context import AppContext, output_option, pass_app, seg
 from aitb.cli.errors import EXIT_USAGE, CliError
 from aitb.cli.output import note, print_json
+from aitb.domain.lifecycle import JobState
 
 
 class SubmitCommand(click.Command):
@@ -67,28 +68,50 @@ def _upload_code(app: AppContext, directory: Path) -> str:
 @click.option("--retries", type=click.IntRange(min=0), default=None, help="Retries after a failure.")
 @click.option("--no-code", is_flag=True, help="Upload nothing; run in an empty directory.")
 @click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends; exit 1 unless it succeeded.")
+@click.option("--sweep", "sweep", multiple=True, metavar="NAME=VALUES",
+              help="Submit one job per point of a grid: lr=0.1,0.01 or seed=1..5 (repeat for more axes). "
+                   "Each job gets AITB_PARAM_<NAME>; {NAME} in the entrypoint is replaced.")
+@click.option("--sweep-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CSV file: a header naming the parameters, one point per row.")
 @output_option
 @pass_app
 @click.pass_context
-def submit(ctx: click.Context, app: AppContext, directory: Path, no_code: bool, follow: bool, **options: Any) -> None:
+def submit(ctx: click.Context, app: AppContext, directory: Path, no_code: bool, follow: bool,
+           sweep: tuple[str, ...], sweep_file: Path | None, **options: Any) -> None:
     """Submit DIR (default: .) as an experiment: aitb submit [DIR] [OPTIONS] -- ENTRYPOINT...
 
     DIR is zipped honouring .gitignore and .aitbignore; an aitb.yaml in DIR
     gives defaults (project, entrypoint, resources, workers, datasets, ...).
-    Prints the job id (the job as JSON with --output json).
+    Prints the job id (the job as JSON with --output json). With --sweep or --sweep-file,
+    submits one job per point as one sweep and prints the sweep id (`aitb jobs --sweep ID`).
     """
     from aitb.cli.spec import SpecError, SubmitOptions, build_job_body, load_project_file
+    from aitb.cli.sweep import SweepError, from_csv, grid
 
     try:
         file = load_project_file(directory)
         opts = SubmitOptions(entrypoint=ctx.meta.get("aitb.entrypoint", ()), **options)
         body = build_job_body(opts, file)
-    except SpecError as exc:
+        if sweep and sweep_file:
+            raise SweepError("give --sweep or --sweep-file, not both")
+        points = grid(list(sweep)) if sweep else from_csv(sweep_file) if sweep_file else None
+    except (SpecError, SweepError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    if points is not None and follow:
+        raise CliError("--follow follows one job; follow a sweep with `aitb jobs --sweep ID`", EXIT_USAGE)
     if not no_code and file.get("code", True) is not False:
         body["code"] = _upload_code(app, directory)
     client = app.client()
-    job = client.post("/jobs", body)
+    if points is not None:
+        made = client.submit("/sweeps", {"job": body, "points": points})
+        if app.json:
+            print_json(made)
+        else:
+            click.echo(made["id"])
+            note(f"sweep of {made['size']} jobs submitted to {made['project']}; "
+                 f"follow with `aitb jobs --sweep {made['id']}`", json_mode=False)
+        return
+    job = client.submit("/jobs", body)
     if not follow:
         if app.json:
             print_json(job)
@@ -109,5 +132,5 @@ def submit(ctx: click.Context, app: AppContext, directory: Path, no_code: bool, 
     state = follow_or_interrupt(client, job["id"], out, notes=not app.json)
     if app.json:
         print_json(client.get(f"/jobs/{seg(job['id'])}"))
-    if state != "SUCCEEDED":
+    if state != JobState.SUCCEEDED:
         raise CliError(f"{job['id']} ended {state}")

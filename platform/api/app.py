@@ -14,7 +14,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aitb.api.deps import AppState
 from aitb.api.metrics import Metrics
-from aitb.api.routers import accounts, capacity, datasets, jobs, system
+from aitb.api.openapi import install_error_contract, install_openapi, malformed_body
+from aitb.api.port import NoControlPlane
+from aitb.api.routers import (
+    accounting,
+    accounts,
+    datasets,
+    jobs,
+    package_urls,
+    quotas,
+    sweeps,
+    system,
+    testbeds,
+)
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
 from aitb.services.errors import ServiceError
@@ -41,21 +53,20 @@ def build_state(settings: Settings) -> AppState:
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
     settings = settings or get_settings()
     state = state or build_state(settings)
-    metrics = Metrics(state.db)
-    state.extras["metrics"] = metrics
+    metrics = state.metrics = Metrics(state.db, state.federation)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if state.settings.scheduler.enabled and "control" not in state.extras:
-            from aitb.control.plane import ControlPlane
+        if state.settings.scheduler.enabled and isinstance(state.control, NoControlPlane):
+            from aitb.control.plane import (
+                ControlPlane,  # the one place the API meets the control plane
+            )
 
-            plane = ControlPlane(state)
-            state.extras["control"] = plane
-            state.extras.setdefault("on_shutdown", []).append(plane.stop)
+            plane = ControlPlane(state.settings, state.db, state.federation, state.events, state.policy)
             plane.start()
+            state.control = plane
         yield
-        for stop in state.extras.get("on_shutdown", []):
-            stop()
+        state.control.stop()
         state.db.dispose()
 
     app = FastAPI(
@@ -67,17 +78,30 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         lifespan=lifespan,
     )
     app.state.aitb = state
-    app.middleware("http")(metrics.middleware)
-    for module in (system, accounts, capacity, datasets, jobs):
+    install_openapi(app)
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    for module in (system, accounts, testbeds, quotas, datasets, sweeps, jobs, accounting, package_urls):
         app.include_router(module.router)
     _install_error_handlers(app)
+    install_error_contract(app)
     return app
+
+
+class _MetricsMiddleware:
+    def __init__(self, app, metrics: Metrics):
+        self.app = metrics.middleware(app)
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.app(scope, receive, send)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        body: dict = {"detail": exc.detail}
+        if exc.status == 422:  # every 422 has the same shape (docs/api.md)
+            body["errors"] = [{"loc": "", "msg": exc.detail}]
+        return JSONResponse(body, status_code=exc.status, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -90,6 +114,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not even parse the body
+            return malformed_body()
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = "unknown path: see /docs for the API"

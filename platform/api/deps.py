@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from aitb.api.auth_guard import AuthGuard, FailedLogins
+from aitb.api.port import ControlPort, NoControlPlane
 from aitb.domain.testbed import Federation
-from aitb.services import accounts
+from aitb.scheduler import Policy
 from aitb.services.authz import Principal
-from aitb.services.jobs import JobHook
+from aitb.services.tracking_events import TrackingEvents
 from aitb.settings import Settings
 from aitb.store.db import Database
 
-ERROR_CODES = (401, 403, 404, 409, 422)
+if TYPE_CHECKING:
+    from aitb.api.metrics import Metrics
+
+
+def scheduler_policy(settings: Settings) -> Policy:
+    """The policy `aitb server` schedules with (and orders the queue by)."""
+    return Policy(aging_threshold_s=settings.scheduler.aging_threshold_s)
 
 
 @dataclass
@@ -25,22 +33,33 @@ class AppState:
     settings: Settings
     db: Database
     federation: Federation
-    # Hooks the run/tracking layers plug in; None where not configured.
-    on_job_created: JobHook | None = None
-    on_job_changed: JobHook | None = None
-    on_project_changed: Any = None  # callable(session, project, revoke: list[str]) -> None
-    mlflow_access: Any = None  # MlflowAccess when tracking with auth is configured
-    log_reader: Any = None  # callable(job, offset) -> (bytes, next_offset)
-    queue_view: Any = None  # callable(session) -> list[dict]
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: what the services enqueue for MLflow, inside their transactions
+    events: TrackingEvents = field(init=False)
+    #: the scheduling policy: the control plane decides with it, the queue view orders by it
+    policy: Policy = field(init=False)
+    #: the control plane of this process, or the null one (`aitb server` swaps it in at start)
+    control: ControlPort = field(init=False)
+    metrics: Metrics | None = None
+    #: authentication, with failed attempts limited per client and audited
+    auth: AuthGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = TrackingEvents(tracking=bool(self.settings.tracking.tracking_uri))
+        self.policy = scheduler_policy(self.settings)
+        self.control = NoControlPlane(self.federation, self.policy)
+        server = self.settings.server
+        self.auth = AuthGuard(self.db, FailedLogins(max_failures=server.auth_max_failures,
+                                                    window_s=server.auth_window_s))
 
 
 def get_state(request: Request) -> AppState:
     return request.app.state.aitb
 
 
-def get_session(state: Annotated[AppState, Depends(get_state)]) -> Iterator[Session]:
-    with state.db.session() as session:
+def get_session(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Iterator[Session]:
+    # GET/HEAD only read: on SQLite their transaction must not take the write lock.
+    opener = state.db.read if request.method in ("GET", "HEAD") else state.db.session
+    with opener() as session:
         yield session
 
 
@@ -48,20 +67,19 @@ _bearer = HTTPBearer(auto_error=False, description="token from `POST /v1/users`"
 
 
 def get_principal(
-    session: Annotated[Session, Depends(get_session, scope="function")],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    return accounts.authenticate(session, credentials.credentials if credentials else None)
-
-
-def get_principal_detached(
+    request: Request,
     state: Annotated[AppState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Authenticate in a short transaction of its own, for routes that call other services
-    (Ray, MLflow) or stream a body: no database transaction stays open meanwhile."""
-    with state.db.session() as session:
-        return accounts.authenticate(session, credentials.credentials if credentials else None)
+    """The caller, checked in a short read transaction of its own (never the route's write
+    transaction); failed attempts are limited per client and audited (api/auth_guard.py)."""
+    client = request.client.host if request.client else "unknown"
+    return state.auth.authenticate(credentials.credentials if credentials else None, client)
+
+
+# Authentication never uses the route's transaction, so one dependency serves both: routes
+# that call other services (Ray, MLflow) or stream a body hold no transaction meanwhile.
+get_principal_detached = get_principal
 
 
 StateDep = Annotated[AppState, Depends(get_state)]

@@ -8,11 +8,29 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aitb.domain.lifecycle import JobState
-from aitb.domain.models import NAME, Classification, Job, JobEvent, MemberRole, Residency
+from aitb.domain.models import (
+    NAME,
+    Classification,
+    Dataset,
+    Entrypoint,
+    Job,
+    JobEvent,
+    JobName,
+    JobSpec,
+    MaxRetries,
+    MaxRuntime,
+    MemberRole,
+    PackageDigest,
+    Priority,
+    Purpose,
+    Quota,
+    Residency,
+    Weight,
+)
 from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec, parse_gpu_types
-from aitb.domain.testbed import SLUG
+from aitb.version import API_VERSION
 
-API_VERSION = "v1"
+__all__ = ["API_VERSION"]  # kept importable from here for older imports
 
 
 class In(BaseModel):
@@ -40,7 +58,7 @@ class HealthOut(Out):
 
 class PartnerIn(In):
     name: str = Field(pattern=NAME, examples=["volvo"])
-    weight: float = Field(default=1.0, gt=0, le=1000)
+    weight: Weight = 1.0
 
 
 class PartnerOut(Out):
@@ -128,6 +146,11 @@ class QuotaOut(Out):
     borrowing_limit: dict[str, float]
     used: dict[str, float] = Field(default_factory=dict)
 
+    @classmethod
+    def of(cls, quota: Quota, used: dict[str, float]) -> QuotaOut:
+        return cls(project=quota.project, node=quota.node, nominal=quota.nominal,
+                   borrowing_limit=quota.borrowing_limit, used=used)
+
 
 class PoolOut(Out):
     name: str
@@ -147,6 +170,9 @@ class ClusterOut(Out):
     capacity: dict[str, float]
     used: dict[str, float]
     pools: list[PoolOut]
+    # False when this aitb cannot drive the cluster's backend: nothing is placed there
+    driven: bool = True
+    not_driven_reason: str | None = None
 
 
 class NodeOut(Out):
@@ -165,13 +191,10 @@ class TestbedOut(Out):
 # --- datasets -------------------------------------------------------------------------
 
 
-class DatasetIn(In):
-    name: str = Field(pattern=NAME)
-    partner: str
+class DatasetIn(Dataset):
+    """A dataset as registered: the domain's fields and limits, the classification required."""
+
     classification: Classification
-    home_node: str = Field(pattern=SLUG)
-    residency: Residency = Residency.NONE
-    retention_days: int = Field(default=365, ge=0, le=36500)
 
 
 class DatasetOut(Out):
@@ -184,7 +207,7 @@ class DatasetOut(Out):
 
 
 class GrantIn(In):
-    purpose: str = Field(min_length=3, max_length=500)
+    purpose: Purpose
     expires_at: datetime
 
 
@@ -228,17 +251,17 @@ class WorkersIn(ResourcesIn):
 
 class JobIn(In):
     project: str
-    name: str | None = Field(default=None, max_length=128)
-    entrypoint: str = Field(min_length=1, max_length=10_000, examples=["python train.py"])
+    name: JobName | None = None
+    entrypoint: Entrypoint = Field(examples=["python train.py"])
     resources: ResourcesIn
     workers: WorkersIn | None = None
     datasets: list[str] = Field(default_factory=list)
-    priority: int = Field(default=0, ge=-1000, le=1000)
-    max_runtime_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    priority: Priority = 0
+    max_runtime_s: MaxRuntime | None = None
     nodes: list[str] = Field(default_factory=list)
-    code: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    code: PackageDigest | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    max_retries: int = Field(default=0, ge=0, le=10)
+    max_retries: MaxRetries = 0
 
     @field_validator("env")
     @classmethod
@@ -258,6 +281,13 @@ class JobIn(In):
             workers=workers.replicas if workers else 0,
         )
 
+    def spec(self) -> JobSpec:
+        """The domain's job spec (raises ValueError where the gang breaks a domain rule)."""
+        return JobSpec(
+            gang=self.gang(),
+            **self.model_dump(exclude={"resources", "workers"}),
+        )
+
 
 class ResourcesOut(Out):
     cpu: float
@@ -275,6 +305,12 @@ class JobEventOut(Out):
     to_state: JobState
     at: datetime
     reason: str | None
+
+
+class SweepPointOut(Out):
+    id: str = Field(description="the sweep's id")
+    index: int = Field(description="the point's index in the sweep")
+    params: dict[str, str]
 
 
 class JobOut(Out):
@@ -306,6 +342,7 @@ class JobOut(Out):
     finished_at: datetime | None
     mlflow_run_id: str | None
     mlflow_experiment_id: str | None
+    sweep: SweepPointOut | None = None
     events: list[JobEventOut] | None = None
 
     @classmethod
@@ -348,6 +385,7 @@ class JobOut(Out):
             finished_at=job.finished_at,
             mlflow_run_id=job.mlflow_run_id,
             mlflow_experiment_id=job.mlflow_experiment_id,
+            sweep=SweepPointOut.model_validate(job.spec.sweep, from_attributes=True) if job.spec.sweep else None,
             events=[JobEventOut.model_validate(e, from_attributes=True) for e in events]
             if events is not None
             else None,

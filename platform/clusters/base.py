@@ -8,7 +8,7 @@ decided in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -58,7 +58,6 @@ class BackendJobStatus:
     start_time: datetime | None = None
     end_time: datetime | None = None
     exit_code: int | None = None
-    stop_requested: bool = False  # a stop was sent but the job is not terminal yet
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,21 @@ class GangWorkers:
 
 
 @dataclass(frozen=True)
+class JobContext:
+    """Whose attempt this is, for backends that label and isolate per project (KubeRay)."""
+
+    job_id: str
+    attempt: int
+    project: str
+    partner: str
+    node: str
+    package: str | None = None  # "sha256:<hex>" of the job's code package
+    no_egress: bool = False  # confidential or sensitive data: no network egress
+    #: the project's nominal + borrowing limit at the node (None: not known)
+    quota_limits: Mapping[str, float] | None = field(default=None, hash=False)
+
+
+@dataclass(frozen=True)
 class DispatchRequest:
     """Everything a backend needs to start one job; `job_id` is the idempotency key."""
 
@@ -99,29 +113,21 @@ class DispatchRequest:
     working_dir: Path | None = None  # an unpacked code package; None: an empty directory
     env: dict[str, str] = field(default_factory=dict)
     max_runtime_s: int | None = None
-
-
-@dataclass(frozen=True)
-class BackendCapabilities:
-    """What a backend can do, so callers need no isinstance checks."""
-
-    logs: bool = True
-    follow_logs: bool = True
-    gangs: bool = True
-    real_processes: bool = True  # False for the simulator
+    context: JobContext | None = None
 
 
 @runtime_checkable
 class Backend(Protocol):
-    capabilities: BackendCapabilities
-
     def dispatch(self, req: DispatchRequest) -> None:
         """Start the job; dispatching the same job id again is a no-op, never a second run."""
 
-    def status(self, job_id: str) -> BackendJobStatus: ...
+    def status(self, job_id: str) -> BackendJobStatus:
+        """What the backend reports now. A read: it never acts on the job."""
 
     def stop(self, job_id: str) -> bool:
-        """Ask the job to stop; True when it was active (stopped or stopping)."""
+        """Ask the job to stop; True when it was active (stopped or stopping). Not a promise:
+        a backend may keep a stopped pending job pending, so callers repeat it until
+        `status` is terminal."""
 
     def logs(self, job_id: str) -> str: ...
 
@@ -130,3 +136,13 @@ class Backend(Protocol):
 
     def list_jobs(self) -> dict[str, BackendJobStatus]:
         """Every aitb job the backend knows (for re-adoption after a restart)."""
+
+
+@runtime_checkable
+class ChangeSource(Protocol):
+    """A backend that watches its cluster and says when something changed, so the
+    reconciler wakes at once instead of waiting for its next poll."""
+
+    def subscribe(self, wake: Callable[[], None]) -> None: ...
+
+    def close(self) -> None: ...

@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from aitb.clusters.base import (
-    BackendCapabilities,
     BackendJobStatus,
     BackendState,
     BackendUnavailable,
@@ -56,15 +55,12 @@ def _ms(value: int | None) -> datetime | None:
 class RayBackend:
     """One Ray cluster, reached at its dashboard address (e.g. ``http://127.0.0.1:8265``)."""
 
-    capabilities = BackendCapabilities()
 
     def __init__(self, address: str, gang_strategy: str = "PACK"):
         self.address = address
         self.gang_strategy = gang_strategy
         self._client: Any = None
         self._lock = threading.Lock()
-        # Jobs we asked to stop that were not yet terminal; see `stop`.
-        self._stop_requested: set[str] = set()
 
     # -- connection -------------------------------------------------------------------------
     def _jobs(self) -> Any:
@@ -156,20 +152,15 @@ class RayBackend:
 
         Ray answers True for a job still PENDING for resources but keeps it pending, and
         starts it once resources free up (measured: the entrypoint then runs briefly before
-        the queued stop lands). So a stop of a pending job is remembered, re-issued by
-        `status` whenever the job shows up RUNNING, and reported as `stop_requested`; the
-        caller keeps calling `stop` on a cancelled job until its state is terminal (that
-        also covers a restart, which forgets the in-memory record).
+        the queued stop lands). One call is therefore no promise: the reconciler keeps
+        calling `stop` for an attempt that owes one until `status` reports it terminal.
         """
         try:
-            stopped = bool(self._call("stop", lambda c: c.stop_job(job_id)))
+            return bool(self._call("stop", lambda c: c.stop_job(job_id)))
         except RuntimeError as exc:
             if _http_status(exc) == 404:
                 return False
             raise BackendUnavailable(str(exc)) from exc
-        if stopped:
-            self._stop_requested.add(job_id)
-        return stopped
 
     def logs(self, job_id: str) -> str:
         try:
@@ -208,17 +199,12 @@ class RayBackend:
         return out
 
     # -- helpers ----------------------------------------------------------------------------
-    def _to_status(self, info: Any) -> BackendJobStatus:
+    @staticmethod
+    def _to_status(info: Any) -> BackendJobStatus:
+        """Ray's JobInfo as a status (pure: reading a status never acts on the job)."""
         state = BackendState(str(getattr(info.status, "value", info.status)))
         message = info.message or ""
-        job_id = info.submission_id
         exit_code = getattr(info, "driver_exit_code", None)
-        stop_requested = job_id in self._stop_requested
-        if state.terminal:
-            self._stop_requested.discard(job_id)
-        elif stop_requested and state == BackendState.RUNNING:
-            # The stop sent while it was pending may have been lost: send it again.
-            self._call("stop", lambda c: c.stop_job(job_id))
         if exit_code == 124 and str(info.entrypoint).startswith(_TIMEOUT_PREFIX):
             message = f"exceeded its max_runtime_s and was killed; {message}"
         return BackendJobStatus(
@@ -227,5 +213,4 @@ class RayBackend:
             start_time=_ms(info.start_time),
             end_time=_ms(info.end_time),
             exit_code=exit_code,
-            stop_requested=stop_requested and not state.terminal,
         )

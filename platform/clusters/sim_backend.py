@@ -4,6 +4,12 @@ A job "runs" for a declared duration: `AITB_SIM_DURATION_S` in its env, else the
 N of an entrypoint `sleep N`, else `default_duration_s`. `AITB_SIM_EXIT_CODE`
 non-zero makes it fail. Time comes from an injected clock, so tests and the
 simulator advance it themselves.
+
+Two knobs model what a real cluster does to the control plane: `start_delay_s`
+keeps each job PENDING for a while after dispatch (waiting for resources), and
+`ignores_pending_stop` answers a stop of a PENDING job with True while the job
+stays pending and later runs (Ray's behaviour, measured: see RayBackend.stop).
+`dispatches` and `stops` record every call, for tests.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aitb.clusters.base import (
-    BackendCapabilities,
     BackendJobStatus,
     BackendState,
     DispatchRequest,
@@ -33,21 +38,32 @@ class _SimJob:
 
 
 class SimBackend:
-    capabilities = BackendCapabilities(follow_logs=False, real_processes=False)
 
-    def __init__(self, clock: Callable[[], float], default_duration_s: float = 60.0):
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        default_duration_s: float = 60.0,
+        *,
+        start_delay_s: float = 0.0,
+        ignores_pending_stop: bool = False,
+    ):
         self.clock = clock
         self.default_duration_s = default_duration_s
+        self.start_delay_s = start_delay_s
+        self.ignores_pending_stop = ignores_pending_stop
+        self.dispatches: list[str] = []
+        self.stops: list[str] = []
         self._jobs: dict[str, _SimJob] = {}
 
     def dispatch(self, req: DispatchRequest) -> None:
+        self.dispatches.append(req.job_id)
         if req.job_id in self._jobs:
             return
         duration = self._duration(req)
         if req.max_runtime_s is not None:
             duration = min(duration, float(req.max_runtime_s))
         exit_code = int(req.env.get("AITB_SIM_EXIT_CODE", "0"))
-        self._jobs[req.job_id] = _SimJob(req, self.clock(), duration, exit_code)
+        self._jobs[req.job_id] = _SimJob(req, self.clock() + self.start_delay_s, duration, exit_code)
 
     def status(self, job_id: str) -> BackendJobStatus:
         job = self._jobs.get(job_id)
@@ -56,7 +72,10 @@ class SimBackend:
         now = self.clock()
         start = _dt(job.started)
         if job.stopped_at is not None:
-            return BackendJobStatus(BackendState.STOPPED, "stopped", start, _dt(job.stopped_at))
+            started = start if job.stopped_at >= job.started else None
+            return BackendJobStatus(BackendState.STOPPED, "stopped", started, _dt(job.stopped_at))
+        if now < job.started:
+            return BackendJobStatus(BackendState.PENDING, "waiting for resources")
         end = job.started + job.duration
         if now < end:
             return BackendJobStatus(BackendState.RUNNING, "running", start)
@@ -67,9 +86,15 @@ class SimBackend:
         return BackendJobStatus(BackendState.SUCCEEDED, "finished", start, _dt(end), 0)
 
     def stop(self, job_id: str) -> bool:
+        self.stops.append(job_id)
         job = self._jobs.get(job_id)
-        if job is None or self.status(job_id).state.terminal:
+        if job is None:
             return False
+        state = self.status(job_id).state
+        if state.terminal:
+            return False
+        if state == BackendState.PENDING and self.ignores_pending_stop:
+            return True  # like Ray: "stopped", yet it stays pending and runs later
         job.stopped_at = self.clock()
         return True
 

@@ -13,12 +13,11 @@ import socket
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import Connection, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, text
 
-from aitb.store.base import utcnow
+from aitb.store import leases
 from aitb.store.db import Database
-from aitb.store.tables import LeaseRow
+from aitb.timeutil import utcnow
 
 SCHEDULER_LOCK = 0x41495442_5343  # "AITB" "SC"
 
@@ -56,32 +55,14 @@ class LeaderElection:
     def _lease(self) -> bool:
         now = utcnow()
         with self.db.session() as session:
-            row = session.get(LeaseRow, self.name)
-            if row is None:
-                try:
-                    session.add(LeaseRow(name=self.name, holder=self.identity, expires_at=now + self.lease))
-                    session.flush()
-                    return True
-                except IntegrityError:
-                    return False
-            result = session.execute(
-                update(LeaseRow)
-                .where(LeaseRow.name == self.name)
-                .where((LeaseRow.holder == self.identity) | (LeaseRow.expires_at < now))
-                .values(holder=self.identity, expires_at=now + self.lease)
-            )
-            return result.rowcount == 1
+            return leases.take(session, self.name, self.identity, now, now + self.lease)
 
     def release(self) -> None:
         if self.db.is_postgres:
             self._drop_conn()
         else:
             with self.db.session() as session:
-                session.execute(
-                    update(LeaseRow)
-                    .where(LeaseRow.name == self.name, LeaseRow.holder == self.identity)
-                    .values(expires_at=utcnow())
-                )
+                leases.give_up(session, self.name, self.identity, utcnow())
         self.is_leader = False
 
     def _drop_conn(self) -> None:

@@ -1,25 +1,34 @@
 """The control plane inside `aitb server`: wires backends, scheduler, reconciler and tracking,
-and runs them on a background thread while this process holds the scheduler leadership."""
+and runs them on a background thread while this process holds the scheduler leadership.
+
+`ControlPlane` is the API's `ControlPort` (api/port.py) in a process that schedules."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
-from aitb.api.deps import AppState
-from aitb.clusters.registry import backends_for
-from aitb.control.events import JobEvents
+from sqlalchemy.orm import Session
+
+from aitb.clusters.base import ChangeSource
+from aitb.clusters.registry import backends_for, warn_undriven
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
 from aitb.domain.models import Job
+from aitb.domain.testbed import Federation
+from aitb.osutil import secret_file
 from aitb.scheduler import Policy
+from aitb.services import queue
+from aitb.services.tracking_events import TrackingEvents
 from aitb.settings import Settings
 from aitb.store import jobs as job_store
-from aitb.store.base import utcnow
+from aitb.store.db import Database
+from aitb.timeutil import utcnow
 
 log = logging.getLogger("aitb.control")
 
@@ -29,12 +38,7 @@ RUN_WAIT = timedelta(seconds=20)
 
 def runner_secret(settings: Settings) -> str:
     """Secret from which per-project MLflow runner passwords derive; made once, kept 0600."""
-    path = settings.data_dir / "tracking-runner.secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return secret_file(settings.data_dir / "tracking-runner.secret", lambda: secrets.token_hex(32))
 
 
 def checkpoint_dir(data_dir: Path, job_id: str) -> Path:
@@ -46,38 +50,71 @@ def checkpoint_dir(data_dir: Path, job_id: str) -> Path:
 
 
 class ControlPlane:
-    def __init__(self, state: AppState):
-        self.state = state
-        settings = state.settings
+    def __init__(self, settings: Settings, db: Database, federation: Federation, events: TrackingEvents,
+                 policy: Policy):
         self.settings = settings
-        tracking_uri = settings.tracking.tracking_uri
-        self.events = JobEvents(tracking=bool(tracking_uri))
-        self.backends = backends_for(state.federation)
-        self.leader = LeaderElection(state.db, lease_s=settings.scheduler.lease_s)
+        self.db = db
+        self.federation = federation
+        self.events = events
+        # backends: one per driven cluster; each undriven one is warned about once, here
+        backends = backends_for(federation, package_urls=self._package_urls(),
+                                kube_defaults=settings.kubernetes.connection_defaults())
+        warn_undriven(backends)
+        self.backends = backends.driven
+        self.leader = LeaderElection(db, lease_s=settings.scheduler.lease_s)
         self.reconciler = Reconciler(
-            state.db, state.federation, self.backends, self.events, settings.data_dir,
+            db, federation, self.backends, self.events, settings.data_dir,
             env_for=self.job_env, workdir_for=self.workdir,
         )
         self.scheduler = SchedulingCycle(
-            state.db, state.federation, self.events,
-            Policy(aging_threshold_s=settings.scheduler.aging_threshold_s),
-            on_preempt=self.reconciler.stop_now,
+            db, federation, self.events, policy, on_preempt=self.reconciler.stop_now,
+            undriven=backends.undriven, unavailable=self.reconciler.unavailable,
         )
-        self.outbox = self._outbox() if tracking_uri else None
+        self.outbox = self._outbox() if settings.tracking.tracking_uri else None
         self._stop = threading.Event()
         self._wake_control = threading.Event()
         self._wake_tracking = threading.Event()
         self._threads: list[threading.Thread] = []
-        # the API uses these for job hooks, logs and the queue
-        state.on_job_created = self.hook(self.events.created)
-        state.on_job_changed = self.hook(self.events.changed)
-        if self.outbox is not None:
-            from aitb.control.events import project_permissions_changed
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):  # e.g. KubeRay's watch: wake on every change
+                backend.subscribe(self._wake_control.set)
+        self._next_bundle_sync = 0.0
 
-            state.on_project_changed = project_permissions_changed
-            state.mlflow_access = self.outbox.access
-        state.log_reader = self.reconciler.read_log
-        state.queue_view = self.scheduler.queue
+    # -- the API's port ---------------------------------------------------------------------
+    @property
+    def scheduler_role(self) -> str:
+        return "leader" if self.leader.is_leader else "standby"
+
+    def queue(self, session: Session, node: str | None = None) -> list[queue.QueueEntry]:
+        """The queue as this leader's last cycle left it; the store's order before that."""
+        last = self.scheduler.last
+        if last is None or not self.leader.is_leader:
+            return queue.current_order(session, self.federation, self.scheduler.policy, node=node,
+                                       undriven=self.scheduler.undriven)
+        return queue.from_decisions(last, self.scheduler.pending, node=node, notes=self.scheduler.notes)
+
+    def read_log(self, job: Job, offset: int) -> tuple[bytes, int]:
+        return self.reconciler.read_log(job, offset)
+
+    def reset_mlflow_password(self, user: str) -> str | None:
+        access = self.outbox.access if self.outbox is not None else None
+        return access.reset_password(user) if access is not None else None
+
+    def _package_urls(self):
+        """Signed package URLs for pods on Kubernetes clusters (needs the public URL)."""
+        public = self.settings.server.public_url
+        if not public:
+            return None
+        from aitb.services.package_urls import PackageUrlSigner, signing_key
+
+        key = signing_key(self.settings.packages_dir, self.settings.packages.url_signing_key)
+        return PackageUrlSigner(key, public)
+
+    def sync_bundles(self) -> None:
+        """Keep each project's namespace on Kubernetes clusters in step with its quota."""
+        from aitb.control.kube import sync_project_bundles
+
+        sync_project_bundles(self.db, self.federation, self.backends)
 
     def _outbox(self):
         from aitb.tracking.credentials import MlflowAccount
@@ -88,7 +125,7 @@ class ControlPlane:
         t = self.settings.tracking
         admin = MlflowAccount(t.admin_user, t.admin_password or "")
         return OutboxProcessor(
-            self.state.db.sessions,
+            self.db.sessions,
             Tracker(t.tracking_uri, admin),
             access=MlflowAccess(t.tracking_uri, admin) if t.admin_password else None,
             runner_secret=runner_secret(self.settings) if t.admin_password else None,
@@ -96,7 +133,7 @@ class ControlPlane:
         )
 
     def _run_created(self, job_id: str, experiment_id: str, run_id: str) -> None:
-        with self.state.db.session() as session:
+        with self.db.session() as session:
             job_store.update_fields(session, job_id, mlflow_experiment_id=experiment_id, mlflow_run_id=run_id)
 
     # -- what a dispatched job gets ---------------------------------------------------------
@@ -154,26 +191,28 @@ class ControlPlane:
     # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
+    BUNDLE_SYNC_S = 10.0
+    PACE_FLOOR_S = 0.005  # cycles shorter than this need no pacing
 
     def wake(self) -> None:
         self._wake_control.set()
         self._wake_tracking.set()
 
-    def hook(self, action):
-        """Wrap an API job hook so the loops wake as soon as the API's transaction commits."""
-        from sqlalchemy import event
-
-        def run(session, job):
-            action(session, job)
-            event.listen(session, "after_commit", lambda _s: self.wake(), once=True)
-
-        return run
-
     def tick(self) -> bool:
         """One scheduling + reconciling pass; True while some job waits to start."""
-        if not self.leader.try_acquire():
+        try:
+            leading = self.leader.try_acquire()
+        except Exception as exc:  # the database is gone: act on nothing until it is back
+            self.leader.is_leader = False
+            log.warning("scheduler paused: cannot reach the database (%s)", type(exc).__name__)
             return False
-        for step in (self.scheduler.run_once, self.reconciler.run_once):
+        if not leading:
+            return False
+        steps = [self.scheduler.run_once, self.reconciler.run_once]
+        if time.monotonic() >= self._next_bundle_sync:
+            self._next_bundle_sync = time.monotonic() + self.BUNDLE_SYNC_S
+            steps.append(self.sync_bundles)
+        for step in steps:
             try:
                 step()
             except Exception:  # one failing step must not stop the other or the loop
@@ -183,9 +222,17 @@ class ControlPlane:
     def _control_loop(self) -> None:
         interval = self.settings.scheduler.interval_s
         while not self._stop.is_set():
+            started = time.monotonic()
             hot = self.tick()
+            took = time.monotonic() - started
             self._wake_control.wait(self.HOT_INTERVAL_S if hot else interval)
             self._wake_control.clear()
+            # Pace: wait at least three times as long as the cycle took before the next one,
+            # so a stream of submissions (each one a wake-up) coalesces into fewer cycles and
+            # the loop, whose cycles grow with the queue, never takes more than about a
+            # quarter of this process's time (the API keeps the rest).
+            if took > self.PACE_FLOOR_S:
+                self._stop.wait(min(3 * took, interval))
 
     def _tracking_loop(self) -> None:
         assert self.outbox is not None
@@ -218,6 +265,9 @@ class ControlPlane:
         self.wake()
         for thread in self._threads:
             thread.join(timeout=10)
+        for backend in self.backends.values():
+            if isinstance(backend, ChangeSource):
+                backend.close()
         try:
             self.leader.release()
         except Exception:

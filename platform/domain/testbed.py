@@ -92,12 +92,17 @@ class Federation(_Strict):
 
     def pool_of_host(self, host_id: str) -> Pool | None:
         """The pool of a scheduler host id ``<cluster>/<pool>/<index>``."""
-        cluster_name, _, rest = host_id.partition("/")
-        pool_name = rest.partition("/")[0]
+        cluster_name, pool_name = host_pool(host_id)
         found = self.cluster(cluster_name)
         if found is None:
             return None
         return next((p for p in found[1].pools if p.name == pool_name), None)
+
+
+def host_pool(host_id: str) -> tuple[str, str]:
+    """(cluster, pool) of a scheduler host id ``<cluster>/<pool>/<index>``."""
+    cluster, _, rest = host_id.partition("/")
+    return cluster, rest.partition("/")[0]
 
 
 def _unique(names: list[str], what: str) -> None:

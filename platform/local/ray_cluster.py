@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -26,6 +25,7 @@ from aitb.clusters.base import pool_resource
 from aitb.domain.testbed import Cluster
 from aitb.local.ports import free_port_range, free_ports
 from aitb.local.procs import pid_alive, same_process, start_time_ticks, terminate_tree
+from aitb.osutil import spawn_detached
 
 GIB = 1024**3
 DEFAULT_OBJECT_STORE_BYTES = 128 * 1024**2
@@ -181,12 +181,14 @@ def temp_dir_for(base_dir: Path, name: str) -> Path:
 
 
 def start_ray_head(
-    spec: RayHeadSpec, base_dir: Path, timeout_s: float = 120.0, attempts: int = 3
+    spec: RayHeadSpec, base_dir: Path, timeout_s: float = 120.0, attempts: int = 3,
+    ports: RayPorts | None = None,
 ) -> LocalRayCluster:
-    """Start a head on fresh free ports and wait until it accepts jobs; retry on port races."""
+    """Start a head on fresh free ports (or on ``ports``, e.g. to bring a stopped head back
+    where its clients look for it) and wait until it accepts jobs; retry on port races."""
     last: Exception | None = None
     for _ in range(attempts):
-        cluster = _launch(spec, base_dir)
+        cluster = _launch(spec, base_dir, ports)
         try:
             wait_healthy(cluster, timeout_s)
             return cluster
@@ -197,8 +199,8 @@ def start_ray_head(
     raise last
 
 
-def _launch(spec: RayHeadSpec, base_dir: Path) -> LocalRayCluster:
-    ports = RayPorts.allocate()
+def _launch(spec: RayHeadSpec, base_dir: Path, ports: RayPorts | None = None) -> LocalRayCluster:
+    ports = ports or RayPorts.allocate()
     temp_dir = temp_dir_for(base_dir, spec.name)
     temp_dir.mkdir(parents=True, exist_ok=True)
     log_dir = base_dir / "logs"
@@ -234,16 +236,7 @@ def _launch(spec: RayHeadSpec, base_dir: Path) -> LocalRayCluster:
             "AUTOSCALER_METRIC_PORT": str(ports.autoscaler_metric),
         }
     )
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=temp_dir,
-            start_new_session=True,
-        )
+    process = spawn_detached(command, log_path, env=env, cwd=temp_dir)
     return LocalRayCluster(
         name=spec.name,
         pid=process.pid,

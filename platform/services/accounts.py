@@ -1,21 +1,22 @@
-"""Partners, users, tokens, projects and memberships."""
+"""Partners, users, tokens, projects and memberships: who may do what, then the repositories."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aitb.domain.models import MemberRole
+from aitb.domain.models import MemberRole, Membership, Partner, Project, User
 from aitb.services.authz import PLATFORM_ADMIN, Principal, valid_role
-from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, found
+from aitb.services.tracking_events import TrackingEvents
+from aitb.store import accounts as account_store
 from aitb.store import audit
-from aitb.store.base import utcnow
-from aitb.store.tables import MembershipRow, PartnerRow, ProjectRow, UserRow
+from aitb.store import projects as project_store
+from aitb.timeutil import as_utc, utcnow
 
 TOKEN_PREFIX = "aitb_"
 
@@ -28,47 +29,39 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def _aware(ts: datetime | None) -> datetime | None:
-    if ts is not None and ts.tzinfo is None:
-        return ts.replace(tzinfo=UTC)
-    return ts
-
-
 # --- authentication ----------------------------------------------------------------
 
 
 def authenticate(session: Session, token: str | None) -> Principal:
     if not token:
         raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
-    row = session.scalars(select(UserRow).where(UserRow.token_hash == hash_token(token))).first()
-    if row is None:
+    user = account_store.user_by_token_hash(session, hash_token(token))
+    if user is None:
         raise Unauthenticated("invalid token")
-    expires = _aware(row.token_expires_at)
+    expires = as_utc(user.token_expires_at)
     if expires is not None and expires <= utcnow():
         raise Unauthenticated(
             f"token expired at {expires.isoformat()}: ask an admin for a new one"
         )
-    return principal_for(session, row)
+    return principal_for(session, user)
 
 
-def principal_for(session: Session, row: UserRow) -> Principal:
-    members = session.scalars(select(MembershipRow).where(MembershipRow.user == row.name))
+def principal_for(session: Session, user: User) -> Principal:
     return Principal(
-        name=row.name,
-        partner=row.partner,
-        roles=frozenset(row.roles or []),
-        memberships={m.project: MemberRole(m.role) for m in members},
+        name=user.name,
+        partner=user.partner,
+        roles=frozenset(user.roles),
+        memberships=project_store.roles_of_user(session, user.name),
     )
 
 
 def bootstrap_admin(session: Session, token: str) -> bool:
     """Create user `admin` with the given token unless a platform admin exists."""
-    for row in session.scalars(select(UserRow)):
-        if PLATFORM_ADMIN in (row.roles or []):
-            return False
-    if session.get(UserRow, "admin") is not None:
+    if account_store.users_with_role(session, PLATFORM_ADMIN):
         return False
-    session.add(UserRow(name="admin", roles=[PLATFORM_ADMIN], token_hash=hash_token(token)))
+    if account_store.get_user(session, "admin") is not None:
+        return False
+    account_store.add_user(session, User(name="admin", roles=[PLATFORM_ADMIN]), hash_token(token))
     audit.append(session, "system", "user.bootstrap", "user/admin", {"roles": [PLATFORM_ADMIN]})
     return True
 
@@ -76,27 +69,23 @@ def bootstrap_admin(session: Session, token: str) -> bool:
 # --- partners ------------------------------------------------------------------------
 
 
-def create_partner(session: Session, who: Principal, name: str, weight: float) -> PartnerRow:
+def create_partner(session: Session, who: Principal, name: str, weight: float) -> Partner:
     if not who.is_platform_admin:
         raise Forbidden("only a platform admin may create partners")
-    if session.get(PartnerRow, name) is not None:
+    if account_store.get_partner(session, name) is not None:
         raise Conflict(f"partner {name!r} already exists")
-    row = PartnerRow(name=name, weight=weight)
-    session.add(row)
+    partner = account_store.add_partner(session, Partner(name=name, weight=weight))
     audit.append(session, who.name, "partner.create", f"partner/{name}", {"weight": weight}, partner=name)
-    session.flush()
-    return row
+    return partner
 
 
-def list_partners(session: Session) -> list[PartnerRow]:
-    return list(session.scalars(select(PartnerRow).order_by(PartnerRow.name)))
+def list_partners(session: Session, who: Principal) -> list[Partner]:
+    """Every authenticated caller sees the partners (their names and weights are public)."""
+    return account_store.list_partners(session)
 
 
-def require_partner(session: Session, name: str) -> PartnerRow:
-    row = session.get(PartnerRow, name)
-    if row is None:
-        raise NotFound(f"unknown partner {name!r}")
-    return row
+def require_partner(session: Session, name: str) -> Partner:
+    return found(account_store.get_partner(session, name), f"partner {name!r}")
 
 
 # --- users ---------------------------------------------------------------------------
@@ -123,138 +112,118 @@ def create_user(
     partner: str | None,
     roles: list[str],
     ttl_days: int,
-) -> tuple[UserRow, str]:
+) -> tuple[User, str]:
     _check_can_create_user(who, partner, roles)
     if partner is not None:
         require_partner(session, partner)
     for role in roles:
         if role.startswith("partner-admin:"):
             require_partner(session, role.split(":", 1)[1])
-    if session.get(UserRow, name) is not None:
+    if account_store.get_user(session, name) is not None:
         raise Conflict(f"user {name!r} already exists")
     token = new_token()
-    row = UserRow(
-        name=name,
-        partner=partner,
-        roles=sorted(set(roles)),
-        token_hash=hash_token(token),
-        token_expires_at=utcnow() + timedelta(days=ttl_days),
-    )
-    session.add(row)
-    audit.append(session, who.name, "user.create", f"user/{name}", {"partner": partner, "roles": row.roles}, partner=partner)
-    session.flush()
-    return row, token
+    user = User(name=name, partner=partner, roles=sorted(set(roles)),
+                token_expires_at=utcnow() + timedelta(days=ttl_days))
+    account_store.add_user(session, user, hash_token(token))
+    audit.append(session, who.name, "user.create", f"user/{name}", {"partner": partner, "roles": user.roles},
+                 partner=partner)
+    return user, token
 
 
-def list_users(session: Session, who: Principal) -> list[UserRow]:
-    rows = list(session.scalars(select(UserRow).order_by(UserRow.name)))
+def list_users(session: Session, who: Principal) -> list[User]:
+    users = account_store.list_users(session)
     if who.is_platform_admin:
-        return rows
+        return users
     partners = who.admin_partners()
-    return [r for r in rows if r.name == who.name or (r.partner in partners)]
+    return [u for u in users if u.name == who.name or (u.partner in partners)]
 
 
-def rotate_token(session: Session, who: Principal, name: str, ttl_days: int) -> tuple[UserRow, str]:
-    row = session.get(UserRow, name)
-    if row is None:
-        raise NotFound(f"unknown user {name!r}")
-    if who.name != name and not who.is_platform_admin and not who.is_partner_admin(row.partner):
+def rotate_token(session: Session, who: Principal, name: str, ttl_days: int) -> tuple[User, str]:
+    user = require_user(session, name)
+    if who.name != name and not who.is_platform_admin and not who.is_partner_admin(user.partner):
         raise Forbidden("only the user, its partner's admin or a platform admin may issue a token")
-    if who.name != name and PLATFORM_ADMIN in (row.roles or []) and not who.is_platform_admin:
+    if who.name != name and PLATFORM_ADMIN in user.roles and not who.is_platform_admin:
         raise Forbidden("only a platform admin may issue a platform admin's token")
     token = new_token()
-    row.token_hash = hash_token(token)
-    row.token_expires_at = utcnow() + timedelta(days=ttl_days)
-    audit.append(session, who.name, "user.token", f"user/{name}", {}, partner=row.partner)
-    session.flush()
-    return row, token
+    user = account_store.set_token(session, name, hash_token(token), utcnow() + timedelta(days=ttl_days))
+    audit.append(session, who.name, "user.token", f"user/{name}", {}, partner=user.partner)
+    return user, token
 
 
-def require_user(session: Session, name: str) -> UserRow:
-    row = session.get(UserRow, name)
-    if row is None:
-        raise NotFound(f"unknown user {name!r}")
-    return row
+def require_user(session: Session, name: str) -> User:
+    return found(account_store.get_user(session, name), f"user {name!r}")
+
+
+def check_mlflow_password_reset(session: Session, who: Principal, name: str) -> User:
+    """The user whose MLflow password ``who`` may reset (the user itself or an admin)."""
+    target = require_user(session, name)
+    if who.name != name and not who.is_platform_admin and not who.is_partner_admin(target.partner):
+        raise Forbidden("only the user or an admin may reset an MLflow password")
+    return target
 
 
 # --- projects ------------------------------------------------------------------------
 
 
-def create_project(session: Session, who: Principal, name: str, partner: str) -> ProjectRow:
+def create_project(session: Session, who: Principal, name: str, partner: str,
+                   events: TrackingEvents) -> Project:
     require_partner(session, partner)
     if not who.is_partner_admin(partner):
         raise Forbidden(f"only a platform admin or an admin of partner {partner!r} may create its projects")
-    if session.get(ProjectRow, name) is not None:
+    if project_store.get_project(session, name) is not None:
         raise Conflict(f"project {name!r} already exists")
-    row = ProjectRow(name=name, partner=partner)
-    session.add(row)
+    project = project_store.add_project(session, Project(name=name, partner=partner))
     audit.append(session, who.name, "project.create", f"project/{name}", {"partner": partner}, partner=partner)
-    session.flush()
-    return row
+    events.project_changed(session, name)
+    return project
 
 
-def require_project(session: Session, name: str) -> ProjectRow:
-    row = session.get(ProjectRow, name)
-    if row is None:
-        raise NotFound(f"unknown project {name!r}")
-    return row
+def require_project(session: Session, name: str) -> Project:
+    return found(project_store.get_project(session, name), f"project {name!r}")
 
 
-def visible_project(session: Session, who: Principal, name: str) -> ProjectRow:
-    row = require_project(session, name)
-    if not who.can_read_project(row.name, row.partner):
+def visible_project(session: Session, who: Principal, name: str) -> Project:
+    """The project with its members, if ``who`` may read it."""
+    project = require_project(session, name)
+    if not who.can_read_project(project.name, project.partner):
         raise Forbidden(f"you are not a member of project {name!r}")
-    return row
+    return project_store.with_members(session, [project])[0]
 
 
-def list_projects(session: Session, who: Principal) -> list[ProjectRow]:
-    rows = session.scalars(select(ProjectRow).order_by(ProjectRow.name))
-    return [r for r in rows if who.can_read_project(r.name, r.partner)]
+def readable_projects(session: Session, who: Principal) -> list[Project]:
+    """The projects ``who`` may read (without their members)."""
+    return [p for p in project_store.list_projects(session) if who.can_read_project(p.name, p.partner)]
 
 
-def members_of(session: Session, projects: list[str]) -> dict[str, list[MembershipRow]]:
-    out: dict[str, list[MembershipRow]] = {p: [] for p in projects}
-    if not projects:
-        return out
-    rows = session.scalars(
-        select(MembershipRow).where(MembershipRow.project.in_(projects)).order_by(MembershipRow.user)
-    )
-    for row in rows:
-        out[row.project].append(row)
-    return out
+def list_projects(session: Session, who: Principal) -> list[Project]:
+    """The projects ``who`` may read, with their members."""
+    return project_store.with_members(session, readable_projects(session, who))
 
 
 def set_member(
-    session: Session, who: Principal, project: str, user: str, role: MemberRole
-) -> MembershipRow:
+    session: Session, who: Principal, project: str, user: str, role: MemberRole, events: TrackingEvents
+) -> Membership:
     proj = require_project(session, project)
     target = require_user(session, user)
     if not who.can_manage_members(proj.name, proj.partner):
         raise Forbidden(f"only the project's lead or its partner's admin may change members of {project!r}")
-    row = session.get(MembershipRow, (project, user))
     try:
-        if row is None:
-            row = MembershipRow(project=project, user=user, role=role.value)
-            session.add(row)
-        else:
-            row.role = role.value
+        membership = project_store.set_membership(session, Membership(project=project, user=user, role=role))
         audit.append(
             session, who.name, "member.set", f"project/{project}/members/{user}",
             {"role": role.value, "user_partner": target.partner}, partner=proj.partner,
         )
-        session.flush()
     except IntegrityError as exc:  # pragma: no cover - guarded by the checks above
         raise Conflict(f"cannot add {user!r} to {project!r}") from exc
-    return row
+    events.project_changed(session, project)
+    return membership
 
 
-def remove_member(session: Session, who: Principal, project: str, user: str) -> None:
+def remove_member(session: Session, who: Principal, project: str, user: str, events: TrackingEvents) -> None:
     proj = require_project(session, project)
     if not who.can_manage_members(proj.name, proj.partner):
         raise Forbidden(f"only the project's lead or its partner's admin may change members of {project!r}")
-    row = session.get(MembershipRow, (project, user))
-    if row is None:
+    if not project_store.delete_membership(session, project, user):
         raise NotFound(f"{user!r} is not a member of {project!r}")
-    session.delete(row)
     audit.append(session, who.name, "member.remove", f"project/{project}/members/{user}", {}, partner=proj.partner)
-    session.flush()
+    events.project_changed(session, project, revoke=[user])

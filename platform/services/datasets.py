@@ -2,69 +2,45 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import Dataset, Grant
 from aitb.domain.testbed import Federation
 from aitb.services.accounts import require_partner, require_project
 from aitb.services.authz import Principal
-from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
+from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound, found
 from aitb.store import audit
-from aitb.store.base import utcnow
-from aitb.store.tables import DatasetRow, GrantRow
+from aitb.store import datasets as dataset_store
+from aitb.timeutil import utcnow
 
 
-def to_dataset(row: DatasetRow) -> Dataset:
-    return Dataset(
-        name=row.name,
-        partner=row.partner,
-        classification=row.classification,
-        home_node=row.home_node,
-        residency=row.residency,
-        retention_days=row.retention_days,
-    )
-
-
-def create_dataset(session: Session, who: Principal, federation: Federation, ds: Dataset) -> DatasetRow:
+def create_dataset(session: Session, who: Principal, federation: Federation, ds: Dataset) -> Dataset:
     require_partner(session, ds.partner)
     if not who.is_partner_admin(ds.partner):
         raise Forbidden(f"only a platform admin or an admin of partner {ds.partner!r} may register its datasets")
     if federation.node(ds.home_node) is None:
         raise Invalid(f"unknown home_node {ds.home_node!r}")
-    if session.get(DatasetRow, ds.name) is not None:
+    if dataset_store.get_dataset(session, ds.name) is not None:
         raise Conflict(f"dataset {ds.name!r} already exists")
-    row = DatasetRow(
-        name=ds.name,
-        partner=ds.partner,
-        classification=ds.classification.value,
-        home_node=ds.home_node,
-        residency=ds.residency.value,
-        retention_days=ds.retention_days,
-    )
-    session.add(row)
+    dataset_store.add_dataset(session, ds)
     audit.append(session, who.name, "dataset.create", f"dataset/{ds.name}", ds.model_dump(mode="json"),
                  node=ds.home_node, partner=ds.partner)
-    session.flush()
-    return row
+    return ds
 
 
-def require_dataset(session: Session, name: str) -> DatasetRow:
-    row = session.get(DatasetRow, name)
-    if row is None:
-        raise NotFound(f"unknown dataset {name!r}")
-    return row
+def require_dataset(session: Session, name: str) -> Dataset:
+    return found(dataset_store.get_dataset(session, name), f"dataset {name!r}")
 
 
-def list_datasets(session: Session, who: Principal) -> list[DatasetRow]:
-    rows = list(session.scalars(select(DatasetRow).order_by(DatasetRow.name)))
+def list_datasets(session: Session, who: Principal) -> list[Dataset]:
+    datasets = dataset_store.list_datasets(session)
     if who.is_platform_admin or who.admin_nodes():
-        return rows
-    granted = {g.dataset for g in session.scalars(select(GrantRow)) if g.project in who.memberships}
-    return [r for r in rows if r.partner in (who.admin_partners() | {who.partner}) or r.name in granted]
+        return datasets
+    granted = {g.dataset for g in dataset_store.grants_of(session, projects=who.memberships)}
+    return [d for d in datasets if d.partner in (who.admin_partners() | {who.partner}) or d.name in granted]
 
 
-def set_grant(session: Session, who: Principal, grant: Grant) -> GrantRow:
+def set_grant(session: Session, who: Principal, grant: Grant) -> Grant:
     ds = require_dataset(session, grant.dataset)
     project = require_project(session, grant.project)
     if not who.is_partner_admin(ds.partner):
@@ -73,37 +49,28 @@ def set_grant(session: Session, who: Principal, grant: Grant) -> GrantRow:
         raise Invalid("expires_at must include a time zone (e.g. 2027-01-01T00:00:00Z)")
     if grant.expires_at <= utcnow():
         raise Invalid("expires_at is in the past")
-    row = session.get(GrantRow, (grant.dataset, grant.project))
-    if row is None:
-        row = GrantRow(dataset=grant.dataset, project=grant.project)
-        session.add(row)
-    row.purpose = grant.purpose
-    row.expires_at = grant.expires_at
-    row.granted_by = who.name
-    row.granted_at = utcnow()
+    stored = dataset_store.set_grant(
+        session, grant.model_copy(update={"granted_by": who.name, "granted_at": utcnow()})
+    )
     audit.append(session, who.name, "grant.set", f"dataset/{grant.dataset}/grants/{grant.project}",
                  {"purpose": grant.purpose, "expires_at": grant.expires_at.isoformat(),
                   "project_partner": project.partner}, node=ds.home_node, partner=ds.partner)
-    session.flush()
-    return row
+    return stored
 
 
-def list_grants(session: Session, who: Principal, dataset: str) -> list[GrantRow]:
+def list_grants(session: Session, who: Principal, dataset: str) -> list[Grant]:
     ds = require_dataset(session, dataset)
-    rows = list(session.scalars(select(GrantRow).where(GrantRow.dataset == dataset).order_by(GrantRow.project)))
+    grants = dataset_store.grants_of(session, dataset=dataset)
     if who.is_partner_admin(ds.partner) or who.admin_nodes():
-        return rows
-    return [r for r in rows if r.project in who.memberships]
+        return grants
+    return [g for g in grants if g.project in who.memberships]
 
 
 def revoke_grant(session: Session, who: Principal, dataset: str, project: str) -> None:
     ds = require_dataset(session, dataset)
     if not who.is_partner_admin(ds.partner):
         raise Forbidden(f"only an admin of partner {ds.partner!r} may revoke grants of its datasets")
-    row = session.get(GrantRow, (dataset, project))
-    if row is None:
+    if not dataset_store.delete_grant(session, dataset, project):
         raise NotFound(f"project {project!r} has no grant for dataset {dataset!r}")
-    session.delete(row)
     audit.append(session, who.name, "grant.revoke", f"dataset/{dataset}/grants/{project}", {},
                  node=ds.home_node, partner=ds.partner)
-    session.flush()

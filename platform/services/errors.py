@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class ServiceError(Exception):
     status = 400
@@ -33,3 +37,10 @@ class Invalid(ServiceError):
 
 class TooLarge(ServiceError):
     status = 413
+
+
+def found(value: T | None, what: str) -> T:
+    """``value``, or NotFound("unknown <what>") when there is none."""
+    if value is None:
+        raise NotFound(f"unknown {what}")
+    return value

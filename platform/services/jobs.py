@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 
 from sqlalchemy.orm import Session
 
-from aitb.domain.lifecycle import ACTIVE_STATES, CANCELLABLE_STATES, JobState
-from aitb.domain.models import Job, JobSpec
+from aitb.domain.lifecycle import CANCELLABLE_STATES, JobState
+from aitb.domain.models import Job, JobEvent, JobSpec
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
-from aitb.services.accounts import require_project
+from aitb.services.accounts import readable_projects, require_project
 from aitb.services.authz import Principal
 from aitb.services.datasets import require_dataset
 from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
+from aitb.services.tracking_events import TrackingEvents
+from aitb.store import attempts as attempt_store
 from aitb.store import jobs as store
-from aitb.store.tables import PackageRow
-
-#: Called inside the submit/transition transaction (e.g. to enqueue tracking events).
-JobHook = Callable[[Session, Job], None]
+from aitb.store import packages as package_store
 
 
 def _why_nothing_fits(federation: Federation, replica: ReplicaSpec, nodes: set[str] | None) -> str | None:
@@ -64,7 +63,7 @@ def validate_submission(session: Session, federation: Federation, spec: JobSpec)
         problem = _why_nothing_fits(federation, replica, set(spec.nodes) or None)
         if problem:
             raise Invalid(problem)
-    if spec.code is not None and session.get(PackageRow, spec.code) is None:
+    if spec.code is not None and package_store.get_package(session, spec.code) is None:
         raise Invalid(f"unknown code package {spec.code}: upload it with POST /v1/packages first")
 
 
@@ -73,15 +72,15 @@ def submit(
     who: Principal,
     federation: Federation,
     spec: JobSpec,
-    on_created: JobHook | None = None,
+    events: TrackingEvents,
 ) -> Job:
+    """Store the job QUEUED and its run.create tracking event, in the caller's transaction."""
     project = require_project(session, spec.project)
     if not who.can_submit(project.name, project.partner):
         raise Forbidden(f"only researchers and leads of project {spec.project!r} may submit to it")
     validate_submission(session, federation, spec)
     job = store.create_job(session, spec, partner=project.partner, submitter=who.name)
-    if on_created:
-        on_created(session, job)
+    events.created(session, job)
     return job
 
 
@@ -93,9 +92,41 @@ def visible_job(session: Session, who: Principal, job_id: str) -> Job:
     return job
 
 
-def cancel(
-    session: Session, who: Principal, job_id: str, on_changed: JobHook | None = None
-) -> Job:
+def job_with_history(session: Session, who: Principal, job_id: str) -> tuple[Job, list[JobEvent]]:
+    job = visible_job(session, who, job_id)
+    return job, store.job_events(session, job.id)
+
+
+def list_jobs(
+    session: Session,
+    who: Principal,
+    *,
+    project: str | None = None,
+    states: Iterable[JobState] | None = None,
+    node: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """A page of the jobs ``who`` may read, newest first, and the cursor of the next page."""
+    try:
+        after = store.Cursor.decode(cursor) if cursor else None
+    except ValueError:
+        raise Invalid("invalid cursor: use the X-Next-Cursor header of the previous page") from None
+    visible_projects = None
+    visible_nodes = None
+    if not who.is_platform_admin:
+        visible_projects = [
+            p.name for p in readable_projects(session, who) if who.can_read_job(p.name, p.partner, None)
+        ]
+        visible_nodes = sorted(who.admin_nodes())
+    items, next_cursor = store.list_jobs(
+        session, projects=visible_projects, project=project, states=states, node=node,
+        limit=limit, cursor=after, visible_nodes=visible_nodes,
+    )
+    return items, next_cursor.encode() if next_cursor else None
+
+
+def cancel(session: Session, who: Principal, job_id: str, events: TrackingEvents) -> Job:
     job = visible_job(session, who, job_id)
     if not who.can_cancel_job(job.project, job.partner, job.submitter):
         raise Forbidden("only the submitter, the project's lead or an admin may cancel this job")
@@ -107,12 +138,11 @@ def cancel(
             job,
             JobState.CANCELLED,
             reason=f"cancelled by {who.name}",
-            # The backend still has to stop what it started: the reconciler does it.
-            cancel_requested=job.state in ACTIVE_STATES,
             pending_reason=None,
         )
     except store.StaleTransition as exc:
         raise Conflict(f"job {job_id} changed while cancelling; try again") from exc
-    if on_changed:
-        on_changed(session, updated)
+    # Whatever the backend started (or may yet start) owes a stop: the reconciler sends it.
+    attempt_store.owe_stop(session, job.id)
+    events.changed(session, updated)
     return updated

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
+from aitb.domain.models import AuditEntry
 from aitb.store.base import utcnow
 from aitb.store.tables import AuditRow
 
@@ -106,11 +107,9 @@ def list_entries(
     limit: int = 100,
     nodes: list[str] | None = None,
     partners: list[str] | None = None,
-) -> list[AuditRow]:
+) -> list[AuditEntry]:
     query = select(AuditRow).where(AuditRow.seq > after)
     if nodes is not None or partners is not None:
-        from sqlalchemy import or_
-
         scope = []
         if nodes:
             scope.append(AuditRow.node.in_(nodes))
@@ -119,4 +118,8 @@ def list_entries(
         if not scope:
             return []
         query = query.where(or_(*scope))
-    return list(session.scalars(query.order_by(AuditRow.seq).limit(limit)))
+    return [
+        AuditEntry(seq=r.seq, at=r.at, actor=r.actor, action=r.action, target=r.target, detail=r.detail,
+                   node=r.node, partner=r.partner, prev_hash=r.prev_hash, hash=r.hash)
+        for r in session.scalars(query.order_by(AuditRow.seq).limit(limit))
+    ]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
+
+from aitb.timeutil import as_utc, utcnow
+
+__all__ = ["NAMING", "Base", "UTCDateTime", "delete", "upsert", "utcnow"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -20,8 +25,30 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+B = TypeVar("B", bound=Base)
+
+
+def upsert(session: Session, row_type: type[B], key: tuple, **values: object) -> B:
+    """The row of ``row_type`` with primary key ``key`` (made when missing), set to ``values``."""
+    row = session.get(row_type, key)
+    if row is None:
+        names = [c.key for c in row_type.__mapper__.primary_key]
+        row = row_type(**dict(zip(names, key, strict=True)))
+        session.add(row)
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.flush()
+    return row
+
+
+def delete(session: Session, row_type: type[Base], key: tuple) -> bool:
+    """Delete the row of ``row_type`` with primary key ``key``; False when there was none."""
+    row = session.get(row_type, key)
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
 
 
 class UTCDateTime(TypeDecorator):
@@ -31,11 +58,7 @@ class UTCDateTime(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC) if value is not None else None
+        return as_utc(value)
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        return as_utc(value)

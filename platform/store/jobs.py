@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from aitb.domain.lifecycle import ACTIVE_STATES, JobState, check_transition
+from aitb.domain.accounting import ATTEMPT_ENDS
+from aitb.domain.lifecycle import ACTIVE_STATES, JobState, Requeue, check_transition
 from aitb.domain.models import Job, JobEvent, JobSpec, Placement
+from aitb.store import usage
 from aitb.store.base import utcnow
 from aitb.store.tables import JobEventRow, JobRow
 
@@ -48,9 +50,6 @@ def to_job(row: JobRow) -> Job:
         retries_left=row.retries_left,
         mlflow_run_id=row.mlflow_run_id,
         mlflow_experiment_id=row.mlflow_experiment_id,
-        cancel_requested=bool(row.cancel_requested),
-        backend_job_id=row.backend_job_id,
-        dispatched_at=row.dispatched_at,
         admitted_at=row.admitted_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
@@ -60,28 +59,11 @@ def to_job(row: JobRow) -> Job:
 def create_job(
     session: Session, spec: JobSpec, partner: str, submitter: str, job_id: str | None = None
 ) -> Job:
-    now = utcnow()
-    row = JobRow(
-        id=job_id or new_job_id(),
-        project=spec.project,
-        partner=partner,
-        submitter=submitter,
-        name=spec.name,
-        spec=spec.model_dump(mode="json"),
-        state=JobState.QUEUED.value,
-        version=0,
-        priority=spec.priority,
-        pending_reason="waiting for the scheduler",
-        reasons=[],
-        retries_left=spec.max_retries,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(row)
-    session.flush()  # the event row references the job: insert the job first
-    session.add(JobEventRow(job_id=row.id, from_state=None, to_state=row.state, at=now))
-    session.flush()
-    return to_job(row)
+    """The job QUEUED with its first event: the bulk insert of store/job_batch.py with one item
+    (no ORM round trip, no re-read: a submission's share of the write lock stays small)."""
+    from aitb.store.job_batch import create_jobs
+
+    return create_jobs(session, [(spec, partner)], submitter, ids=[job_id] if job_id else None)[0]
 
 
 def get_job(session: Session, job_id: str) -> Job | None:
@@ -175,16 +157,19 @@ def jobs_in_states(session: Session, states: Iterable[JobState]) -> list[Job]:
     return [to_job(r) for r in rows]
 
 
-def jobs_to_stop(session: Session) -> list[Job]:
-    """Jobs whose backend attempt still has to be stopped (cancelled or preempted).
+def jobs_by_id(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
+    ids = list(set(job_ids))
+    if not ids:
+        return {}
+    return {r.id: to_job(r) for r in session.scalars(select(JobRow).where(JobRow.id.in_(ids)))}
 
-    Active jobs are left out: a re-admitted job's flag belongs to its old attempt."""
-    rows = session.scalars(
-        select(JobRow)
-        .where(JobRow.cancel_requested.is_(True), JobRow.state.not_in([s.value for s in ACTIVE_STATES]))
-        .order_by(JobRow.id)
+
+def count_by_state_and_project(session: Session) -> list[tuple[str, str, int]]:
+    """(state, project, number of jobs) for every pair that has jobs."""
+    rows = session.execute(
+        select(JobRow.state, JobRow.project, func.count()).group_by(JobRow.state, JobRow.project)
     )
-    return [to_job(r) for r in rows]
+    return [(state, project, count) for state, project, count in rows]
 
 
 _TIMESTAMP_ON_ENTRY = {
@@ -232,6 +217,9 @@ def transition(
     )
     if result.rowcount != 1:
         raise StaleTransition(f"job {job.id} changed since it was read")
+    # -- accounting (store/usage.py): an ending attempt is charged in this same transaction
+    if job.state in ACTIVE_STATES and target in ATTEMPT_ENDS:
+        usage.record_attempt_end(session, job, target, at)
     session.add(JobEventRow(job_id=job.id, from_state=job.state.value, to_state=target.value, at=at, reason=reason))
     session.flush()
     row = session.get(JobRow, job.id, populate_existing=True)
@@ -247,3 +235,19 @@ def update_fields(session: Session, job_id: str, **fields: Any) -> None:
         .values(**fields)
         .execution_options(synchronize_session=False)
     )
+
+
+def requeue(session: Session, job: Job, rule: Requeue, *, reason: str, at: datetime | None = None) -> Job:
+    """Back to QUEUED by one of the lifecycle's REQUEUE_RULES (a retry or a preemption).
+
+    The placement goes: the job will be placed afresh. Where the last attempt ran stays
+    on that attempt, which is where a stop it still owes is sent."""
+    if job.state != rule.source:
+        raise ValueError(f"requeue rule for {rule.source} applied to a {job.state} job")
+    fields: dict[str, Any] = {
+        "node": None, "cluster": None, "placement": None, "pending_reason": rule.pending_reason,
+        "admitted_at": None, "started_at": None, "finished_at": None,
+    }
+    if rule.uses_retry:
+        fields["retries_left"] = job.retries_left - 1
+    return transition(session, job, JobState.QUEUED, reason=reason, at=at, **fields)

@@ -9,20 +9,17 @@ key (a job id, or `project:<name>` for project-level events) are delivered stric
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func, select
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func, insert, select
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
-from aitb.store.base import Base, utcnow
+from aitb.store.base import Base
+from aitb.timeutil import as_utc as _utc
+from aitb.timeutil import utcnow
 
 TS = DateTime(timezone=True)
-
-
-def _utc(at: datetime) -> datetime:
-    """SQLite keeps no offset, so every time written or compared here is UTC."""
-    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 class OutboxRow(Base):
@@ -68,6 +65,19 @@ def enqueue(
     session.add(row)
     session.flush()
     return row.id
+
+
+def enqueue_many(session: Session, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Record many (job_id, kind, payload) events in one multi-row INSERT, in list order
+    (a batch or a sweep: one run.create per job)."""
+    if not events:
+        return
+    now = _utc(utcnow())
+    session.execute(insert(OutboxRow), [
+        {"job_id": job_id, "kind": kind, "payload": payload, "created_at": now, "attempts": 0,
+         "next_attempt_at": now}
+        for job_id, kind, payload in events
+    ])
 
 
 def _open():

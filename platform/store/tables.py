@@ -15,8 +15,10 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    func,
+    select,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from aitb.store.base import Base, UTCDateTime, utcnow
 
@@ -103,6 +105,28 @@ class PackageRow(Base):
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 
+class AttemptRow(Base):
+    """One backend attempt of a job (domain: ``Attempt``); ``number`` counts from 1."""
+
+    __tablename__ = "attempts"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # The id the backend knows this attempt by (Ray submission_id): `<job>`, then `<job>-<n>`.
+    backend_id: Mapped[str] = mapped_column(String(80), unique=True)
+    cluster: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    # The backend still has to stop this attempt (cancelled, preempted, over time).
+    stop_owed: Mapped[bool] = mapped_column(Boolean, default=False)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+    # The reconciler reads the open attempts every tick; closed ones only accumulate.
+    __table_args__ = (Index("ix_attempts_open", "ended_at"),)
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -120,13 +144,8 @@ class JobRow(Base):
     placement: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     pending_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
     preemptions: Mapped[int] = mapped_column(Integer, default=0)
     retries_left: Mapped[int] = mapped_column(Integer, default=0)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    # The id the backend knows this attempt by (Ray submission_id), set at dispatch.
-    backend_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    dispatched_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
@@ -134,6 +153,14 @@ class JobRow(Base):
     admitted_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    # Read-only: the number of the latest attempt, counted from the attempts table (kept
+    # in one place, so it cannot drift from the attempts themselves).
+    attempts: Mapped[int] = column_property(
+        select(func.coalesce(func.max(AttemptRow.number), 0))
+        .where(AttemptRow.job_id == id)
+        .correlate_except(AttemptRow)
+        .scalar_subquery()
+    )
 
     __table_args__ = (
         Index("ix_jobs_state_priority", "state", "priority"),
@@ -175,6 +202,7 @@ class LeaseRow(Base):
 
 
 __all__ = [
+    "AttemptRow",
     "AuditRow",
     "DatasetRow",
     "GrantRow",

@@ -239,7 +239,8 @@ class OutboxProcessor:
                 self.access.ensure_runner(
                     spec.partner, spec.project, experiment_id, self.runner_secret
                 )
-            run_id = self.tracker.create_run(experiment_id, spec)
+            parent = self.tracker.ensure_sweep_run(experiment_id, spec) if spec.sweep_id else None
+            run_id = self.tracker.create_run(experiment_id, spec, parent_run_id=parent)
             return {"experiment_id": experiment_id, "run_id": run_id}
         if event.kind == EXPERIMENT_SYNC:
             experiment_id = self.tracker.ensure_experiment(p["partner"], p["project"])

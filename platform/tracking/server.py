@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from aitb.local.procs import pid_alive
+from aitb.osutil import secret_file, spawn_detached
 
 MIN_PASSWORD_LENGTH = 12  # the MLflow auth app refuses shorter passwords
 
@@ -162,16 +163,7 @@ def start_mlflow_server(
         # A server behind `aitb up` is reached as 127.0.0.1 or localhost; allow both.
         "--allowed-hosts", f"{host},{host}:{port},localhost,localhost:{port}",
     ]  # fmt: skip
-    with paths.log.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=paths.root,
-            start_new_session=True,
-        )
+    process = spawn_detached(command, paths.log, env=env, cwd=paths.root)
     return ManagedMlflow(
         pid=process.pid, url=f"http://{host}:{port}", log_path=paths.log, _process=process
     )
@@ -196,13 +188,7 @@ def write_auth_config(paths: MlflowPaths, admin_user: str) -> None:
 
 def flask_secret_key(paths: MlflowPaths) -> str:
     """The session-signing key, generated once and kept (0600) so restarts keep sessions valid."""
-    if paths.secret_key.exists():
-        return paths.secret_key.read_text().strip()
-    key = secrets.token_hex(32)
-    fd = os.open(paths.secret_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
+    return secret_file(paths.secret_key, lambda: secrets.token_hex(32))
 
 
 def server_env(paths: MlflowPaths, admin_password: str) -> dict[str, str]:

@@ -8,12 +8,13 @@ costs seconds and must stay out of the CLI's start-up path.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from aitb.domain.lifecycle import MLFLOW_STATUS, JobState
+from aitb.timeutil import as_utc, utcnow
 from aitb.tracking.credentials import HttpPolicy, MlflowAccount, as_account
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ class RunSpec(BaseModel):
     classification: str | None = None
     state: JobState = JobState.QUEUED
     created_at: datetime | None = None
+    # a sweep's point: its parameters become run params, the sweep a parent run
+    sweep_id: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def from_job(cls, job: Job, classification: str | None = None) -> RunSpec:
@@ -59,6 +63,8 @@ class RunSpec(BaseModel):
             classification=classification,
             state=job.state,
             created_at=job.created_at,
+            sweep_id=job.spec.sweep.id if job.spec.sweep else None,
+            params=dict(job.spec.sweep.params) if job.spec.sweep else {},
         )
 
 
@@ -83,6 +89,8 @@ def run_tags(spec: RunSpec) -> dict[str, str]:
         tags["aitb.node"] = spec.node
     if spec.cluster:
         tags["aitb.cluster"] = spec.cluster
+    if spec.sweep_id:
+        tags["aitb.sweep_id"] = spec.sweep_id
     return tags
 
 
@@ -91,15 +99,11 @@ def state_tags(state: JobState, at: datetime) -> dict[str, str]:
 
 
 def _iso(at: datetime) -> str:
-    return _aware(at).isoformat()
+    return as_utc(at).isoformat()
 
 
 def _ms(at: datetime) -> int:
-    return int(_aware(at).timestamp() * 1000)
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return int(as_utc(at).timestamp() * 1000)
 
 
 class Tracker:
@@ -113,6 +117,7 @@ class Tracker:
         self.policy = policy or HttpPolicy()
         self._client: MlflowClient | None = None
         self._experiments: dict[str, str] = {}  # name -> id; experiments are never renamed here
+        self._sweep_runs: dict[str, str] = {}  # sweep id -> parent run id
 
     def ensure_ready(self) -> None:
         """Import mlflow and reach the server once, so the first job does not pay for it."""
@@ -168,13 +173,38 @@ class Tracker:
 
         return self._call(go)
 
-    def create_run(self, experiment_id: str, job: Job | RunSpec) -> str:
+    def ensure_sweep_run(self, experiment_id: str, spec: RunSpec) -> str:
+        """The parent run of the sweep of ``spec`` (created once; keyed by the sweep id), so the
+        MLflow UI nests the sweep's runs and compares their params."""
+        assert spec.sweep_id
+        if spec.sweep_id in self._sweep_runs:
+            return self._sweep_runs[spec.sweep_id]
+        existing = self.find_run(experiment_id, spec.sweep_id)
+        if existing is not None:
+            self._sweep_runs[spec.sweep_id] = existing
+            return existing
+
+        def go(client: MlflowClient) -> str:
+            run = client.create_run(experiment_id, run_name=f"sweep {spec.sweep_id}", tags={
+                "aitb.job_id": spec.sweep_id, "aitb.sweep_id": spec.sweep_id, "aitb.kind": "sweep",
+                "aitb.project": spec.project, "aitb.partner": spec.partner, "aitb.submitter": spec.submitter,
+                "mlflow.user": spec.submitter,
+            })
+            client.update_run(run.info.run_id, status="FINISHED")  # a grouping, not something that runs
+            return run.info.run_id
+
+        self._sweep_runs[spec.sweep_id] = self._call(go)
+        return self._sweep_runs[spec.sweep_id]
+
+    def create_run(self, experiment_id: str, job: Job | RunSpec, parent_run_id: str | None = None) -> str:
         """Create the job's run (status SCHEDULED), or return the one that already exists."""
         spec = job if isinstance(job, RunSpec) else RunSpec.from_job(job)
         existing = self.find_run(experiment_id, spec.job_id)
         if existing is not None:
             return existing
         tags = run_tags(spec)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
         if spec.created_at is not None:
             tags[f"aitb.state.{spec.state}.at"] = _iso(spec.created_at)
 
@@ -186,6 +216,10 @@ class Tracker:
                 run_name=spec.name or spec.job_id,
             )
             run_id = run.info.run_id
+            if spec.params:
+                from mlflow.entities import Param
+
+                client.log_batch(run_id, params=[Param(k, v) for k, v in spec.params.items()])
             status = MLFLOW_STATUS[spec.state]
             if status != "RUNNING":  # MLflow creates runs RUNNING
                 client.update_run(run_id, status=status)
@@ -228,7 +262,7 @@ class Tracker:
         self, run_id: str, metrics: Mapping[str, float], at: datetime | None = None
     ) -> None:
         """Log platform metrics (queue_wait_s, run_time_s, preemptions) in one batch."""
-        timestamp = _ms(at or datetime.now(UTC))
+        timestamp = _ms(at or utcnow())
 
         def go(client: MlflowClient) -> None:
             from mlflow.entities import Metric

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import sqlite3
 import uuid
-import zipfile
 
-import httpx
 import pytest
 
-from tests.conftest import start_api_server, stop_process
+from tests.support.api import in_process_api
+from tests.support.packages import zip_bytes
 
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
     """A server with a 4 KiB package limit, to try oversized uploads cheaply."""
-    server = start_api_server(tmp_path_factory.mktemp("small"), extra_env={"AITB_PACKAGES__MAX_BYTES": "4096"})
+    server = in_process_api(tmp_path_factory.mktemp("small"), packages={"max_bytes": 4096})
     yield server
-    stop_process(server.process)
+    server.close()
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +29,6 @@ def researcher(small_server):
 def count_rows(server, table: str) -> int:
     with sqlite3.connect(server.data_dir / "aitb.db") as conn:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-
-
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 GOOD = {"project": None, "entrypoint": "python train.py", "resources": {"cpu": 1, "memory_gib": 2}}
@@ -68,7 +58,7 @@ def test_bad_job_is_refused_and_not_stored(researcher, mutate, status, fragment)
     body = {**GOOD, "project": project, "resources": dict(GOOD["resources"])}
     mutate(body)
     before = count_rows(server, "jobs")
-    r = httpx.post(f"{server.url}/v1/jobs", json=body, headers={"Authorization": f"Bearer {token}"})
+    r = server.client("").post("/v1/jobs", json=body, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == status, r.text
     assert fragment in r.json()["detail"]
     assert "Traceback" not in r.text
@@ -77,7 +67,7 @@ def test_bad_job_is_refused_and_not_stored(researcher, mutate, status, fragment)
 
 def test_not_json_at_all(researcher):
     server, token, _ = researcher
-    r = httpx.post(f"{server.url}/v1/jobs", content=b"{not json", headers={
+    r = server.client("").post("/v1/jobs", content=b"{not json", headers={
         "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     assert r.status_code == 422
     assert r.json()["detail"].startswith("invalid request")
@@ -96,7 +86,7 @@ def test_not_json_at_all(researcher):
 def test_bad_packages_are_refused_and_not_stored(researcher, payload, status, fragment):
     server, token, _ = researcher
     before = count_rows(server, "packages")
-    r = httpx.post(f"{server.url}/v1/packages", content=payload,
+    r = server.client("").post("/v1/packages", content=payload,
                    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/zip"})
     assert r.status_code == status, r.text
     assert fragment in r.json()["detail"]
@@ -108,13 +98,13 @@ def test_good_package_is_content_addressed(researcher):
     server, token, project = researcher
     data = zip_bytes({"train.py": b"print('hello')\n"})
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/zip"}
-    first = httpx.post(f"{server.url}/v1/packages", content=data, headers=headers)
-    second = httpx.post(f"{server.url}/v1/packages", content=data, headers=headers)
+    first = server.client("").post("/v1/packages", content=data, headers=headers)
+    second = server.client("").post("/v1/packages", content=data, headers=headers)
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.json()["digest"] == second.json()["digest"]
     digest = first.json()["digest"]
-    assert httpx.head(f"{server.url}/v1/packages/{digest}", headers=headers).status_code == 200
-    r = httpx.post(f"{server.url}/v1/jobs", headers={"Authorization": f"Bearer {token}"},
+    assert server.client("").head(f"/v1/packages/{digest}", headers=headers).status_code == 200
+    r = server.client("").post("/v1/jobs", headers={"Authorization": f"Bearer {token}"},
                    json={**GOOD, "project": project, "code": digest})
     assert r.status_code == 201 and r.json()["code"] == digest
 
@@ -127,34 +117,34 @@ def test_good_package_is_content_addressed(researcher):
         ({"Authorization": "Basic dXNlcjpwYXNz"}, "missing bearer token"),
     ],
 )
-def test_unauthenticated(api_server, headers, fragment):
-    r = httpx.get(f"{api_server.url}/v1/jobs", headers=headers)
+def test_unauthenticated(api, headers, fragment):
+    r = api.client("").get("/v1/jobs", headers=headers)
     assert r.status_code == 401
     assert fragment in r.json()["detail"]
 
 
-def test_expired_token_is_refused(api_server):
+def test_expired_token_is_refused(api):
     name = f"exp-{uuid.uuid4().hex[:6]}"
-    token = api_server.make_user(name)
-    with sqlite3.connect(api_server.data_dir / "aitb.db") as conn:
+    token = api.make_user(name)
+    with sqlite3.connect(api.data_dir / "aitb.db") as conn:
         conn.execute("UPDATE users SET token_expires_at = '2020-01-01 00:00:00.000000' WHERE name = ?", (name,))
-    r = httpx.get(f"{api_server.url}/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+    r = api.client("").get("/v1/users/me", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401
     assert "expired" in r.json()["detail"]
 
 
-def test_duplicates_conflict(api_server):
+def test_duplicates_conflict(api):
     name = f"dup-{uuid.uuid4().hex[:6]}"
-    with api_server.client() as c:
+    with api.client() as c:
         assert c.post("/v1/partners", json={"name": name}).status_code == 201
         r = c.post("/v1/partners", json={"name": name})
         assert r.status_code == 409 and "already exists" in r.json()["detail"]
 
 
-def test_invalid_quota_resources(api_server):
+def test_invalid_quota_resources(api):
     suffix = uuid.uuid4().hex[:6]
-    api_server.make_user(f"q-{suffix}", partner=f"qp-{suffix}", project=f"qproj-{suffix}")
-    with api_server.client() as c:
+    api.make_user(f"q-{suffix}", partner=f"qp-{suffix}", project=f"qproj-{suffix}")
+    with api.client() as c:
         r = c.put(f"/v1/quotas/qproj-{suffix}/stockholm", json={"nominal": {"bananas": 3}})
         assert r.status_code == 422 and "unknown resource 'bananas'" in r.json()["detail"]
         r = c.put(f"/v1/quotas/qproj-{suffix}/atlantis", json={"nominal": {"cpu": 3}})
@@ -162,20 +152,20 @@ def test_invalid_quota_resources(api_server):
         assert c.get(f"/v1/quotas?project=qproj-{suffix}").json() == []
 
 
-def test_cancel_twice_conflicts(api_server):
+def test_cancel_twice_conflicts(api):
     suffix = uuid.uuid4().hex[:6]
-    token = api_server.make_user(f"c-{suffix}", partner=f"cp-{suffix}", project=f"cproj-{suffix}")
-    with api_server.client(token) as c:
+    token = api.make_user(f"c-{suffix}", partner=f"cp-{suffix}", project=f"cproj-{suffix}")
+    with api.client(token) as c:
         job = c.post("/v1/jobs", json={**GOOD, "project": f"cproj-{suffix}"}).json()
         assert c.post(f"/v1/jobs/{job['id']}/cancel").json()["state"] == "CANCELLED"
         r = c.post(f"/v1/jobs/{job['id']}/cancel")
         assert r.status_code == 409 and "already CANCELLED" in r.json()["detail"]
 
 
-def test_unknown_path_and_openapi(api_server):
-    r = httpx.get(f"{api_server.url}/v1/nothing-here")
+def test_unknown_path_and_openapi(api):
+    r = api.client("").get("/v1/nothing-here")
     assert r.status_code == 404 and "detail" in r.json()
-    spec = httpx.get(f"{api_server.url}/openapi.json").json()
+    spec = api.client("").get("/openapi.json").json()
     submit = spec["paths"]["/v1/jobs"]["post"]
     assert {"201", "401", "403", "404", "422"} <= set(submit["responses"])
     assert "ErrorOut" in spec["components"]["schemas"]

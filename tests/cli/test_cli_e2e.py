@@ -115,8 +115,12 @@ def test_admin_flow_end_to_end(admin: Cli, api_server) -> None:
     assert entries and all({"seq", "hash", "prev_hash"} <= set(e) for e in entries)
     verify = admin.run("admin", "audit", "verify")
     assert "intact" in verify.stdout
-    table = admin.run("admin", "testbeds").stdout
-    assert node in table and "CAPACITY" in table
+    shown = admin.run("admin", "testbeds")
+    assert node in shown.stdout and "CAPACITY" in shown.stdout
+    # the test server's testbed has no Ray addresses filled in: no cluster is driven, and it says so
+    cluster = admin.json("admin", "testbeds")["nodes"][0]["clusters"][0]
+    assert cluster["driven"] is False and "connection.address" in cluster["not_driven_reason"]
+    assert "not driven" in shown.stdout and f"cluster {cluster['name']} is not driven" in shown.stderr
 
 
 def test_researcher_submits_a_directory_and_sees_the_job(team: dict[str, Any], api_server, tmp_path: Path) -> None:

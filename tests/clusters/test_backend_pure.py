@@ -16,9 +16,15 @@ from aitb.clusters.base import (
     pool_resource,
 )
 from aitb.clusters.ray_backend import RayBackend, _http_status
-from aitb.clusters.registry import BackendConfigError, BackendNotSupported, backend_for
+from aitb.clusters.registry import (
+    BackendConfigError,
+    backend_for,
+    backends_for,
+    not_driven_reason,
+    warn_undriven,
+)
 from aitb.clusters.sim_backend import SimBackend
-from aitb.domain.testbed import Cluster, Pool
+from aitb.domain.testbed import Cluster, Pool, parse_testbed
 
 GIB = 1024**3
 
@@ -145,5 +151,80 @@ def test_registry_builds_backends_and_explains_what_is_missing() -> None:
     assert isinstance(backend_for(_cluster("sim", {})), SimBackend)
     with pytest.raises(BackendConfigError, match="connection.address"):
         backend_for(_cluster("ray", {}))
-    with pytest.raises(BackendNotSupported, match="not yet supported"):
-        backend_for(_cluster("kuberay", {"context": "x"}))
+    from aitb.clusters.kuberay.backend import KubeRayBackend
+
+    kube = backend_for(_cluster("kuberay", {"context": "x", "namespace": "aitb-jobs"}))
+    assert isinstance(kube, KubeRayBackend) and kube.options.context == "x"
+    with pytest.raises(BackendConfigError, match="adress"):  # a misspelt connection key
+        backend_for(_cluster("kuberay", {"context": "x", "adress": "y"}))
+
+
+def test_clusters_without_a_usable_backend_are_reported_not_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    fed = parse_testbed({"federation": "t", "nodes": [{"name": "lund", "clusters": [
+        {"name": "sim-1", "backend": "sim", "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
+        {"name": "ray-1", "backend": "ray", "connection": {"address": "http://127.0.0.1:9"},
+         "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
+        {"name": "ray-unset", "backend": "ray", "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
+        {"name": "k8s-1", "backend": "kuberay", "connection": {"context": "x", "adress": "y"},
+         "pools": [{"name": "p", "hosts": 1, "cpu": 1, "memory_gib": 1}]},
+    ]}]})
+    backends = backends_for(fed)
+    assert set(backends.driven) == {"sim-1", "ray-1"}
+    assert set(backends.undriven) == {"ray-unset", "k8s-1"}
+    assert "connection.address" in backends.undriven["ray-unset"]
+    assert "adress" in backends.undriven["k8s-1"]  # a kuberay connection with a misspelt key
+    assert {c.name: not_driven_reason(c) is None for _, c in fed.clusters()} == {
+        "sim-1": True, "ray-1": True, "ray-unset": False, "k8s-1": False}
+    with caplog.at_level("WARNING", logger="aitb.clusters"):
+        warn_undriven(backends)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "cluster ray-unset is not driven, no job will be placed there",
+        "cluster k8s-1 is not driven, no job will be placed there"]
+
+
+def test_sim_models_a_pending_start_and_a_stop_that_a_pending_job_ignores() -> None:
+    clock = FakeClock()
+    sim = SimBackend(clock, start_delay_s=10, ignores_pending_stop=True)
+    sim.dispatch(_request(job_id="a", env={"AITB_SIM_DURATION_S": "100"}))
+    sim.dispatch(_request(job_id="a", env={"AITB_SIM_DURATION_S": "100"}))  # idempotent
+    assert sim.status("a").state == BackendState.PENDING and sim.status("a").start_time is None
+    assert sim.stop("a") is True  # "stopped"...
+    clock.now += 11
+    assert sim.status("a").state == BackendState.RUNNING  # ...yet it started
+    assert sim.stop("a") is True and sim.status("a").state == BackendState.STOPPED
+    assert sim.stop("a") is False  # already over
+    assert (sim.dispatches, sim.stops) == (["a", "a"], ["a", "a", "a"])
+    assert set(sim.list_jobs()) == {"a"}
+
+
+def test_ray_status_is_a_read() -> None:
+    """Reading a status never acts on the job, even right after a stop of a pending job."""
+
+    class Info:
+        submission_id = "p"
+        status = "PENDING"
+        message = ""
+        entrypoint = "sleep 1"
+        start_time = end_time = None
+        driver_exit_code = None
+        metadata = {"aitb.job_id": "p"}
+
+    class Client:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def get_job_info(self, job_id: str) -> Info:
+            self.calls.append(f"info {job_id}")
+            return Info()
+
+        def stop_job(self, job_id: str) -> bool:
+            self.calls.append(f"stop {job_id}")
+            return True
+
+    backend = RayBackend("http://127.0.0.1:1")
+    client = backend._client = Client()
+    assert backend.stop("p") is True
+    for state in ("PENDING", "RUNNING"):
+        Info.status = state
+        assert backend.status("p").state == BackendState(state)
+    assert client.calls == ["stop p", "info p", "info p"]

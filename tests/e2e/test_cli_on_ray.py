@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import aitb_command
+from tests.support.processes import aitb_command
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ import time
 import pytest
 from ray.job_submission import JobSubmissionClient
 
-from tests.conftest import stop_process
-from tests.e2e.conftest import start_platform
+from tests.support.platform import start_platform
+from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

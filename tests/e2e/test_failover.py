@@ -10,8 +10,9 @@ import httpx
 import pytest
 from ray.job_submission import JobSubmissionClient
 
-from tests.conftest import start_api_server, stop_process
-from tests.e2e.conftest import write_testbed
+from tests.support.api import start_api_server
+from tests.support.platform import write_testbed
+from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres, pytest.mark.slow]
 

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import time
-import zipfile
 
 import pytest
 from ray.job_submission import JobSubmissionClient
 
+from tests.support.packages import zip_bytes
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def package(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return buf.getvalue()
 
 
 def submit(platform_, token, project, entrypoint, code=None, **extra) -> dict:
@@ -34,7 +26,7 @@ def submit(platform_, token, project, entrypoint, code=None, **extra) -> dict:
 
 def test_job_runs_with_its_code_and_environment(platform_):
     token, project = platform_.researcher()
-    code = package({"train.py": "import os\nprint('hello from', os.environ['AITB_JOB_ID'], os.environ['AITB_NODE'])\n"
+    code = zip_bytes({"train.py": "import os\nprint('hello from', os.environ['AITB_JOB_ID'], os.environ['AITB_NODE'])\n"
                                "print('data file:', open('data.txt').read())\n",
                     "data.txt": "42"})
     job = submit(platform_, token, project, "python train.py", code=code)

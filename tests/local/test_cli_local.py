@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from aitb.cli.commands.local import down, ps
-from aitb.local import supervisor
-from aitb.local.supervisor import Part
+from aitb.local import stack
+from aitb.local.stack import Part
 
 
 def test_ps_json_prints_only_json_and_reports_a_dead_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,7 +18,7 @@ def test_ps_json_prints_only_json_and_reports_a_dead_part(tmp_path: Path, monkey
     from aitb.settings import Settings
 
     # A record left by a crash: the PID is gone.
-    supervisor.save_state(Settings(), {"mlflow": Part("mlflow", 2**22 + 1, "http://127.0.0.1:9")})
+    stack.save_state(Settings(), {"mlflow": Part("mlflow", 2**22 + 1, "http://127.0.0.1:9")})
     result = CliRunner().invoke(ps, ["-o", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -27,4 +27,4 @@ def test_ps_json_prints_only_json_and_reports_a_dead_part(tmp_path: Path, monkey
     ]
     result = CliRunner().invoke(down, ["-o", "json"])
     assert json.loads(result.output) == {"stopped": []}
-    assert not supervisor.state_path(Settings()).exists()
+    assert not stack.state_path(Settings()).exists()

@@ -7,12 +7,12 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sched_builders import gang, pending, pool, quota
 
 from aitb.domain.models import Placement
 from aitb.scheduler import POLICIES, Policy, RunningJob, Snapshot, decide
 from aitb.scheduler.capacity import EPS
 from aitb.scheduler.snapshot import labels_match, subtract_running
+from tests.support.scheduler import gang, pending, pool, quota
 
 TYPES = ["a100", "h100", "t4"]
 GPU_ASK = [0, 0.25, 0.5, 1, 2, 4, 8]

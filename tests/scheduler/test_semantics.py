@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from sched_builders import gang, pending, pool, quota, running, snapshot
 
 from aitb.domain.models import Dataset
 from aitb.scheduler import FIFO, OURS, Policy, Snapshot, decide, governance_constraints
+from tests.support.scheduler import gang, pending, pool, quota, running, snapshot
 
 A100 = {"gpus": 8, "gpu_type": "a100"}
 NOW = 1000.0

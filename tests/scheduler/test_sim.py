@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sched_builders import gang
 
 from aitb.cli.commands.sim import sim
 from aitb.domain.testbed import parse_testbed
 from aitb.scheduler.sim.replay import TraceJob, jain, replay
+from tests.support.scheduler import gang
 
 HOSTS = """name,cpu,memory_gib,gpus,gpu_type
 h0,64,512,8,a100

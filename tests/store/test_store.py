@@ -14,7 +14,7 @@ from aitb.domain.resources import GangSpec, ReplicaSpec
 from aitb.store import audit
 from aitb.store import jobs as job_store
 from aitb.store.db import Database, downgrade, normalise_url, upgrade
-from aitb.store.tables import AuditRow, PartnerRow, ProjectRow
+from aitb.store.tables import AuditRow
 
 TABLES = {"tracking_outbox", "partners", "users", "projects", "memberships", "quotas", "datasets", "grants",
           "packages", "jobs", "job_events", "audit_log", "leases"}
@@ -35,17 +35,6 @@ def test_migrations_upgrade_from_empty_and_downgrade_cleanly(database_url):
     assert table_names(database_url) == set()
     upgrade(database_url)  # and back again
     assert TABLES <= table_names(database_url)
-
-
-@pytest.fixture
-def db(database_url):
-    database = Database(database_url)
-    with database.session() as s:
-        s.add(PartnerRow(name="volvo", weight=1))
-        s.flush()
-        s.add(ProjectRow(name="vision", partner="volvo"))
-    yield database
-    database.dispose()
 
 
 def spec(**kw) -> JobSpec:

@@ -1,34 +1,17 @@
-"""A real MLflow server with the basic-auth app, and clients that speak as given users."""
+"""One real MLflow server (basic-auth app) shared by the tracking tests."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.orm import sessionmaker
 
-from aitb.tracking.credentials import HttpPolicy, MlflowAccount, as_account
-from aitb.tracking.server import ManagedMlflow, start_mlflow_server
-
-ADMIN = MlflowAccount("aitb-admin", "admin-secret-for-tests")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch(data_dir: Path, port: int | None = None) -> ManagedMlflow:
-    server = start_mlflow_server(data_dir, port or free_port(), ADMIN.username, ADMIN.password)
-    try:
-        server.wait_healthy(90)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+from aitb.store.base import Base
+from aitb.store.db import make_engine
+from aitb.store.outbox import OutboxRow
+from aitb.tracking.server import ManagedMlflow
+from tests.support.mlflow import launch
 
 
 @pytest.fixture(scope="session")
@@ -38,16 +21,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedM
     server.stop()
 
 
-def call_as(account: MlflowAccount, url: str, fn: Callable[[Any], Any]) -> Any:
-    """Run `fn(MlflowClient)` with `account`'s credentials, failing fast."""
-    from mlflow.tracking import MlflowClient
-
-    with as_account(account, HttpPolicy(max_retries=0, timeout_s=10)):
-        return fn(MlflowClient(tracking_uri=url))
-
-
-def driver_log(url: str, run_id: str, dst: Path) -> str:
-    """The run's `driver.log` artifact, downloaded as the admin."""
-    dst.mkdir(parents=True, exist_ok=True)
-    local = call_as(ADMIN, url, lambda c: c.download_artifacts(run_id, "driver.log", str(dst)))
-    return Path(local).read_text()
+@pytest.fixture
+def sessions(tmp_path):
+    """Sessions on a SQLite database holding only the tracking outbox."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'aitb.db'}")
+    Base.metadata.create_all(engine, tables=[OutboxRow.__table__])
+    yield sessionmaker(engine, expire_on_commit=False)
+    engine.dispose()

@@ -7,20 +7,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from sqlalchemy.orm import sessionmaker
 
 from aitb.domain.lifecycle import JobState
+from aitb.local.ports import free_port
 from aitb.store import outbox as store
-from aitb.store.base import Base
-from aitb.store.db import make_engine
 from aitb.tracking import outbox
 from aitb.tracking.credentials import MlflowAccount
 from aitb.tracking.outbox import Backoff, OutboxProcessor
 from aitb.tracking.permissions import MlflowAccess, runner_account
 from aitb.tracking.tracker import RunSpec, Tracker
-
-from .conftest import ADMIN, call_as, driver_log, free_port, launch
-from .factories import make_job
+from tests.support.jobs import make_job
+from tests.support.mlflow import ADMIN, call_as, driver_log, launch
 
 pytestmark = pytest.mark.mlflow
 
@@ -55,14 +52,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return datetime.now(UTC) + self.offset
-
-
-@pytest.fixture
-def sessions(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'aitb.db'}")
-    Base.metadata.create_all(engine, tables=[store.OutboxRow.__table__])
-    yield sessionmaker(engine, expire_on_commit=False)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from sqlalchemy.orm import sessionmaker
-
 from aitb.store import outbox
-from aitb.store.base import Base
-from aitb.store.db import make_engine
 from aitb.tracking.outbox import Backoff, NoRun, is_permanent
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def sessions(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'aitb.db'}")
-    Base.metadata.create_all(engine, tables=[outbox.OutboxRow.__table__])
-    yield sessionmaker(engine, expire_on_commit=False)
-    engine.dispose()
 
 
 def _ids(events):

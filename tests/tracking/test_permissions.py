@@ -11,9 +11,8 @@ from aitb.domain.models import MemberRole
 from aitb.tracking.credentials import MlflowAccount
 from aitb.tracking.permissions import MlflowAccess, desired_permissions, runner_account
 from aitb.tracking.tracker import Tracker
-
-from .conftest import ADMIN, call_as
-from .factories import make_job
+from tests.support.jobs import make_job
+from tests.support.mlflow import ADMIN, call_as
 
 pytestmark = pytest.mark.mlflow
 

@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from aitb.tracking.server import MlflowPaths, is_healthy, start_mlflow_server
-
-from .conftest import ADMIN, launch
+from tests.support.mlflow import ADMIN, launch
 
 pytestmark = pytest.mark.mlflow
 

@@ -9,9 +9,8 @@ import pytest
 
 from aitb.domain.lifecycle import MLFLOW_STATUS, JobState
 from aitb.tracking.tracker import RunSpec, Tracker
-
-from .conftest import ADMIN, call_as, driver_log
-from .factories import make_job
+from tests.support.jobs import make_job
+from tests.support.mlflow import ADMIN, call_as, driver_log
 
 pytestmark = pytest.mark.mlflow
 

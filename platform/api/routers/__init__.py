@@ -9,6 +9,7 @@ _TEXT = {
     409: "conflict with the current state",
     413: "package too large",
     422: "invalid input",
+    507: "the server's disk is full: nothing was stored",
 }
 
 

@@ -8,22 +8,24 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from aitb.api.deps import CallerDep, DetachedCallerDep, SessionDep, StateDep
+from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
-from aitb.api.schemas import API_VERSION, JobIn, JobOut, PackageOut, QueueEntryOut
+from aitb.api.routers.sweeps import REPLAYED, IdempotencyKey
+from aitb.api.schemas import JobIn, JobOut, PackageOut, QueueEntryOut
 from aitb.domain.lifecycle import JobState
-from aitb.domain.models import JobSpec
-from aitb.services import jobs, packages
+from aitb.services import idempotency, jobs, packages
+from aitb.services import queue as queue_service
 from aitb.services.errors import Invalid, NotFound, TooLarge
-from aitb.store import jobs as job_store
+from aitb.version import API_PREFIX
 
-router = APIRouter(prefix=f"/{API_VERSION}", tags=["jobs"])
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 
 
 @router.post(
     "/packages",
     status_code=201,
     response_model=PackageOut,
-    responses={200: {"model": PackageOut, "description": "already stored"}, **errors(401, 413, 422)},
+    responses={200: {"model": PackageOut, "description": "already stored"}, **errors(401, 413, 422, 507)},
     openapi_extra={"requestBody": {"required": True, "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def upload_package(request: Request, response: Response, state: StateDep,
@@ -44,10 +46,10 @@ async def upload_package(request: Request, response: Response, state: StateDep,
     if not data:
         raise Invalid("empty body: send the zip file as the request body (Content-Type: application/zip)")
     with state.db.session() as session:
-        row, created = packages.store_package(
+        package, created = packages.store_package(
             session, caller, data, state.settings.packages_dir, limit, state.settings.packages.max_files
         )
-        out = PackageOut(digest=row.digest, size=row.size, files=row.files)
+        out = PackageOut.model_validate(package)
     response.status_code = 201 if created else 200
     return out
 
@@ -59,26 +61,26 @@ def has_package(digest: str, session: SessionDep, caller: CallerDep) -> Response
     return Response(status_code=200)
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut, responses=errors(401, 403, 404, 422))
-def submit(body: JobIn, session: SessionDep, caller: CallerDep, state: StateDep) -> JobOut:
+@router.post("/jobs", status_code=201, response_model=JobOut, responses=errors(401, 403, 404, 409, 422))
+def submit(body: JobIn, response: Response, session: SessionDep, caller: CallerDep, state: StateDep,
+           idempotency_key: IdempotencyKey = None) -> JobOut:
     try:
-        spec = JobSpec(
-            project=body.project,
-            name=body.name,
-            entrypoint=body.entrypoint,
-            gang=body.gang(),
-            datasets=body.datasets,
-            priority=body.priority,
-            max_runtime_s=body.max_runtime_s,
-            nodes=body.nodes,
-            code=body.code,
-            env=body.env,
-            max_retries=body.max_retries,
-        )
+        spec = body.spec()
     except ValueError as exc:
         raise Invalid(first_error(exc)) from None
-    job = jobs.submit(session, caller, state.federation, spec, on_created=state.on_job_created)
-    return JobOut.of(job)
+
+    def create() -> dict:
+        job = jobs.submit(session, caller, state.federation, spec, state.events)
+        wake_after_commit(session, state.control)
+        create.job = job  # type: ignore[attr-defined]
+        return {"jobs": [job.id]}
+
+    result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/jobs",
+                                        lambda: body.model_dump(mode="json"), create)
+    if not replayed:
+        return JobOut.of(create.job)  # type: ignore[attr-defined]
+    response.headers[REPLAYED] = "true"
+    return JobOut.of(jobs.visible_job(session, caller, result["jobs"][0]))
 
 
 @router.get("/jobs", response_model=list[JobOut], responses=errors(401, 422))
@@ -92,35 +94,23 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> list[JobOut]:
-    try:
-        after = job_store.Cursor.decode(cursor) if cursor else None
-    except ValueError:
-        raise Invalid("invalid cursor: use the X-Next-Cursor header of the previous page") from None
-    visible_projects = None
-    visible_nodes = None
-    if not caller.is_platform_admin:
-        from aitb.services.accounts import list_projects
-
-        visible_projects = [p.name for p in list_projects(session, caller) if caller.can_read_job(p.name, p.partner, None)]
-        visible_nodes = sorted(caller.admin_nodes())
-    items, next_cursor = job_store.list_jobs(
-        session, projects=visible_projects, project=project, states=state, node=node,
-        limit=limit, cursor=after, visible_nodes=visible_nodes,
+    items, next_cursor = jobs.list_jobs(
+        session, caller, project=project, states=state, node=node, limit=limit, cursor=cursor
     )
     if next_cursor:
-        response.headers["X-Next-Cursor"] = next_cursor.encode()
+        response.headers["X-Next-Cursor"] = next_cursor
     return [JobOut.of(j) for j in items]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(401, 404))
 def get_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
-    job = jobs.visible_job(session, caller, job_id)
-    return JobOut.of(job, job_store.job_events(session, job.id))
+    return JobOut.of(*jobs.job_with_history(session, caller, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=errors(401, 403, 404, 409))
 def cancel(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep) -> JobOut:
-    job = jobs.cancel(session, caller, job_id, on_changed=state.on_job_changed)
+    job = jobs.cancel(session, caller, job_id, state.events)
+    wake_after_commit(session, state.control)
     return JobOut.of(job)
 
 
@@ -131,12 +121,10 @@ def cancel(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep)
 )
 def logs(job_id: str, caller: DetachedCallerDep, state: StateDep,
          offset: Annotated[int, Query(ge=0)] = 0) -> Response:
-    with state.db.session() as session:
+    with state.db.read() as session:
         job = jobs.visible_job(session, caller, job_id)
     # the backend is asked outside any transaction
-    data, next_offset = (b"", offset)
-    if state.log_reader is not None:
-        data, next_offset = state.log_reader(job, offset)
+    data, next_offset = state.control.read_log(job, offset)
     # Raw bytes: `offset` counts bytes, and a UTF-8 character may span two reads.
     return Response(
         content=data,
@@ -148,22 +136,5 @@ def logs(job_id: str, caller: DetachedCallerDep, state: StateDep,
 @router.get("/queue", response_model=list[QueueEntryOut], responses=errors(401))
 def queue(session: SessionDep, caller: CallerDep, state: StateDep,
           node: str | None = None, project: str | None = None) -> list[QueueEntryOut]:
-    from aitb.services.accounts import list_projects
-
-    entries = state.queue_view(session, node=node) if state.queue_view else _fifo_queue(session)
-    if not caller.is_platform_admin and not caller.admin_nodes():
-        visible = {p.name for p in list_projects(session, caller)}
-        entries = [e for e in entries if e["project"] in visible]
-    if project:
-        entries = [e for e in entries if e["project"] == project]
-    return [QueueEntryOut(**e) for e in entries]
-
-
-def _fifo_queue(session) -> list[dict]:
-    queued = job_store.jobs_in_states(session, [JobState.QUEUED])
-    queued.sort(key=lambda j: (-j.spec.priority, j.created_at))
-    return [
-        {"position": i + 1, "job": j.id, "project": j.project, "partner": j.partner,
-         "priority": j.spec.priority, "submitted_at": j.created_at, "pending_reason": j.pending_reason}
-        for i, j in enumerate(queued)
-    ]
+    entries = queue_service.visible(session, caller, state.control.queue(session, node=node), project=project)
+    return [QueueEntryOut.model_validate(e) for e in entries]

@@ -10,6 +10,8 @@ try:  # tables owned by the tracking outbox
     import aitb.store.outbox  # noqa: F401
 except ImportError:  # pragma: no cover
     pass
+import aitb.store.submissions  # noqa: F401,E402  (sweeps, idempotency keys)
+import aitb.store.usage  # noqa: F401,E402  (the accounting tables)
 
 config = context.config
 target_metadata = Base.metadata

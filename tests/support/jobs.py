@@ -1,4 +1,4 @@
-"""Builders for the job facts the tracking tests need."""
+"""Builders for job facts (no store involved)."""
 
 from __future__ import annotations
 

@@ -1,22 +1,23 @@
-"""Quotas, and the capacity/usage views of the federation."""
+"""Quotas, what each project uses of them, and the testbed view (capacity and usage per pool)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aitb.clusters.registry import not_driven_reason
 from aitb.domain.lifecycle import ACTIVE_STATES
 from aitb.domain.models import Job, Quota
 from aitb.domain.resources import ResourceMap, add, quota_usage
-from aitb.domain.testbed import Federation
+from aitb.domain.testbed import Federation, host_pool
 from aitb.services.accounts import require_project
 from aitb.services.authz import Principal
 from aitb.services.errors import Forbidden, NotFound
 from aitb.store import audit
+from aitb.store import projects as project_store
+from aitb.store import quotas as quota_store
 from aitb.store.jobs import jobs_in_states
-from aitb.store.tables import ProjectRow, QuotaRow
 
 
 def job_usage(job: Job, federation: Federation) -> tuple[ResourceMap, dict[tuple[str, str], ResourceMap]]:
@@ -26,7 +27,7 @@ def job_usage(job: Job, federation: Federation) -> tuple[ResourceMap, dict[tuple
     replicas = job.spec.gang.replicas()
     hosts = job.placement.hosts if job.placement else []
     for index, replica in enumerate(replicas):
-        key = tuple(hosts[index].split("/")[:2]) if index < len(hosts) else None
+        key = host_pool(hosts[index]) if index < len(hosts) else None
         pool = federation.pool_of_host(hosts[index]) if key else None
         demand = quota_usage(replica.cpu, replica.memory_gib, replica.gpu.count,
                              pool.gpu_type if pool is not None else None)
@@ -52,7 +53,10 @@ def active_usage(session: Session, federation: Federation) -> tuple[
     return dict(by_project), dict(by_pool)
 
 
-def set_quota(session: Session, who: Principal, federation: Federation, quota: Quota) -> QuotaRow:
+def set_quota(
+    session: Session, who: Principal, federation: Federation, quota: Quota
+) -> tuple[Quota, ResourceMap]:
+    """Set a quota; returns it with what the project uses on that node now."""
     if federation.node(quota.node) is None:
         raise NotFound(
             f"unknown node {quota.node!r}: known nodes are {', '.join(n.name for n in federation.nodes)}"
@@ -60,42 +64,33 @@ def set_quota(session: Session, who: Principal, federation: Federation, quota: Q
     project = require_project(session, quota.project)
     if not who.is_node_admin(quota.node):
         raise Forbidden(f"only a node admin of {quota.node!r} or a platform admin may set its quotas")
-    row = session.get(QuotaRow, (quota.project, quota.node))
-    before = {"nominal": row.nominal, "borrowing_limit": row.borrowing_limit} if row else None
-    if row is None:
-        row = QuotaRow(project=quota.project, node=quota.node)
-        session.add(row)
-    row.nominal = dict(quota.nominal)
-    row.borrowing_limit = dict(quota.borrowing_limit)
+    old = quota_store.get_quota(session, quota.project, quota.node)
+    before = {"nominal": old.nominal, "borrowing_limit": old.borrowing_limit} if old else None
+    stored = quota_store.set_quota(session, quota)
     audit.append(
         session, who.name, "quota.set", f"quota/{quota.project}/{quota.node}",
-        {"before": before, "nominal": row.nominal, "borrowing_limit": row.borrowing_limit},
+        {"before": before, "nominal": stored.nominal, "borrowing_limit": stored.borrowing_limit},
         node=quota.node, partner=project.partner,
     )
-    session.flush()
-    return row
+    used, _ = active_usage(session, federation)
+    return stored, used.get((stored.project, stored.node), {})
 
 
 def list_quotas(
-    session: Session, who: Principal, node: str | None = None, project: str | None = None
-) -> list[QuotaRow]:
-    query = select(QuotaRow)
-    if node:
-        query = query.where(QuotaRow.node == node)
-    if project:
-        query = query.where(QuotaRow.project == project)
-    rows = list(session.scalars(query.order_by(QuotaRow.project, QuotaRow.node)))
-    if who.is_platform_admin or who.admin_nodes():
-        return rows
-    partners = {p.name: p.partner for p in session.scalars(select(ProjectRow))}
-    return [r for r in rows if who.can_read_project(r.project, partners.get(r.project, ""))]
+    session: Session, who: Principal, federation: Federation, node: str | None = None,
+    project: str | None = None,
+) -> list[tuple[Quota, ResourceMap]]:
+    """The quotas ``who`` may see, each with what its project uses on its node now."""
+    quotas = quota_store.list_quotas(session, node=node, project=project)
+    if not (who.is_platform_admin or who.admin_nodes()):
+        partners = project_store.project_partners(session)
+        quotas = [q for q in quotas if who.can_read_project(q.project, partners.get(q.project, ""))]
+    used, _ = active_usage(session, federation)
+    return [(q, used.get((q.project, q.node), {})) for q in quotas]
 
 
 def all_quotas(session: Session) -> list[Quota]:
-    return [
-        Quota(project=r.project, node=r.node, nominal=r.nominal, borrowing_limit=r.borrowing_limit)
-        for r in session.scalars(select(QuotaRow))
-    ]
+    return quota_store.list_quotas(session)
 
 
 def testbed_view(session: Session, federation: Federation) -> dict:
@@ -120,8 +115,10 @@ def testbed_view(session: Session, federation: Federation) -> dict:
                 )
                 cap = add(cap, pool.capacity())
                 used = add(used, pool_used)
+            why_not = not_driven_reason(cluster)
             clusters.append(
-                {"name": cluster.name, "backend": cluster.backend, "capacity": cap, "used": used, "pools": pools}
+                {"name": cluster.name, "backend": cluster.backend, "capacity": cap, "used": used, "pools": pools,
+                 "driven": why_not is None, "not_driven_reason": why_not}
             )
             node_cap = add(node_cap, cap)
             node_used = add(node_used, used)

@@ -13,8 +13,6 @@ import fcntl
 import importlib.util
 import json
 import os
-import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from aitb.domain.testbed import load_testbed
 from aitb.local.ports import free_port, port_open
 from aitb.local.procs import pids_under, same_process, start_time_ticks, terminate_tree
 from aitb.local.ray_cluster import HOST, LocalRayCluster, RayHeadSpec, start_ray_head
+from aitb.osutil import secret_file, spawn_detached
 from aitb.settings import Settings
 
 ALL_PARTS = frozenset({"ray", "mlflow", "api"})
@@ -86,6 +85,17 @@ def generated_testbed_path(settings: Settings) -> Path:
     return settings.data_dir / "testbed.yaml"
 
 
+def undriven_clusters(settings: Settings) -> dict[str, str]:
+    """Clusters of the testbed the local API serves that aitb cannot drive: cluster -> why."""
+    from aitb.clusters.registry import not_driven_reason
+    from aitb.domain.testbed import load_testbed
+
+    path = generated_testbed_path(settings)
+    if not path.exists():  # nothing started: no testbed is being served
+        return {}
+    return {c.name: why for _, c in load_testbed(path).clusters() if (why := not_driven_reason(c))}
+
+
 def admin_token_path(settings: Settings) -> Path:
     return settings.data_dir / "admin-token"
 
@@ -122,18 +132,6 @@ def _locked(settings: Settings) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def secret_file(path: Path, nbytes: int = 24) -> str:
-    """A secret generated once and kept with mode 0600."""
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(nbytes)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
-    return value
 
 
 # -- up ----------------------------------------------------------------------------------------
@@ -225,16 +223,8 @@ def _start_api(settings: Settings, state: dict[str, Part]) -> Part:
             AITB_TRACKING__ADMIN_PASSWORD=settings.tracking.admin_password
             or secret_file(mlflow_password_path(settings)),
         )
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aitb.cli.main", "server"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=settings.data_dir,
-            start_new_session=True,
-        )
+    process = spawn_detached([sys.executable, "-m", "aitb.cli.main", "server"], log_path, env=env,
+                             cwd=settings.data_dir)
     return Part(
         API, process.pid, f"http://{HOST}:{port}", start_time_ticks(process.pid),
         {"port": port, "log": str(log_path)},

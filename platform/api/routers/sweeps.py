@@ -1,0 +1,115 @@
+"""Bulk submission: `POST /v1/jobs:batch`, and sweeps (`/v1/sweeps`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from aitb.api.deps import CallerDep, SessionDep, StateDep
+from aitb.api.port import wake_after_commit
+from aitb.api.routers import errors, first_error
+from aitb.api.schemas import JobOut
+from aitb.api.schemas_bulk import JobBatchIn, JobBatchOut, SweepIn, SweepJobOut, SweepOut
+from aitb.domain.models import Job
+from aitb.services import batch, idempotency
+from aitb.services.errors import Invalid
+from aitb.store.submissions import SweepRow
+from aitb.version import API_PREFIX
+
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        description="a key of your choice (e.g. a UUID): retrying the request with the same key "
+        "and body returns the first answer instead of submitting again; kept 24 h per user",
+    ),
+]
+REPLAYED = "Idempotent-Replayed"
+
+
+def _specs(bodies, where: str):
+    specs = []
+    for i, body in enumerate(bodies):
+        try:
+            specs.append(body.spec())
+        except ValueError as exc:
+            raise Invalid(f"{where}[{i}]: {first_error(exc)}") from None
+    return specs
+
+
+@router.post(
+    "/jobs:batch",
+    status_code=201,
+    response_model=JobBatchOut,
+    responses=errors(401, 403, 404, 409, 422),
+    summary="Submit many jobs in one transaction (all or none)",
+)
+def submit_batch(body: JobBatchIn, response: Response, session: SessionDep, caller: CallerDep,
+                 state: StateDep, idempotency_key: IdempotencyKey = None) -> JobBatchOut:
+    def create() -> dict:
+        jobs = batch.submit_many(session, caller, state.federation, _specs(body.jobs, "jobs"), state.events)
+        wake_after_commit(session, state.control)
+        create.jobs = jobs  # type: ignore[attr-defined]
+        return {"jobs": [j.id for j in jobs]}
+
+    result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/jobs:batch",
+                                        lambda: body.model_dump(mode="json"), create)
+    if replayed:
+        response.headers[REPLAYED] = "true"
+        jobs = batch.jobs_in_order(session, result["jobs"])
+    else:
+        jobs = create.jobs  # type: ignore[attr-defined]
+    return JobBatchOut(jobs=[JobOut.of(j) for j in jobs])
+
+
+@router.post(
+    "/sweeps",
+    status_code=201,
+    response_model=SweepOut,
+    responses=errors(401, 403, 404, 409, 422),
+    summary="Submit one job per point of a parameter sweep",
+)
+def submit_sweep(body: SweepIn, response: Response, session: SessionDep, caller: CallerDep,
+                 state: StateDep, idempotency_key: IdempotencyKey = None) -> SweepOut:
+    template = _specs([body.job], "job")[0]
+
+    def create() -> dict:
+        row, _ = batch.create_sweep(session, caller, state.federation, template, body.point_strings(),
+                                    name=body.name, events=state.events)
+        wake_after_commit(session, state.control)
+        return {"sweep": row.id, "jobs": row.job_ids}
+
+    result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/sweeps",
+                                        lambda: body.model_dump(mode="json"), create)
+    if replayed:
+        response.headers[REPLAYED] = "true"
+    return _sweep_out(*batch.visible_sweep(session, caller, result["sweep"]))
+
+
+@router.get("/sweeps", response_model=list[SweepOut], responses=errors(401, 422))
+def sweeps(session: SessionDep, caller: CallerDep, project: str | None = None,
+           limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[SweepOut]:
+    return [_sweep_out(*sweep) for sweep in batch.visible_sweeps(session, caller, project, limit)]
+
+
+@router.get("/sweeps/{sweep_id}", response_model=SweepOut, responses=errors(401, 404))
+def get_sweep(sweep_id: str, session: SessionDep, caller: CallerDep) -> SweepOut:
+    return _sweep_out(*batch.visible_sweep(session, caller, sweep_id))
+
+
+def _sweep_out(row: SweepRow, jobs: list[Job]) -> SweepOut:
+    return SweepOut(
+        id=row.id, name=row.name, project=row.project, partner=row.partner, submitter=row.submitter,
+        params=row.params, size=row.size, created_at=row.created_at,
+        states=dict(Counter(j.state.value for j in jobs)),
+        jobs=[
+            SweepJobOut(index=j.spec.sweep.index if j.spec.sweep else i, job=j.id, name=j.spec.name,
+                        state=j.state.value, params=j.spec.sweep.params if j.spec.sweep else {},
+                        node=j.node, cluster=j.cluster)
+            for i, j in enumerate(jobs)
+        ],
+    )

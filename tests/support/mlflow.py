@@ -1,0 +1,38 @@
+"""A real MLflow server with the basic-auth app, and clients that speak as given users."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aitb.local.ports import free_port
+from aitb.tracking.credentials import HttpPolicy, MlflowAccount, as_account
+from aitb.tracking.server import ManagedMlflow, start_mlflow_server
+
+ADMIN = MlflowAccount("aitb-admin", "admin-secret-for-tests")
+
+
+def launch(data_dir: Path, port: int | None = None) -> ManagedMlflow:
+    server = start_mlflow_server(data_dir, port or free_port(), ADMIN.username, ADMIN.password)
+    try:
+        server.wait_healthy(90)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def call_as(account: MlflowAccount, url: str, fn: Callable[[Any], Any]) -> Any:
+    """Run `fn(MlflowClient)` with `account`'s credentials, failing fast."""
+    from mlflow.tracking import MlflowClient
+
+    with as_account(account, HttpPolicy(max_retries=0, timeout_s=10)):
+        return fn(MlflowClient(tracking_uri=url))
+
+
+def driver_log(url: str, run_id: str, dst: Path) -> str:
+    """The run's `driver.log` artifact, downloaded as the admin."""
+    dst.mkdir(parents=True, exist_ok=True)
+    local = call_as(ADMIN, url, lambda c: c.download_artifacts(run_id, "driver.log", str(dst)))
+    return Path(local).read_text()
