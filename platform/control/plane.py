@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from aitb.clusters.base import ChangeSource
 from aitb.clusters.registry import backends_for, warn_undriven
+from aitb.control.governance import GovernanceGate
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
@@ -66,11 +67,15 @@ class ControlPlane:
             db, federation, self.backends, self.events, settings.data_dir,
             env_for=self.job_env, workdir_for=self.workdir,
         )
+        self.governance = GovernanceGate(db, federation, self.events)
+        self.reconciler.governance = self.governance  # dispatch re-checks
         self.scheduler = SchedulingCycle(
             db, federation, self.events, policy, on_preempt=self.reconciler.stop_now,
             undriven=backends.undriven, unavailable=self.reconciler.unavailable,
+            governance=self.governance,
         )
         self.outbox = self._outbox() if settings.tracking.tracking_uri else None
+        self.retention = self._retention()
         self._stop = threading.Event()
         self._wake_control = threading.Event()
         self._wake_tracking = threading.Event()
@@ -132,6 +137,31 @@ class ControlPlane:
             on_run_created=self._run_created,
         )
 
+    def _retention(self):
+        from aitb.services.retention import MlflowRunArtifacts, NoArtifacts, Retention
+
+        t = self.settings.tracking
+        artifacts = NoArtifacts()
+        on_purged = None
+        if t.tracking_uri:
+            from aitb.tracking import outbox
+            from aitb.tracking.credentials import MlflowAccount
+
+            artifacts = MlflowRunArtifacts(t.tracking_uri, MlflowAccount(t.admin_user, t.admin_password or ""))
+
+            def on_purged(session, job, tags):
+                outbox.enqueue_tags(session, job.id, tags)
+        return Retention(self.db, self.settings.data_dir, artifacts, on_purged)
+
+    def _retention_loop(self) -> None:
+        while not self._stop.wait(self.RETENTION_INTERVAL_S):
+            if not self.leader.is_leader:
+                continue
+            try:
+                self.retention.run_once()
+            except Exception:
+                log.exception("retention purge failed")
+
     def _run_created(self, job_id: str, experiment_id: str, run_id: str) -> None:
         with self.db.session() as session:
             job_store.update_fields(session, job_id, mlflow_experiment_id=experiment_id, mlflow_run_id=run_id)
@@ -191,6 +221,7 @@ class ControlPlane:
     # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
+    RETENTION_INTERVAL_S = 600.0  # how often finished jobs past their datasets' retention are purged
     BUNDLE_SYNC_S = 10.0
     PACE_FLOOR_S = 0.005  # cycles shorter than this need no pacing
 
@@ -254,7 +285,8 @@ class ControlPlane:
             self._wake_tracking.clear()
 
     def start(self) -> None:
-        self._threads = [threading.Thread(target=self._control_loop, name="aitb-control", daemon=True)]
+        self._threads = [threading.Thread(target=self._control_loop, name="aitb-control", daemon=True),
+                         threading.Thread(target=self._retention_loop, name="aitb-retention", daemon=True)]
         if self.outbox is not None:
             self._threads.append(threading.Thread(target=self._tracking_loop, name="aitb-tracking", daemon=True))
         for thread in self._threads:

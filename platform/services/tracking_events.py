@@ -76,6 +76,9 @@ class TrackingEvents:
             outbox.enqueue_metrics(session, job.id, {"queue_wait_s": wait.total_seconds()}, at)
         if job.state == JobState.PREEMPTED:
             outbox.enqueue_metrics(session, job.id, {"preemptions": float(job.preemptions)}, at)
+        if job.state == JobState.REJECTED:  # governance refused it: the run says why, and ends
+            outbox.enqueue_tags(session, job.id, {"rejected_reasons": "\n".join(job.reasons)[:4900]})
+            outbox.enqueue_end(session, job.id, MLFLOW_STATUS[job.state], at)
 
     def finished(self, session: Session, job: Job, log_path: str | None) -> None:
         """The job will not run again: final metrics, the driver log, and the end status."""
