@@ -12,10 +12,9 @@ from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
 from aitb.api.schemas import JobOut
 from aitb.api.schemas_bulk import JobBatchIn, JobBatchOut, SweepIn, SweepJobOut, SweepOut
-from aitb.domain.models import Job
+from aitb.domain.models import Job, Sweep
 from aitb.services import batch, idempotency
 from aitb.services.errors import Invalid
-from aitb.store.submissions import SweepRow
 from aitb.version import API_PREFIX
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
@@ -78,10 +77,10 @@ def submit_sweep(body: SweepIn, response: Response, session: SessionDep, caller:
     template = _specs([body.job], "job")[0]
 
     def create() -> dict:
-        row, _ = batch.create_sweep(session, caller, state.federation, template, body.point_strings(),
-                                    name=body.name, events=state.events)
+        sweep, _ = batch.create_sweep(session, caller, state.federation, template, body.point_strings(),
+                                      name=body.name, events=state.events)
         wake_after_commit(session, state.control)
-        return {"sweep": row.id, "jobs": row.job_ids}
+        return {"sweep": sweep.id, "jobs": sweep.job_ids}
 
     result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/sweeps",
                                         lambda: body.model_dump(mode="json"), create)
@@ -101,10 +100,10 @@ def get_sweep(sweep_id: str, session: SessionDep, caller: CallerDep) -> SweepOut
     return _sweep_out(*batch.visible_sweep(session, caller, sweep_id))
 
 
-def _sweep_out(row: SweepRow, jobs: list[Job]) -> SweepOut:
+def _sweep_out(sweep: Sweep, jobs: list[Job]) -> SweepOut:
     return SweepOut(
-        id=row.id, name=row.name, project=row.project, partner=row.partner, submitter=row.submitter,
-        params=row.params, size=row.size, created_at=row.created_at,
+        id=sweep.id, name=sweep.name, project=sweep.project, partner=sweep.partner,
+        submitter=sweep.submitter, params=sweep.params, size=sweep.size, created_at=sweep.created_at,
         states=dict(Counter(j.state.value for j in jobs)),
         jobs=[
             SweepJobOut(index=j.spec.sweep.index if j.spec.sweep else i, job=j.id, name=j.spec.name,
