@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -40,6 +41,15 @@ def _specs(bodies, where: str):
     return specs
 
 
+def _once(session, caller, key: str | None, route: str, body, response: Response,
+          create: Callable[[], dict]) -> tuple[dict, bool]:
+    """Run ``create`` once per idempotency key; a replayed answer is marked with a header."""
+    result, replayed = idempotency.once(session, caller, key, route, lambda: body.model_dump(mode="json"), create)
+    if replayed:
+        response.headers[REPLAYED] = "true"
+    return result, replayed
+
+
 @router.post(
     "/jobs:batch",
     status_code=201,
@@ -49,19 +59,16 @@ def _specs(bodies, where: str):
 )
 def submit_batch(body: JobBatchIn, response: Response, session: SessionDep, caller: CallerDep,
                  state: StateDep, idempotency_key: IdempotencyKey = None) -> JobBatchOut:
-    def create() -> dict:
-        jobs = batch.submit_many(session, caller, state.federation, _specs(body.jobs, "jobs"), state.events)
-        wake_after_commit(session, state.control)
-        create.jobs = jobs  # type: ignore[attr-defined]
-        return {"jobs": [j.id for j in jobs]}
+    created: list[Job] = []
 
-    result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/jobs:batch",
-                                        lambda: body.model_dump(mode="json"), create)
-    if replayed:
-        response.headers[REPLAYED] = "true"
-        jobs = batch.jobs_in_order(session, result["jobs"])
-    else:
-        jobs = create.jobs  # type: ignore[attr-defined]
+    def create() -> dict:
+        created.extend(batch.submit_many(session, caller, state.federation, _specs(body.jobs, "jobs"),
+                                         state.events))
+        wake_after_commit(session, state.control)
+        return {"jobs": [j.id for j in created]}
+
+    result, replayed = _once(session, caller, idempotency_key, "POST /v1/jobs:batch", body, response, create)
+    jobs = batch.jobs_in_order(session, result["jobs"]) if replayed else created
     return JobBatchOut(jobs=[JobOut.of(j) for j in jobs])
 
 
@@ -82,10 +89,7 @@ def submit_sweep(body: SweepIn, response: Response, session: SessionDep, caller:
         wake_after_commit(session, state.control)
         return {"sweep": sweep.id, "jobs": sweep.job_ids}
 
-    result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/sweeps",
-                                        lambda: body.model_dump(mode="json"), create)
-    if replayed:
-        response.headers[REPLAYED] = "true"
+    result, _ = _once(session, caller, idempotency_key, "POST /v1/sweeps", body, response, create)
     return _sweep_out(*batch.visible_sweep(session, caller, result["sweep"]))
 
 
