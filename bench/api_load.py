@@ -129,7 +129,7 @@ class Server:
                 self.proc.wait()
 
 
-def start_server(data_dir: Path, database_url: str | None, workers: str) -> Server:
+def start_server(data_dir: Path, database_url: str | None, workers: str, scheduler: bool = True) -> Server:
     (data_dir / "testbed.yaml").write_text(TESTBED)
     port = free_port()
     token = "aitb_bench_" + secrets.token_hex(16)
@@ -147,6 +147,8 @@ def start_server(data_dir: Path, database_url: str | None, workers: str) -> Serv
         env["AITB_SERVER__WORKERS"] = workers
     if database_url:
         env["AITB_DATABASE_URL"] = database_url
+    if not scheduler:  # diagnosis only: the API's own cost, without the control loop
+        env["AITB_SCHEDULER__ENABLED"] = "false"
     log = open(data_dir / "server.log", "ab")
     proc = subprocess.Popen([*aitb_command(), "server"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, cwd=data_dir)
@@ -292,7 +294,8 @@ def check_jobs(server: Server, expected: set[str]) -> tuple[int, int, int]:
     return len(names), missing, duplicated
 
 
-def run_config(db: str, workers: str, mode: str, jobs: int, clients: int, batch: int, pg_base: str) -> dict | None:
+def run_config(db: str, workers: str, mode: str, jobs: int, clients: int, batch: int, pg_base: str,
+               scheduler: bool = True) -> dict | None:
     data_dir = Path(tempfile.mkdtemp(prefix="aitb-load-"))
     pg = None
     url = None
@@ -301,7 +304,7 @@ def run_config(db: str, workers: str, mode: str, jobs: int, clients: int, batch:
         if pg is None:
             return None
         url = pg[0]
-    server = start_server(data_dir, url, workers)
+    server = start_server(data_dir, url, workers, scheduler)
     try:
         tokens = setup_users(server, clients)
         per_client = max(1, jobs // clients)
@@ -333,6 +336,8 @@ def main() -> int:
     ap.add_argument("--batch-jobs", type=int, default=10000, help="jobs per configuration (batch)")
     ap.add_argument("--batch", type=int, default=500, help="jobs per batch request")
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--no-scheduler", action="store_true",
+                    help="diagnosis: run the server without its control loop (not what users get)")
     args = ap.parse_args()
     pg_base = os.environ.get("AITB_BENCH_PG") or os.environ.get("AITB_TEST_DATABASE_URL") or DEFAULT_PG
     rows = []
@@ -343,7 +348,7 @@ def main() -> int:
             for mode in args.mode.split(","):
                 n = args.jobs if mode == "single" else args.batch_jobs
                 print(f"  {db:<10} workers={workers:<7} {mode:<6} {n} jobs ...", flush=True)
-                row = run_config(db, workers, mode, n, args.clients, args.batch, pg_base)
+                row = run_config(db, workers, mode, n, args.clients, args.batch, pg_base, not args.no_scheduler)
                 if row:
                     rows.append(row)
                     print(f"    {row['rate']:8.0f} jobs/s  p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:7.1f} ms"

@@ -28,6 +28,9 @@ COMMANDS: dict[str, str] = {
     "queue": "queue:queue",
     "quota": "queue:quota",
     "admin": "admin:admin",
+    "policy": "governance:policy",
+    "dataset": "governance:dataset",
+    "grant": "governance:grant",
     "up": "local:up",
     "down": "local:down",
     "ps": "local:ps",
@@ -42,6 +45,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: sub-commands kept in their own module: parent command -> "module:attribute" list
+SUBCOMMANDS: dict[str, list[str]] = {"admin": ["tracking:tracking"]}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(COMMANDS) | set(self.commands))
@@ -53,7 +60,13 @@ class LazyGroup(click.Group):
         if spec is None:
             return None
         module_name, attr = spec.split(":")  # an import error is a bug and must show
-        return getattr(importlib.import_module(f"aitb.cli.commands.{module_name}"), attr)
+        command = getattr(importlib.import_module(f"aitb.cli.commands.{module_name}"), attr)
+        for sub in SUBCOMMANDS.get(cmd_name, []):
+            sub_module, sub_attr = sub.split(":")
+            loaded = getattr(importlib.import_module(f"aitb.cli.commands.{sub_module}"), sub_attr)
+            if isinstance(command, click.Group) and loaded.name not in command.commands:
+                command.add_command(loaded)
+        return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

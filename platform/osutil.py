@@ -37,11 +37,16 @@ def secret_file(path: Path, generate: Callable[[], str] = lambda: secrets.token_
 
 
 def spawn_detached(
-    command: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None, cwd: Path | str | None = None
+    command: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None, cwd: Path | str | None = None,
+    user: int | None = None, group: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``command`` in a session of its own (a Ctrl-C here does not reach it), stdin
-    closed, stdout and stderr appended to ``log_path``."""
+    closed, stdout and stderr appended to ``log_path``; as ``user``/``group`` (uid/gid, no
+    supplementary groups) when given, which needs root."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    identity: dict[str, object] = {}
+    if user is not None:
+        identity = {"user": user, "group": group if group is not None else user, "extra_groups": []}
     with log_path.open("ab") as log:
         return subprocess.Popen(
             list(command),
@@ -51,4 +56,5 @@ def spawn_detached(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            **identity,  # type: ignore[arg-type]
         )

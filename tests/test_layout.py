@@ -32,5 +32,6 @@ def test_wheel_contains_every_package_and_the_shipped_testbeds(tmp_path):
             rel = module.relative_to(source_root).as_posix()
             assert f"{package}/{rel}" in names, f"{package}/{rel} missing from the wheel"
     for data in ("aitb/testbeds/local.yaml", "aitb/testbeds/sweden.yaml",
-                 "aitb/testbeds/examples/train_cpu/train.py", "aitb/store/migrations/script.py.mako"):
+                 "aitb/testbeds/examples/train_cpu/train.py", "aitb/store/migrations/script.py.mako",
+                 "aitb/governance/baseline.cedar", "aitb/governance/schema.cedarschema"):
         assert data in names, data

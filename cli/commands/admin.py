@@ -358,10 +358,17 @@ def audit() -> None:
 @audit.command("list")
 @click.option("--after", type=int, default=None, help="Only entries after this sequence number.")
 @click.option("-n", "--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--action", default=None, help="An action (grant.set) or a prefix ending in '.' (grant.).")
+@click.option("--actor", default=None, help="Only this actor.")
+@click.option("--target", default=None, help="Target prefix (job/j-1, dataset/ehr).")
+@click.option("--result", type=click.Choice(("ok", "allowed", "denied")), default=None)
+@click.option("--since", default=None, help="Only entries at or after this time (ISO 8601).")
 @output_option
 @pass_app
-def audit_list(app: AppContext, after: int | None, limit: int) -> None:
-    entries = app.client().get("/audit", after=after, limit=limit)
+def audit_list(app: AppContext, after: int | None, limit: int, action: str | None, actor: str | None,
+               target: str | None, result: str | None, since: str | None) -> None:
+    entries = app.client().get("/audit", after=after, limit=limit, action=action, actor=actor, target=target,
+                               result=result, since=since)
     _show(
         app,
         entries,
@@ -385,21 +392,68 @@ def _short(detail: Any, width: int = 80) -> str:
 
 
 @audit.command("verify")
+@click.option("--file", "path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Verify an exported file (JSON lines) offline instead of asking the server.")
+@click.option("--partial", is_flag=True, help="The file is a node's or partner's export (has gaps).")
 @output_option
 @pass_app
-def audit_verify(app: AppContext) -> None:
-    """Recompute the hash chain; exit 1 when an entry was tampered with."""
-    result = app.client().get("/audit/verify")
+def audit_verify(app: AppContext, path: str | None, partial: bool) -> None:
+    """Recompute the hash chain; exit 1 and name the first broken entry when one was tampered with."""
+    if path is not None:
+        from dataclasses import asdict
+
+        from aitb.cli.auditfile import verify_lines
+
+        with click.open_file(path) as f:
+            result = asdict(verify_lines(f, partial=partial))
+    else:
+        result = app.client().get("/audit/verify")
     if app.json:
         print_json(result)
     elif result.get("ok"):
         click.echo(f"audit log intact: {result.get('entries')} entries, hash chain verified")
     if not result.get("ok"):
         raise CliError(
-            f"audit log broken at entry {result.get('first_bad_seq')} "
+            f"audit log broken at entry {result.get('first_bad_seq')}: {result.get('problem')} "
             f"({result.get('entries')} entries checked)",
             EXIT_SERVER,
         )
+
+
+@audit.command("export")
+@click.option("-f", "--file", "path", type=click.Path(dir_okay=False, writable=True), default="-",
+              show_default=True, help="Where to write the JSON lines (- for stdout).")
+@pass_app
+def audit_export(app: AppContext, path: str) -> None:
+    """Export the audit log as JSON lines; docs/audit.md verifies it without aitb installed."""
+    from aitb.cli.client import API_PREFIX
+
+    response = app.client().request("GET", API_PREFIX + "/audit/export")
+    with click.open_file(path, "w") as f:
+        f.write(response.text)
+    if path != "-":
+        click.echo(f"{response.text.count(chr(10))} entries written to {path}", err=True)
+
+
+# ---------------------------------------------------------------- retention
+
+
+@admin.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be purged.")
+@output_option
+@pass_app
+def purge(app: AppContext, dry_run: bool) -> None:
+    """Purge the artifacts of jobs whose datasets' retention has passed (the runs stay, marked)."""
+    items = app.client().post("/admin/purge", {"dry_run": dry_run})
+    if app.json:
+        print_json(items)
+        return
+    print_table(items, [
+        ("JOB", lambda i: i["job"]), ("PROJECT", lambda i: i["project"]),
+        ("DATASETS", lambda i: ", ".join(i["datasets"])), ("ENDED", lambda i: fmt_time(i["ended_at"])),
+        ("DUE", lambda i: fmt_time(i["due_at"])), ("ARTIFACTS", lambda i: len(i["artifacts"])),
+        ("PURGED", lambda i: "yes" if i["purged"] else ("would" if dry_run else "no")),
+    ], empty="nothing to purge")
 
 
 # ---------------------------------------------------------------- testbeds

@@ -110,6 +110,17 @@ def _event_rows(job: dict[str, Any]) -> list[dict[str, Any]]:
     return list(job.get("events") or [])
 
 
+def _run_url(app: AppContext, job: dict) -> str | None:
+    """The run's page in the MLflow UI (log in with `aitb mlflow-login`)."""
+    try:
+        template = app.client().get("/tracking").get("run_url_template")
+    except Exception:  # an older server without the route: the ids above still say it
+        return None
+    if not template or not job.get("mlflow_experiment_id"):
+        return None
+    return template.format(experiment_id=job["mlflow_experiment_id"], run_id=job["mlflow_run_id"])
+
+
 @click.command()
 @click.argument("job_id", metavar="JOB")
 @output_option
@@ -141,6 +152,7 @@ def status(app: AppContext, job_id: str) -> None:
             ("queue wait", fmt_between(job.get("created_at"), job.get("admitted_at"))),
             ("run time", fmt_between(job.get("started_at"), job.get("finished_at")) if job.get("started_at") else "-"),
             ("mlflow run", f"{run} (experiment {job.get('mlflow_experiment_id')})" if run else None),
+            ("mlflow ui", _run_url(app, job) if run else None),
         ]
     )
     events = _event_rows(job)

@@ -19,13 +19,17 @@ from aitb.api.port import NoControlPlane
 from aitb.api.routers import (
     accounting,
     accounts,
+    audit,
     datasets,
     jobs,
     package_urls,
+    policies,
     quotas,
+    retention,
     sweeps,
     system,
     testbeds,
+    tracking,
 )
 from aitb.domain.testbed import load_testbed
 from aitb.services import accounts as account_service
@@ -80,7 +84,8 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.state.aitb = state
     install_openapi(app)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
-    for module in (system, accounts, testbeds, quotas, datasets, sweeps, jobs, accounting, package_urls):
+    for module in (system, accounts, testbeds, quotas, datasets, sweeps, jobs, accounting, package_urls, policies,
+                   audit, retention, tracking):
         app.include_router(module.router)
     _install_error_handlers(app)
     install_error_contract(app)

@@ -62,7 +62,7 @@ class AccountingCollector:
         from aitb.services.accounting import metrics_view
 
         try:
-            with self.db.session() as session:
+            with self.db.read() as session:
                 view = metrics_view(session, self.federation)
         except Exception:  # a scrape must not fail because the database blinked
             return

@@ -45,6 +45,11 @@ class ControlPort(Protocol):
         """A new MLflow UI password for ``user``; None when MLflow accounts are not configured."""
         ...
 
+    def sync_tracking(self, repair: bool) -> dict | None:
+        """Make MLflow's grants match the platform, returning what differed (`aitb admin
+        tracking sync`); None when MLflow accounts are not configured."""
+        ...
+
     def stop(self) -> None:
         """Stop the control plane's threads (on shutdown)."""
         ...
@@ -72,6 +77,9 @@ class NoControlPlane:
         return b"", offset
 
     def reset_mlflow_password(self, user: str) -> str | None:
+        return None
+
+    def sync_tracking(self, repair: bool) -> dict | None:
         return None
 
     def stop(self) -> None:

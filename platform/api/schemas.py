@@ -204,6 +204,7 @@ class DatasetOut(Out):
     home_node: str
     residency: Residency
     retention_days: int
+    purposes: list[str] = Field(default_factory=list)
 
 
 class GrantIn(In):
@@ -262,6 +263,8 @@ class JobIn(In):
     code: PackageDigest | None = None
     env: dict[str, str] = Field(default_factory=dict)
     max_retries: MaxRetries = 0
+    purpose: str | None = Field(default=None, min_length=3, max_length=500,
+                                description="what the job uses its datasets for (checked against grants)")
 
     @field_validator("env")
     @classmethod

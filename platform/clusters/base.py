@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from aitb.governance.model import RuntimeConstraints
 
 POOL_RESOURCE_PREFIX = "aitb_pool_"
 # Each replica takes this much of its pool's custom resource: enough to pin it to the
@@ -113,6 +115,10 @@ class DispatchRequest:
     working_dir: Path | None = None  # an unpacked code package; None: an empty directory
     env: dict[str, str] = field(default_factory=dict)
     max_runtime_s: int | None = None
+    # governance's runtime constraints at the job's node (egress, installs, secure pool)
+    constraints: RuntimeConstraints | None = None
+    # packages the job asks its runtime to install (Ray runtime_env keys: pip, conda, uv)
+    runtime_env: dict[str, Any] = field(default_factory=dict)
     context: JobContext | None = None
 
 

@@ -26,6 +26,7 @@ from aitb.clusters.base import (
     replica_custom_resources,
 )
 from aitb.clusters.gang import gang_env
+from aitb.tracking.runner import CREDENTIALS_ENV
 
 GIB = 1024**3
 METADATA_KEY = "aitb.job_id"
@@ -46,6 +47,35 @@ def _http_status(exc: Exception) -> int | None:
     if client_errors:
         return client_errors[-1]
     return codes[0] if codes else None
+
+
+#: runtime_env keys that install packages when the job starts (they need the network)
+INSTALL_KEYS = ("pip", "conda", "uv", "py_executable", "image_uri", "container")
+#: what a job without install rights runs with: package managers offline
+NO_INSTALL_ENV = {"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "UV_OFFLINE": "1",
+                  "CONDA_OFFLINE": "true"}
+#: egress denied: proxies to a closed port; on a plain Ray cluster this keeps well-behaved
+#: clients off the network, the hard boundary is KubeRay's NetworkPolicy (docs/governance.md)
+NO_EGRESS_ENV = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+                 "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+                 "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+
+
+def governed_runtime_env(req: DispatchRequest) -> dict[str, Any]:
+    """The runtime_env additions of a request under governance's constraints (pure).
+
+    Raises DispatchRejected for a job that must not install packages but asks to."""
+    extra = dict(req.runtime_env)
+    c = req.constraints
+    if c is None:
+        return extra
+    asked = [k for k in INSTALL_KEYS if extra.get(k)]
+    if not c.installs and asked:
+        raise DispatchRejected(
+            f"job {req.job_id} handles {c.classification} data: run-time package installs "
+            f"({', '.join(asked)}) are not allowed; bake the packages into the code package or image"
+        )
+    return extra
 
 
 def _ms(value: int | None) -> datetime | None:
@@ -107,12 +137,25 @@ class RayBackend:
         """The `submit_job` keyword arguments for a request (pure; tested without Ray)."""
         env = dict(req.env)
         env["AITB_JOB_ID"] = req.job_id
+        if req.constraints is not None:
+            env["AITB_CLASSIFICATION"] = req.constraints.classification
+            env["AITB_EGRESS"] = "allowed" if req.constraints.egress else "denied"
+            if not req.constraints.installs:
+                env.update(NO_INSTALL_ENV)
+            if not req.constraints.egress:
+                env.update(NO_EGRESS_ENV)
         if req.workers and req.workers.count:
             env.update(gang_env(req.workers, self.gang_strategy))
         if _loopback(self.address):
             # A job that calls ray.init() must reach its loopback cluster (BRIEF section 10).
             env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         entrypoint = req.entrypoint
+        if env.get(CREDENTIALS_ENV):
+            # Secrets travel as a 0600 file whose path alone is in the (publicly listed)
+            # runtime env: load it into the driver's environment and delete it before user
+            # code runs (aitb.tracking.runner).
+            load = f'set -a; . "${CREDENTIALS_ENV}"; set +a; rm -f "${CREDENTIALS_ENV}"'
+            entrypoint = f'if [ -r "${CREDENTIALS_ENV}" ]; then {load}; fi; {entrypoint}'
         if req.working_dir is None:
             # No code: run in a fresh empty directory on the node. Cheaper than shipping an
             # empty working_dir, which Ray hashes and checks for on every submission.
@@ -131,6 +174,7 @@ class RayBackend:
         }
         if req.working_dir is not None:
             kwargs["runtime_env"]["working_dir"] = str(req.working_dir)
+        kwargs["runtime_env"].update(governed_runtime_env(req))
         if req.head.gpu:
             kwargs["entrypoint_num_gpus"] = req.head.gpu
         resources = replica_custom_resources(req.head)

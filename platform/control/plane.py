@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from aitb.clusters.base import ChangeSource
 from aitb.clusters.registry import backends_for, warn_undriven
+from aitb.control.governance import GovernanceGate
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
@@ -37,7 +38,7 @@ RUN_WAIT = timedelta(seconds=20)
 
 
 def runner_secret(settings: Settings) -> str:
-    """Secret from which per-project MLflow runner passwords derive; made once, kept 0600."""
+    """The platform's tracking secret (seals the experiments it creates); made once, 0600."""
     return secret_file(settings.data_dir / "tracking-runner.secret", lambda: secrets.token_hex(32))
 
 
@@ -58,11 +59,16 @@ class ControlPlane:
             db, federation, self.backends, self.events, settings.data_dir,
             env_for=self.job_env, workdir_for=self.workdir,
         )
+        self.governance = GovernanceGate(db, federation, self.events)
+        self.reconciler.governance = self.governance  # dispatch re-checks
         self.scheduler = SchedulingCycle(
             db, federation, self.events, policy, on_preempt=self.reconciler.stop_now,
             undriven=backends.undriven, unavailable=self.reconciler.unavailable,
+            governance=self.governance,
         )
+        self.runners = None  # per-attempt MLflow credentials, set up with the outbox
         self.outbox = self._outbox() if settings.tracking.tracking_uri else None
+        self.retention = self._retention()
         self._stop = threading.Event()
         self._wake_control = threading.Event()
         self._wake_tracking = threading.Event()
@@ -92,6 +98,14 @@ class ControlPlane:
         access = self.outbox.access if self.outbox is not None else None
         return access.reset_password(user) if access is not None else None
 
+    def sync_tracking(self, repair: bool) -> dict | None:
+        """`aitb admin tracking sync`: MLflow made to match the platform (docs/tracking.md)."""
+        if self.outbox is None or self.outbox.access is None:
+            return None
+        from aitb.tracking.sync import sync_tracking
+
+        return sync_tracking(self.outbox, repair).as_dict()
+
     def _package_urls(self):
         """Signed package URLs for pods on Kubernetes clusters (needs the public URL)."""
         public = self.settings.server.public_url
@@ -115,14 +129,43 @@ class ControlPlane:
         from aitb.tracking.tracker import Tracker
 
         t = self.settings.tracking
+        from aitb.tracking.runner import RunnerCredentials
+
         admin = MlflowAccount(t.admin_user, t.admin_password or "")
+        access = MlflowAccess(t.tracking_uri, admin) if t.admin_password else None
+        self.runners = RunnerCredentials(access, self.settings.data_dir / "secrets" / "mlflow-runners") if access else None
         return OutboxProcessor(
             self.db.sessions,
-            Tracker(t.tracking_uri, admin),
-            access=MlflowAccess(t.tracking_uri, admin) if t.admin_password else None,
-            runner_secret=runner_secret(self.settings) if t.admin_password else None,
+            Tracker(t.tracking_uri, admin, seal_key=runner_secret(self.settings)),
+            access=access,
+            runners=self.runners,
             on_run_created=self._run_created,
         )
+
+    def _retention(self):
+        from aitb.services.retention import MlflowRunArtifacts, NoArtifacts, Retention
+
+        t = self.settings.tracking
+        artifacts = NoArtifacts()
+        on_purged = None
+        if t.tracking_uri:
+            from aitb.tracking import outbox
+            from aitb.tracking.credentials import MlflowAccount
+
+            artifacts = MlflowRunArtifacts(t.tracking_uri, MlflowAccount(t.admin_user, t.admin_password or ""))
+
+            def on_purged(session, job, tags):
+                outbox.enqueue_tags(session, job.id, tags)
+        return Retention(self.db, self.settings.data_dir, artifacts, on_purged)
+
+    def _retention_loop(self) -> None:
+        while not self._stop.wait(self.RETENTION_INTERVAL_S):
+            if not self.leader.is_leader:
+                continue
+            try:
+                self.retention.run_once()
+            except Exception:
+                log.exception("retention purge failed")
 
     def _run_created(self, job_id: str, experiment_id: str, run_id: str) -> None:
         with self.db.session() as session:
@@ -169,12 +212,18 @@ class ControlPlane:
             "MLFLOW_RUN_ID": job.mlflow_run_id,
             "MLFLOW_EXPERIMENT_ID": job.mlflow_experiment_id or "",
         })
-        if self.settings.tracking.admin_password:
-            from aitb.tracking.permissions import runner_account
+        if self.runners is not None and job.mlflow_experiment_id:
+            # Per-attempt account; only the 0600 file's path travels (aitb.tracking.runner).
+            from aitb.domain.models import Attempt
+            from aitb.tracking.runner import CREDENTIALS_ENV
 
-            account = runner_account(job.partner, job.project, runner_secret(self.settings))
-            env["MLFLOW_TRACKING_USERNAME"] = account.username
-            env["MLFLOW_TRACKING_PASSWORD"] = account.password
+            attempt = Attempt.backend_id_for(job.id, job.attempts)
+            try:
+                env[CREDENTIALS_ENV] = str(self.runners.issue(attempt, job.mlflow_experiment_id))
+            except Exception as exc:
+                if utcnow() - (job.admitted_at or utcnow()) < RUN_WAIT:
+                    return None  # MLflow busy or down: try again next tick
+                log.warning("job %s starts without MLflow credentials: %s", job.id, exc)
         return env
 
     # -- the loops --------------------------------------------------------------------------
@@ -182,6 +231,7 @@ class ControlPlane:
     # delays a dispatch. Both sleep until woken (a submission, a cancel, a created run) or
     # their interval passes; while jobs wait to start the reconciler polls fast.
     HOT_INTERVAL_S = 0.1
+    RETENTION_INTERVAL_S = 600.0  # how often finished jobs past their datasets' retention are purged
     BUNDLE_SYNC_S = 10.0
     PACE_FLOOR_S = 0.005  # cycles shorter than this need no pacing
 
@@ -218,11 +268,12 @@ class ControlPlane:
             took = time.monotonic() - started
             self._wake_control.wait(self.HOT_INTERVAL_S if hot else interval)
             self._wake_control.clear()
-            # Pace: wait at least as long as the cycle took before the next one, so a
-            # stream of submissions (each one a wake-up) coalesces into fewer cycles and
-            # the loop never takes more than about half of this process's time.
+            # Pace: wait at least three times as long as the cycle took before the next one,
+            # so a stream of submissions (each one a wake-up) coalesces into fewer cycles and
+            # the loop, whose cycles grow with the queue, never takes more than about a
+            # quarter of this process's time (the API keeps the rest).
             if took > self.PACE_FLOOR_S:
-                self._stop.wait(min(took, interval))
+                self._stop.wait(min(3 * took, interval))
 
     def _tracking_loop(self) -> None:
         assert self.outbox is not None
@@ -244,7 +295,8 @@ class ControlPlane:
             self._wake_tracking.clear()
 
     def start(self) -> None:
-        self._threads = [threading.Thread(target=self._control_loop, name="aitb-control", daemon=True)]
+        self._threads = [threading.Thread(target=self._control_loop, name="aitb-control", daemon=True),
+                         threading.Thread(target=self._retention_loop, name="aitb-retention", daemon=True)]
         if self.outbox is not None:
             self._threads.append(threading.Thread(target=self._tracking_loop, name="aitb-tracking", daemon=True))
         for thread in self._threads:

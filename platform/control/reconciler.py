@@ -33,6 +33,7 @@ from aitb.clusters.base import (
     JobContext,
     ReplicaResources,
 )
+from aitb.control.governance import GovernanceGate
 from aitb.domain.lifecycle import (
     ACTIVE_STATES,
     JOB_STATE_ON_ATTEMPT_END,
@@ -43,6 +44,7 @@ from aitb.domain.lifecycle import (
 from aitb.domain.models import Attempt, Classification, Job, Quota
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
+from aitb.governance import RuntimeConstraints
 from aitb.services.tracking_events import TrackingEvents, highest_classification
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
@@ -119,6 +121,8 @@ class Reconciler:
         self._backoff: dict[str, _Backoff] = {}
         self._stranded: set[str] = set()  # attempts on an undriven cluster, warned about once
         self.hot = False  # some job is admitted but not running yet: poll fast
+        # re-decides governance right before dispatch (control/governance.py); None: off
+        self.governance: GovernanceGate | None = None
 
     # -- helpers --------------------------------------------------------------------------
     def _available(self, cluster: str) -> bool:
@@ -163,7 +167,8 @@ class Reconciler:
                                 gpu_type=pool.gpu_type if pool and spec.gpu.count else None,
                                 pool=pool.name if pool else None)
 
-    def request_for(self, job: Job, attempt: Attempt, env: dict[str, str]) -> DispatchRequest:
+    def request_for(self, job: Job, attempt: Attempt, env: dict[str, str],
+                    constraints: RuntimeConstraints | None = None) -> DispatchRequest:
         gang = job.spec.gang
         workers = None
         if gang.worker and gang.workers:
@@ -174,6 +179,7 @@ class Reconciler:
         return DispatchRequest(
             job_id=attempt.backend_id, entrypoint=job.spec.entrypoint, head=self._replica(job, gang.head, 0),
             workers=workers, working_dir=workdir, env=env, max_runtime_s=job.spec.max_runtime_s,
+            constraints=constraints,
             context=context,
         )
 
@@ -187,6 +193,8 @@ class Reconciler:
             quota = quota_store.get_quota(session, job.project, request.context.node)
         limits = quota_limits(quota) if quota is not None else None
         no_egress = bool(classification) and Classification(classification).needs_secure_pool
+        if request.constraints is not None and not request.constraints.egress:
+            no_egress = True  # governance decided so at this node (a node or partner policy)
         return replace(request, context=replace(request.context, no_egress=no_egress, quota_limits=limits))
 
     # -- the tick -------------------------------------------------------------------------
@@ -245,7 +253,12 @@ class Reconciler:
         env = self.env_for(job)
         if env is None:
             return  # e.g. the MLflow run is not created yet; try next tick
-        request = self.with_project_facts(job, self.request_for(job, attempt, env))
+        constraints = None
+        if self.governance is not None:
+            constraints = self.governance.check_dispatch(attempt, job)
+            if constraints is None:
+                return  # refused now (REJECTED, with the reasons): it never reaches the backend
+        request = self.with_project_facts(job, self.request_for(job, attempt, env, constraints))
         try:
             backend.dispatch(request)
         except DispatchRejected as exc:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from aitb.control.governance import GovernanceGate
 from aitb.domain.lifecycle import REQUEUE_RULES, JobState
 from aitb.domain.models import Job
 from aitb.domain.testbed import Federation
@@ -45,6 +46,7 @@ class SchedulingCycle:
         clock: Callable[[], float] = time.time,
         on_preempt: Callable[[Job], None] | None = None,
         undriven: Mapping[str, str] | None = None,
+        governance: GovernanceGate | None = None,
         unavailable: Callable[[], Mapping[str, str]] | None = None,
     ):
         self.db = db
@@ -53,6 +55,7 @@ class SchedulingCycle:
         self.policy = policy
         self.clock = clock
         self.on_preempt = on_preempt  # stops the backend job of a victim
+        self.governance = governance  # narrows candidates from its Decision; None: residency/classification only
         # clusters without a usable backend -> why: nothing is placed there
         self.undriven = dict(undriven or {})
         self._undriven_nodes = {
@@ -71,8 +74,16 @@ class SchedulingCycle:
     # -- load ---------------------------------------------------------------------------
     def snapshot(self):
         with self.db.read() as session:  # a read: submissions keep writing meanwhile
-            snap, jobs = load_snapshot(session, self.federation, self.reservations,
-                                       undriven=self.undriven, load_jobs=self._loader.jobs_in_states)
+            snap, jobs = load_snapshot(
+                session, self.federation, self.reservations, undriven=self.undriven,
+                load_jobs=self._loader.jobs_in_states,
+                constraints_for=self.governance.constraints_for if self.governance else None)
+        if self.governance is not None:  # a grant expired or was revoked while they waited
+            refused = self.governance.take_refused()
+            if refused:
+                self.governance.reject_queued(refused)
+                out = {j.id for j, _ in refused}  # rejected now, or changed meanwhile: next cycle
+                snap = dataclasses.replace(snap, pending=[p for p in snap.pending if p.id not in out])
         self._loader.forget_except(jobs)
         self._down = dict(self.unavailable())
         if self._down:  # no backend would start a job placed there now
@@ -117,6 +128,12 @@ class SchedulingCycle:
 
     def _admit(self, job: Job, admission) -> bool:
         placement = admission.placement()
+        if self.governance is not None:
+            refusal = self.governance.admissible(job, admission.cluster, list(placement.hosts))
+            if refusal:  # a pool rule the snapshot could not express: leave it queued, say why
+                with self.db.session() as session:
+                    job_store.update_fields(session, job.id, pending_reason=refusal)
+                return False
         try:
             with self.db.session() as session:
                 # The attempt opens with the admission, in one transaction: its backend id is

@@ -24,7 +24,9 @@ S = JobState
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.QUEUED: frozenset({S.ADMITTED, S.REJECTED, S.CANCELLED}),
     # ADMITTED -> FAILED: the backend refused the dispatch for good.
-    S.ADMITTED: frozenset({S.RUNNING, S.PREEMPTED, S.CANCELLED, S.FAILED}),
+    # ADMITTED -> REJECTED: governance re-checked at dispatch (a grant expired or was revoked
+    # while the job waited to start); the job never reached the backend.
+    S.ADMITTED: frozenset({S.RUNNING, S.PREEMPTED, S.CANCELLED, S.FAILED, S.REJECTED}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.PREEMPTED}),
     # PREEMPTED -> CANCELLED: a user cancels before the requeue happens.
     S.PREEMPTED: frozenset({S.QUEUED, S.CANCELLED}),

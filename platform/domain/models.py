@@ -109,6 +109,7 @@ class Dataset(_Model):
     home_node: str = Field(pattern=SLUG)
     residency: Residency = Residency.NONE
     retention_days: RetentionDays = 365
+    purposes: list[str] = Field(default_factory=list, max_length=50)  # empty: any purpose
 
 
 class Grant(_Model):
@@ -161,6 +162,7 @@ class JobSpec(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     max_retries: MaxRetries = 0
     sweep: SweepPoint | None = None  # set by the platform for the jobs of a sweep
+    purpose: str | None = Field(default=None, max_length=500)  # checked against grants and datasets
 
 
 class Job(_Model):

@@ -48,6 +48,10 @@ class Pool(_Strict):
         return cap
 
 
+#: Classifications that never go to a cluster shared between partners.
+CONFIDENTIAL_LEVELS = frozenset({"confidential", "sensitive"})
+
+
 class Cluster(_Strict):
     name: str = Field(pattern=SLUG)
     backend: Literal["kuberay", "ray", "sim"]
@@ -59,6 +63,55 @@ class Cluster(_Strict):
     def _unique_pools(cls, pools: list[Pool]) -> list[Pool]:
         _unique([p.name for p in pools], "pool")
         return pools
+
+    @model_validator(mode="after")
+    def _trust_fields(self) -> Cluster:
+        partners = self.connection.get("partners")
+        trusted = self.connection.get("shared_trusted")
+        if partners is not None:
+            if not isinstance(partners, list) or not partners or not all(
+                isinstance(p, str) and _SLUG.match(p) for p in partners
+            ):
+                raise ValueError("connection.partners must be a non-empty list of partner names")
+        if trusted is not None and not isinstance(trusted, bool):
+            raise ValueError("connection.shared_trusted must be true or false")
+        if partners is not None and trusted:
+            raise ValueError("give connection.partners or connection.shared_trusted, not both")
+        return self
+
+    @property
+    def owner_partners(self) -> frozenset[str]:
+        """The partners a `ray` cluster belongs to (`connection.partners`); empty: shared."""
+        return frozenset(self.connection.get("partners") or ())
+
+    @property
+    def shared_trusted(self) -> bool:
+        return self.connection.get("shared_trusted") is True
+
+
+def tenancy_refusal(cluster: Cluster, partner: str, classification: str | None) -> str | None:
+    """Why a job of `partner` using data of `classification` may not run on `cluster`, or None.
+
+    A plain `ray` cluster is one trust domain (Ray is no multi-tenant security boundary: jobs
+    on it can read each other's environment and files). It either belongs to some partners
+    (`connection.partners: [..]`; only their jobs run there) or is shared; a shared one must
+    be marked `connection.shared_trusted: true` by its admin to take jobs of several partners,
+    and never takes confidential or sensitive data. KubeRay gives each job its own Ray cluster
+    in its project's namespace, and `sim` runs nothing, so neither is restricted here.
+    """
+    if cluster.backend != "ray":
+        return None
+    owners = cluster.owner_partners
+    if owners:
+        if partner not in owners:
+            return f"ray cluster {cluster.name} belongs to {', '.join(sorted(owners))}"
+        return None
+    if not cluster.shared_trusted:
+        return (f"ray cluster {cluster.name} is shared but not marked shared_trusted "
+                "(connection.partners or connection.shared_trusted)")  # fmt: skip
+    if classification in CONFIDENTIAL_LEVELS:
+        return f"{classification} data never runs on a shared ray cluster ({cluster.name})"
+    return None
 
 
 class Node(_Strict):

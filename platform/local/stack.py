@@ -196,7 +196,7 @@ def _start_mlflow(settings: Settings) -> Part:
     port = free_port()
     password = settings.tracking.admin_password or secret_file(mlflow_password_path(settings))
     server = start_mlflow_server(settings.data_dir, port, settings.tracking.admin_user, password)
-    return Part(MLFLOW, server.pid, server.url, start_time_ticks(server.pid), {"port": port})
+    return Part(MLFLOW, server.pid, server.url, start_time_ticks(server.pid), {"port": port, "user": server.user})
 
 
 def _start_api(settings: Settings, state: dict[str, Part]) -> Part:

@@ -33,10 +33,12 @@ from aitb.domain.lifecycle import ACTIVE_STATES, JobState
 from aitb.domain.models import Job
 from aitb.domain.resources import add
 from aitb.domain.testbed import Federation
+from aitb.scheduler import governance_constraints
 from aitb.services.authz import Principal
 from aitb.services.errors import Invalid
 from aitb.services.quotas import active_usage, all_quotas
 from aitb.store import accounts as account_store
+from aitb.store import datasets as dataset_store
 from aitb.store import projects as project_store
 from aitb.store import usage as store
 from aitb.store.jobs import jobs_in_states
@@ -159,10 +161,15 @@ def usage(
             records += _running_records(session, scope, "hour", query, sql_dims, now)
     types = pool_gpu_types(federation)
     groups: dict[tuple, dict[str, float]] = {}
+    periods: dict[datetime, datetime] = {}  # bucket -> period, computed once per bucket
     for rec in records:
         if "gpu_type" in query.group_by:
             rec["gpu_type"] = types.get((rec["cluster"], rec["pool"]), "unknown")
-        key = (query.period(rec["bucket"]), *(rec[d] for d in query.group_by))
+        bucket = rec["bucket"]
+        period = periods.get(bucket)
+        if period is None:
+            period = periods[bucket] = query.period(bucket)
+        key = (period, *(rec[d] for d in query.group_by))
         row = groups.get(key)
         if row is None:
             groups[key] = {m: float(rec[m] or 0.0) for m in _SPLIT}
@@ -213,13 +220,15 @@ def _empty_row() -> dict[str, float]:
     return dict.fromkeys(_SPLIT, 0.0)
 
 
+_PARTS = tuple((m, tuple(f"{m}_{c}" for c in CATEGORIES)) for m in HOURS.values())
+
+
 def _finish(values: Mapping[str, float]) -> dict:
     out: dict = {}
-    for m in HOURS.values():
-        parts = {c: values[f"{m}_{c}"] for c in CATEGORIES}
-        out[m] = _round(sum(parts.values()))
-        for c, v in parts.items():
-            out[f"{m}_{c}"] = _round(v)
+    for total, parts in _PARTS:
+        a, b, c = (values[p] for p in parts)
+        out[total] = round(a + b + c, 9)
+        out[parts[0]], out[parts[1]], out[parts[2]] = round(a, 9), round(b, 9), round(c, 9)
     attempts = values["attempts"]
     out["attempts"] = int(round(attempts))
     out["preemptions"] = int(round(values["preemptions"]))
@@ -309,8 +318,9 @@ def fairshare(
         own = [p for p, owner in sorted(projects.items()) if owner == partner]
         partner_projects = []
         for project in own:
-            if not (scope.everything or partner in scope.partners or project in scope.projects
-                    or scope.nodes):
+            # a project's standing is federation-wide: a node admin, who sees usage at one
+            # node only, gets the partner-level rows everyone gets
+            if not (scope.everything or partner in scope.partners or project in scope.projects):
                 continue
             p_used = used_project.get(project, dict.fromkeys(RESOURCES, 0.0))
             p_dom = _dominant(p_used, window_capacity)
@@ -347,8 +357,12 @@ def capacity(session: Session, who: Principal, federation: Federation, now: date
     _, by_pool = active_usage(session, federation)
     scope = scope_for(who)
     pending_by_node: dict[str, list[Job]] = defaultdict(list)
+    datasets = {d.name: d for d in dataset_store.list_datasets(session)}
     for job in jobs_in_states(session, [JobState.QUEUED]):
-        targets = job.spec.nodes or ["*"]
+        # where it may run: its own node list narrowed by governance (residency pins it home)
+        allowed = governance_constraints(job.spec.nodes, [datasets[d] for d in job.spec.datasets
+                                                          if d in datasets]).nodes
+        targets = sorted(allowed) if allowed is not None else ["*"]
         for target in targets:
             if scope.everything or job.partner in scope.partners or job.project in scope.projects \
                     or (target in scope.nodes) or (target == "*" and scope.nodes):

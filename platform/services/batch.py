@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from aitb.domain.models import Job, JobSpec, SweepPoint
 from aitb.domain.testbed import Federation
+from aitb.services import governance
 from aitb.services.accounts import readable_projects, require_project
 from aitb.services.authz import Principal
 from aitb.services.errors import Forbidden, Invalid, NotFound
@@ -49,6 +50,7 @@ def submit_many(
         raise Invalid(f"a batch holds at most {MAX_JOBS} jobs; this one has {len(specs)}")
     partners: dict[str, str] = {}
     checked: set[str] = set()
+    decisions: dict[str, tuple] = {}
     for i, spec in enumerate(specs):
         try:
             if spec.project not in partners:
@@ -60,11 +62,23 @@ def submit_many(
             if shape not in checked:
                 validate_submission(session, federation, spec)
                 checked.add(shape)
+            # governance, once per shape it can tell apart: a batch is stored whole or refused
+            governed = spec.model_dump_json(include={"project", "datasets", "nodes", "purpose", "priority",
+                                                     "gang"})
+            if governed not in decisions:
+                decision = governance.decide_spec(session, federation, spec, partners[spec.project], who.name)
+                if not decision.allowed:
+                    raise Forbidden("governance refused it: " + "; ".join(decision.explain()))
+                decisions[governed] = (decision, [])
+            decisions[governed][1].append(i)
         except (Invalid, Forbidden, NotFound) as exc:
             raise type(exc)(f"jobs[{i}]: {exc.detail}") from None
     jobs = job_batch.create_jobs(session, [(s, partners[s.project]) for s in specs], submitter=who.name)
-    for job in jobs:  # each job's run.create, in this transaction
-        events.created(session, job)
+    events.created_many(session, jobs)  # each job's run.create, in this transaction
+    for decision, indices in decisions.values():  # one audit entry per decided shape
+        first = jobs[indices[0]]
+        governance.audit_decision(session, who.name, "job.submit", first.id, decision, first.spec.datasets,
+                                  partner=first.partner, jobs=[jobs[i].id for i in indices])
     return jobs
 
 

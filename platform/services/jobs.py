@@ -10,6 +10,7 @@ from aitb.domain.lifecycle import CANCELLABLE_STATES, JobState
 from aitb.domain.models import Job, JobEvent, JobSpec
 from aitb.domain.resources import ReplicaSpec
 from aitb.domain.testbed import Federation
+from aitb.services import governance
 from aitb.services.accounts import readable_projects, require_project
 from aitb.services.authz import Principal
 from aitb.services.datasets import require_dataset
@@ -74,13 +75,25 @@ def submit(
     spec: JobSpec,
     events: TrackingEvents,
 ) -> Job:
-    """Store the job QUEUED and its run.create tracking event, in the caller's transaction."""
+    """Store the job QUEUED and its run.create tracking event, in the caller's transaction; or
+    REJECTED when governance allows it nowhere (the caller answers 403 with `job.reasons`;
+    the refusal is recorded, audited and tracked like any job)."""
     project = require_project(session, spec.project)
     if not who.can_submit(project.name, project.partner):
         raise Forbidden(f"only researchers and leads of project {spec.project!r} may submit to it")
     validate_submission(session, federation, spec)
     job = store.create_job(session, spec, partner=project.partner, submitter=who.name)
     events.created(session, job)
+    return governance_check(session, who, federation, job, events)
+
+
+def governance_check(session: Session, who: Principal, federation: Federation, job: Job,
+                     events: TrackingEvents) -> Job:
+    decision = governance.decide_job(session, federation, job)
+    if not decision.allowed:
+        return governance.reject(session, job, decision.explain(), who.name, decision, events.changed)
+    governance.audit_decision(session, who.name, "job.submit", job.id, decision, job.spec.datasets,
+                              partner=job.partner)
     return job
 
 

@@ -31,6 +31,7 @@ from aitb.scheduler import (
 )
 from aitb.scheduler.capacity import Capacity
 from aitb.scheduler.ordering import FairShare, QueueOrder
+from aitb.scheduler.snapshot import Constraints
 from aitb.services.accounts import readable_projects
 from aitb.services.authz import Principal
 from aitb.store import accounts as account_store
@@ -71,19 +72,23 @@ def load_snapshot(
     reservations: Mapping[str, tuple[str, ...]] | None = None,
     undriven: Collection[str] = (),
     load_jobs: Callable[[Session, Iterable[JobState]], list[Job]] = job_store.jobs_in_states,
+    constraints_for: Callable[[Session, list[Job]], Mapping[str, Constraints]] | None = None,
 ) -> tuple[Snapshot, dict[str, Job]]:
     """The scheduler's input as the store has it now (without the hosts of ``undriven``
     clusters), and the jobs it names by id. (``load_jobs``: the control loop passes one that
-    parses each spec once.)"""
+    parses each spec once; ``constraints_for``: governance's narrowing per queued job, from its
+    Decision — control/governance.py; without it residency and classification alone narrow.)"""
     reservations = reservations or {}
     pending_jobs = load_jobs(session, [JobState.QUEUED])
     active = load_jobs(session, ACTIVE_STATES)
     quotas = quota_store.list_quotas(session)
     weights = account_store.partner_weights(session)
     datasets = {d.name: d for d in dataset_store.list_datasets(session)}
+    given = constraints_for(session, pending_jobs) if constraints_for else {}
     pending = []
     for job in pending_jobs:
-        c = governance_constraints(job.spec.nodes, [datasets[d] for d in job.spec.datasets if d in datasets])
+        c = given.get(job.id) or governance_constraints(
+            job.spec.nodes, [datasets[d] for d in job.spec.datasets if d in datasets])
         pending.append(
             PendingJob(
                 id=job.id, project=job.project, partner=job.partner, priority=job.spec.priority,

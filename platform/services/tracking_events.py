@@ -43,6 +43,25 @@ class TrackingEvents:
         spec = RunSpec.from_job(job, highest_classification(session, job.spec.datasets))
         outbox.enqueue_run_create(session, spec)
 
+    def created_many(self, session: Session, jobs: list[Job]) -> None:
+        """``created`` for a batch or a sweep: one multi-row INSERT, one classification lookup
+        per distinct dataset list."""
+        if not self.tracking or not jobs:
+            return
+        from aitb.store import outbox as outbox_store
+        from aitb.tracking.outbox import RUN_CREATE
+        from aitb.tracking.tracker import RunSpec
+
+        levels: dict[tuple[str, ...], str | None] = {}
+        events = []
+        for job in jobs:
+            key = tuple(job.spec.datasets)
+            if key not in levels:
+                levels[key] = highest_classification(session, list(key))
+            spec = RunSpec.from_job(job, levels[key])
+            events.append((job.id, RUN_CREATE, {"run": spec.model_dump(mode="json")}))
+        outbox_store.enqueue_many(session, events)
+
     def changed(self, session: Session, job: Job, at: datetime | None = None) -> None:
         if not self.tracking:
             return
@@ -57,6 +76,9 @@ class TrackingEvents:
             outbox.enqueue_metrics(session, job.id, {"queue_wait_s": wait.total_seconds()}, at)
         if job.state == JobState.PREEMPTED:
             outbox.enqueue_metrics(session, job.id, {"preemptions": float(job.preemptions)}, at)
+        if job.state == JobState.REJECTED:  # governance refused it: the run says why, and ends
+            outbox.enqueue_tags(session, job.id, {"rejected_reasons": "\n".join(job.reasons)[:4900]})
+            outbox.enqueue_end(session, job.id, MLFLOW_STATUS[job.state], at)
 
     def finished(self, session: Session, job: Job, log_path: str | None) -> None:
         """The job will not run again: final metrics, the driver log, and the end status."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,6 +41,12 @@ def _canonical_time(at: datetime) -> str:
     return at.replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
+def canonical_digest(value: Any) -> str:
+    """sha256 of a value's canonical JSON (sorted keys, no spaces): the audit's input digest."""
+    body = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 def append(
     session: Session,
     actor: str,
@@ -49,14 +56,30 @@ def append(
     *,
     node: str | None = None,
     partner: str | None = None,
+    result: str = "ok",
+    input_digest: str | None = None,
+    policy_version: str | None = None,
 ) -> AuditRow:
+    """Append one entry. Its detail always carries `input_digest` (of the action's input, by
+    default the detail given), `result` and the `policy_version` in force, inside the hash."""
     if session.bind is not None and session.bind.dialect.name == "postgresql":
+        # Serialises appends across API replicas and threads: the chain never forks.
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = session.scalars(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1)).first()
+    last = session.execute(select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)).first()
     seq = (last.seq + 1) if last else 1
     prev = last.hash if last else GENESIS
     at = utcnow()
     detail = json.loads(json.dumps(detail or {}, default=str))
+    if policy_version is None:
+        from aitb.store.policies import current_version
+
+        policy_version = current_version(session)
+    detail = {
+        **detail,
+        "input_digest": input_digest or canonical_digest(detail),
+        "result": result,
+        "policy_version": policy_version,
+    }
     row = AuditRow(
         seq=seq,
         at=at,
@@ -100,6 +123,46 @@ def verify(session: Session) -> Verification:
     return Verification(True, count)
 
 
+@dataclass(frozen=True)
+class AuditFilter:
+    after: int = 0
+    actor: str | None = None
+    action: str | None = None  # exact, or a prefix ending in "." (e.g. "grant.")
+    target: str | None = None  # prefix
+    result: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _scoped(query, nodes: list[str] | None, partners: list[str] | None):
+    if nodes is None and partners is None:
+        return query
+    scope = []
+    if nodes:
+        scope.append(AuditRow.node.in_(nodes))
+    if partners:
+        scope.append(AuditRow.partner.in_(partners))
+    if not scope:
+        return None
+    return query.where(or_(*scope))
+
+
+def _filtered(query, f: AuditFilter):
+    query = query.where(AuditRow.seq > f.after)
+    if f.actor:
+        query = query.where(AuditRow.actor == f.actor)
+    if f.action:
+        query = (query.where(AuditRow.action.startswith(f.action)) if f.action.endswith(".")
+                 else query.where(AuditRow.action == f.action))
+    if f.target:
+        query = query.where(AuditRow.target.startswith(f.target))
+    if f.since:
+        query = query.where(AuditRow.at >= f.since)
+    if f.until:
+        query = query.where(AuditRow.at < f.until)
+    return query
+
+
 def list_entries(
     session: Session,
     *,
@@ -107,19 +170,43 @@ def list_entries(
     limit: int = 100,
     nodes: list[str] | None = None,
     partners: list[str] | None = None,
+    where: AuditFilter | None = None,
 ) -> list[AuditEntry]:
-    query = select(AuditRow).where(AuditRow.seq > after)
-    if nodes is not None or partners is not None:
-        scope = []
-        if nodes:
-            scope.append(AuditRow.node.in_(nodes))
-        if partners:
-            scope.append(AuditRow.partner.in_(partners))
-        if not scope:
-            return []
-        query = query.where(or_(*scope))
+    query = _scoped(select(AuditRow), nodes, partners)
+    if query is None:
+        return []
+    f = where or AuditFilter(after=after)
+    query = _filtered(query, f if where else AuditFilter(after=after))
+    rows = session.scalars(query.order_by(AuditRow.seq).limit(limit if not f.result else limit * 20))
+    out = [r for r in rows if not f.result or (r.detail or {}).get("result") == f.result]
     return [
         AuditEntry(seq=r.seq, at=r.at, actor=r.actor, action=r.action, target=r.target, detail=r.detail,
                    node=r.node, partner=r.partner, prev_hash=r.prev_hash, hash=r.hash)
-        for r in session.scalars(query.order_by(AuditRow.seq).limit(limit))
+        for r in out[:limit]
     ]
+
+
+def export_lines(
+    session: Session, *, nodes: list[str] | None = None, partners: list[str] | None = None,
+    batch: int = 1000,
+) -> Iterator[str]:
+    """The chain as JSON lines, oldest first: every field the hash covers, as hashed."""
+    after = 0
+    while True:
+        query = _scoped(select(AuditRow), nodes, partners)
+        if query is None:
+            return
+        rows = list(session.scalars(query.where(AuditRow.seq > after).order_by(AuditRow.seq).limit(batch)))
+        for r in rows:
+            yield json.dumps(export_entry(r), sort_keys=True, separators=(",", ":")) + "\n"
+        if len(rows) < batch:
+            return
+        after = rows[-1].seq
+
+
+def export_entry(row: AuditRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq, "at": _canonical_time(row.at) + "Z", "actor": row.actor, "action": row.action,
+        "target": row.target, "detail": row.detail, "node": row.node, "partner": row.partner,
+        "prev_hash": row.prev_hash, "hash": row.hash,
+    }

@@ -14,7 +14,8 @@ from aitb.store.tables import DatasetRow, GrantRow
 
 def _dataset(row: DatasetRow) -> Dataset:
     return Dataset(name=row.name, partner=row.partner, classification=row.classification,
-                   home_node=row.home_node, residency=row.residency, retention_days=row.retention_days)
+                   home_node=row.home_node, residency=row.residency, retention_days=row.retention_days,
+                   purposes=list(row.purposes or []))
 
 
 def _grant(row: GrantRow) -> Grant:
@@ -31,6 +32,7 @@ def add_dataset(session: Session, dataset: Dataset) -> Dataset:
     session.add(DatasetRow(
         name=dataset.name, partner=dataset.partner, classification=dataset.classification.value,
         home_node=dataset.home_node, residency=dataset.residency.value, retention_days=dataset.retention_days,
+        purposes=list(dataset.purposes),
     ))
     session.flush()
     return dataset

@@ -21,10 +21,12 @@ from aitb.store.tables import JobEventRow, JobRow
 PENDING = "waiting for the scheduler"
 
 
-def create_jobs(session: Session, specs: Sequence[tuple[JobSpec, str]], submitter: str) -> list[Job]:
+def create_jobs(
+    session: Session, specs: Sequence[tuple[JobSpec, str]], submitter: str, ids: Sequence[str] | None = None
+) -> list[Job]:
     """``specs``: (spec, partner of its project) pairs; the jobs come back in that order."""
     now = utcnow()
-    ids = [new_job_id() for _ in specs]
+    ids = list(ids) if ids else [new_job_id() for _ in specs]
     rows = [
         {
             "id": job_id, "project": spec.project, "partner": partner, "submitter": submitter,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func, select
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, func, insert, select
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from aitb.store.base import Base
@@ -65,6 +65,19 @@ def enqueue(
     session.add(row)
     session.flush()
     return row.id
+
+
+def enqueue_many(session: Session, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Record many (job_id, kind, payload) events in one multi-row INSERT, in list order
+    (a batch or a sweep: one run.create per job)."""
+    if not events:
+        return
+    now = _utc(utcnow())
+    session.execute(insert(OutboxRow), [
+        {"job_id": job_id, "kind": kind, "payload": payload, "created_at": now, "attempts": 0,
+         "next_attempt_at": now}
+        for job_id, kind, payload in events
+    ])
 
 
 def _open():

@@ -47,6 +47,8 @@ class ProjectRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     partner: Mapped[str] = mapped_column(ForeignKey("partners.name"), index=True)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    #: the experiment the platform created for the project; found by this id, never by name
+    mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class MembershipRow(Base):
@@ -79,6 +81,8 @@ class DatasetRow(Base):
     home_node: Mapped[str] = mapped_column(String(64))
     residency: Mapped[str] = mapped_column(String(16))
     retention_days: Mapped[int] = mapped_column(Integer)
+    # Purposes the dataset may be used for; empty: any (governance rule baseline.purpose-allowed).
+    purposes: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 
@@ -94,6 +98,36 @@ class GrantRow(Base):
     expires_at: Mapped[datetime] = mapped_column(TS)
     granted_by: Mapped[str] = mapped_column(String(64))
     granted_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class PolicyRow(Base):
+    """One revision of an added governance policy (Cedar, forbid-only). Never updated in place:
+    a change is a new row, so every decision's policy version can be reconstructed."""
+
+    __tablename__ = "policies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    scope: Mapped[str] = mapped_column(String(80))  # node:<n> | partner:<p>
+    revision: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+    __table_args__ = (Index("ux_policies_name_revision", "name", "revision", unique=True),)
+
+
+class PurgeRow(Base):
+    """A finished job whose artifacts retention purged: what went, and when. The job and its
+    MLflow run stay (the run is tagged aitb.purged=true)."""
+
+    __tablename__ = "purges"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    purged_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(TS)
+    artifacts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    actor: Mapped[str] = mapped_column(String(64))
 
 
 class PackageRow(Base):
@@ -211,6 +245,8 @@ __all__ = [
     "LeaseRow",
     "MembershipRow",
     "PackageRow",
+    "PolicyRow",
+    "PurgeRow",
     "PartnerRow",
     "ProjectRow",
     "QuotaRow",

@@ -20,6 +20,13 @@ Event kinds and payloads (all JSON):
 
 `run.*` events may carry `"run_id"`; otherwise the run comes from the job's delivered
 `run.create` (which precedes them in the key's order), else from `resolve_run(job_id)`.
+
+A project's experiment is the one whose id is stored on the project row
+(`projects.mlflow_experiment_id`); the first delivery that needs it has the tracker make one
+and stores its id. A squat found on the way (an experiment with the project's name the
+platform did not make) is written to the audit log as `tracking.squat` and logged.
+Per-attempt runner credentials of attempts that ended are revoked by `sweep_runners`, called
+from `run_once` every `sweep_every_s`.
 """
 
 from __future__ import annotations
@@ -35,11 +42,12 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from aitb.domain.lifecycle import JobState
+from aitb.domain.lifecycle import ACTIVE_STATES, JobState
 from aitb.store import outbox as store
 from aitb.store.base import utcnow
 from aitb.tracking.permissions import MlflowAccess
-from aitb.tracking.tracker import RunSpec, Tracker
+from aitb.tracking.runner import RunnerCredentials
+from aitb.tracking.tracker import ExperimentClaim, RunSpec, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +164,8 @@ class OutboxProcessor:
         tracker: Tracker,
         *,
         access: MlflowAccess | None = None,
-        runner_secret: str | bytes | None = None,
+        runners: RunnerCredentials | None = None,
+        sweep_every_s: float = 2.0,
         on_run_created: RunCreated | None = None,
         resolve_run: RunResolver | None = None,
         backoff: Backoff = Backoff(),
@@ -166,13 +175,14 @@ class OutboxProcessor:
         self.session_factory = session_factory
         self.tracker = tracker
         self.access = access
-        self.runner_secret = runner_secret
+        self.runners = runners
+        self.sweep_every_s = sweep_every_s
+        self._last_sweep: datetime | None = None
         self.on_run_created = on_run_created
         self.resolve_run = resolve_run
         self.backoff = backoff
         self.permanent_attempts = permanent_attempts
         self.clock = clock
-        self._runners: set[tuple[str, str, str]] = set()
 
     def run_once(self, limit: int = 100) -> int:
         """Deliver up to `limit` events; returns how many were delivered.
@@ -180,6 +190,7 @@ class OutboxProcessor:
         Stops at the first transient failure (MLflow is likely down: no point hammering it
         with the rest of the batch); the failed event is retried after its backoff.
         """
+        self._maybe_sweep()
         delivered = 0
         for _ in range(limit):  # each pass delivers, delays or abandons every event it loads
             with self.session_factory() as session:
@@ -234,16 +245,12 @@ class OutboxProcessor:
         p = event.payload
         if event.kind == RUN_CREATE:
             spec = RunSpec.model_validate(p["run"])
-            experiment_id = self.tracker.ensure_experiment(spec.partner, spec.project)
-            if self.access is not None and self.runner_secret is not None:
-                self.access.ensure_runner(
-                    spec.partner, spec.project, experiment_id, self.runner_secret
-                )
+            experiment_id = self.project_experiment(spec.partner, spec.project)
             parent = self.tracker.ensure_sweep_run(experiment_id, spec) if spec.sweep_id else None
             run_id = self.tracker.create_run(experiment_id, spec, parent_run_id=parent)
             return {"experiment_id": experiment_id, "run_id": run_id}
         if event.kind == EXPERIMENT_SYNC:
-            experiment_id = self.tracker.ensure_experiment(p["partner"], p["project"])
+            experiment_id = self.project_experiment(p["partner"], p["project"])
             if self.access is None:
                 raise ValueError("experiment.sync needs an MlflowAccess")
             self.access.sync_experiment(experiment_id, p.get("grants", {}), p.get("revoke", []))
@@ -264,6 +271,83 @@ class OutboxProcessor:
         else:
             raise ValueError(f"unknown outbox event kind {event.kind!r}")
         return None
+
+    # -- the project's experiment: by stored id, squats reported ----------------------------
+    def project_experiment(self, partner: str, project: str) -> str:
+        from aitb.store.tables import ProjectRow
+
+        with self.session_factory() as session:
+            row = session.get(ProjectRow, project)
+            known = row.mlflow_experiment_id if row is not None else None
+        if row is None:  # no project row (tools, tests): the tracker keeps the id in memory
+            return self.tracker.ensure_experiment(partner, project)
+        claim = self.tracker.claim_experiment(partner, project, known)
+        if claim.experiment_id != known or claim.squat or claim.lost:
+            self._record_claim(partner, project, claim)
+        return claim.experiment_id
+
+    def _record_claim(self, partner: str, project: str, claim: ExperimentClaim) -> None:
+        from aitb.store import audit
+        from aitb.store.tables import ProjectRow
+
+        with self.session_factory() as session, session.begin():
+            row = session.get(ProjectRow, project)
+            if row is not None:
+                row.mlflow_experiment_id = claim.experiment_id
+            target = f"project/{project}"
+            if claim.squat:
+                log.warning(
+                    "experiment name %r was taken by experiment %s, not made by the platform: "
+                    "moved to %r; project %s gets experiment %s", claim.squat["name"],
+                    claim.squat["experiment_id"], claim.squat["renamed_to"], project,
+                    claim.experiment_id,
+                )
+                audit.append(session, "aitb-tracking", "tracking.squat", target,
+                             {**claim.squat, "project_experiment_id": claim.experiment_id},
+                             partner=partner)  # fmt: skip
+            if claim.lost:
+                audit.append(session, "aitb-tracking", "tracking.experiment_lost", target,
+                             {"lost": claim.lost, "experiment_id": claim.experiment_id},
+                             partner=partner)  # fmt: skip
+            if claim.created:
+                audit.append(session, "aitb-tracking", "tracking.experiment_create", target,
+                             {"experiment_id": claim.experiment_id}, partner=partner)  # fmt: skip
+
+    # -- per-attempt runner credentials --------------------------------------------------
+    def active_attempts(self) -> set[str]:
+        from sqlalchemy import select
+
+        from aitb.domain.models import Attempt
+        from aitb.store.tables import JobRow
+
+        with self.session_factory() as session:
+            rows = session.execute(
+                select(JobRow.id, JobRow.attempts).where(
+                    JobRow.state.in_([str(s) for s in ACTIVE_STATES])
+                )
+            ).all()
+        return {Attempt.backend_id_for(job_id, attempts) for job_id, attempts in rows}
+
+    def sweep_runners(self) -> list[str]:
+        """Revoke the runner accounts of attempts that are no longer ADMITTED or RUNNING."""
+        if self.runners is None:
+            return []
+        return self.runners.sweep(self.active_attempts())
+
+    def _maybe_sweep(self) -> None:
+        if self.runners is None:
+            return
+        now = self.clock()
+        if self._last_sweep and (now - self._last_sweep).total_seconds() < self.sweep_every_s:
+            return
+        self._last_sweep = now
+        try:
+            revoked = self.sweep_runners()
+        except Exception:  # never let the sweep stop delivery
+            log.exception("sweeping MLflow runner credentials failed")
+            return
+        if revoked:
+            log.info("revoked MLflow runner credentials of ended attempts %s", revoked)
 
     def _run_id(self, event: store.OutboxEvent) -> str:
         if event.payload.get("run_id"):

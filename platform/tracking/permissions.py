@@ -2,20 +2,20 @@
 
 The server runs with `default_permission = NO_PERMISSIONS`, so a user sees an experiment only
 when granted here. The platform is the authority: grants follow project membership and are
-re-applied (revoke, then grant) whenever it changes; nobody but the platform admin holds
-MANAGE, so nobody can widen access behind the platform's back.
+re-applied (revoke, then grant) whenever it changes. Nobody but the platform admin holds
+MANAGE on a project experiment (the platform creates them all; tenants may not create
+experiments, see `aitb.tracking.guard`), and the grant routes are closed to tenants, so
+nobody can widen access behind the platform's back; `inventory` lists every grant so
+`aitb admin tracking sync` can find and remove any that drifted.
 
 Passwords. A person's MLflow password is generated here and returned once (by
 `reset_password`) for the platform to show; the platform stores nothing, MLflow keeps
-only its hash, and a lost password is simply reset. Job drivers log as a per-project runner
-account whose password is derived (HMAC) from a platform secret, so the dispatcher can
-put it in a job's environment without any stored secret.
+only its hash, and a lost password is simply reset. Job drivers log as per-attempt accounts
+(`aitb.tracking.runner`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -53,14 +53,6 @@ def desired_permissions(
     return wanted
 
 
-def runner_account(partner: str, project: str, secret: str | bytes) -> MlflowAccount:
-    """The account a project's job drivers log as; same inputs, same password."""
-    username = f"aitb-runner/{partner}/{project}"
-    key = secret.encode() if isinstance(secret, str) else secret
-    password = hmac.new(key, username.encode(), hashlib.sha256).hexdigest()
-    return MlflowAccount(username, password)
-
-
 class MlflowAccess:
     """Users and experiment grants, managed as the platform admin."""
 
@@ -96,7 +88,7 @@ class MlflowAccess:
         """Create the user or give it a new password; the password is returned only here."""
         self._refuse_admin(username)
         password = secrets.token_urlsafe(18)
-        self._set_password(username, password)
+        self.set_password(username, password)
         return password
 
     def ensure_user(self, username: str) -> str | None:
@@ -105,15 +97,6 @@ class MlflowAccess:
         if self.user_exists(username):
             return None
         return self.reset_password(username)
-
-    def ensure_runner(
-        self, partner: str, project: str, experiment_id: str, secret: str | bytes
-    ) -> MlflowAccount:
-        """The project's runner account, with its derived password and EDIT on the experiment."""
-        account = runner_account(partner, project, secret)
-        self._set_password(account.username, account.password)
-        self.set_permission(account.username, experiment_id, RUNNER_PERMISSION)
-        return account
 
     def set_permission(self, username: str, experiment_id: str, permission: str | None) -> None:
         """Make `username`'s grant on the experiment exactly `permission` (None: no grant)."""
@@ -140,13 +123,15 @@ class MlflowAccess:
         revoke those in `revoke` that are not wanted (e.g. members who left)."""
         for username, permission in wanted.items():
             if not self.user_exists(username):
-                self._set_password(username, secrets.token_urlsafe(18))
+                self.set_password(username, secrets.token_urlsafe(18))
             self.set_permission(username, experiment_id, permission)
         for username in set(revoke) - set(wanted):
             if self.user_exists(username):
                 self.set_permission(username, experiment_id, None)
 
-    def _set_password(self, username: str, password: str) -> None:
+    def set_password(self, username: str, password: str) -> None:
+        """Create the user with this password, or give the existing user this password."""
+        self._refuse_admin(username)
         from mlflow.exceptions import MlflowException
 
         with as_account(self.admin, self.policy):
@@ -157,3 +142,54 @@ class MlflowAccess:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
                 client.update_user_password(username, password)
+
+    def delete_user(self, username: str) -> bool:
+        """Delete the account (its grants go with it); False when it did not exist."""
+        self._refuse_admin(username)
+        from mlflow.exceptions import MlflowException
+
+        with as_account(self.admin, self.policy):
+            try:
+                self._client().delete_user(username)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return False
+                raise
+        return True
+
+    # -- what MLflow holds, for drift repair ------------------------------------------------
+    def _get(self, path: str, **params: str) -> dict:
+        import httpx
+
+        response = httpx.get(
+            f"{self.tracking_uri.rstrip('/')}{path}",
+            params=params,
+            auth=(self.admin.username, self.admin.password),
+            timeout=self.policy.timeout_s,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def users(self) -> list[dict]:
+        """Every MLflow account: `{"username", "is_admin"}`."""
+        return [
+            {"username": u["username"], "is_admin": bool(u.get("is_admin"))}
+            for u in self._get("/api/2.0/mlflow/users/list").get("users", [])
+        ]
+
+    def inventory(self) -> dict[str, dict[str, str]]:
+        """Every experiment grant of every non-admin account: `{experiment_id: {user: perm}}`.
+        A wildcard grant (`*`) appears under the key `*`."""
+        grants: dict[str, dict[str, str]] = {}
+        for user in self.users():
+            if user["is_admin"]:
+                continue
+            rows = self._get(
+                "/api/3.0/mlflow/users/permissions/list", username=user["username"]
+            ).get("permissions", [])
+            for row in rows:
+                if row.get("resource_type") == "experiment":
+                    grants.setdefault(str(row["resource_pattern"]), {})[user["username"]] = row[
+                        "permission"
+                    ]
+        return grants

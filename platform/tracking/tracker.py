@@ -7,7 +7,11 @@ costs seconds and must stay out of the CLI's start-up path.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -72,6 +76,30 @@ def experiment_name(partner: str, project: str) -> str:
     return f"{partner}/{project}"
 
 
+#: Tag marking an experiment the platform created: HMAC of its name under the platform's
+#: tracking secret. Nobody else can compute it, and tenants may not write `aitb.*` tags.
+SEAL_TAG = "aitb.seal"
+#: Where an experiment squatting a project's name is moved (renamed) to.
+QUARANTINE_PREFIX = "aitb-quarantine/"
+
+
+def seal(key: bytes, name: str) -> str:
+    return hmac.new(key, f"experiment:{name}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class ExperimentClaim:
+    """The project's experiment, and what was found in its way."""
+
+    experiment_id: str
+    created: bool = False
+    #: an experiment that held the project's name without the platform's seal
+    squat: dict[str, str] | None = None
+    #: the stored id pointed at an experiment that no longer exists
+    lost: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
 def run_tags(spec: RunSpec) -> dict[str, str]:
     """The `aitb.*` tags of brief section 7, plus the run's display name."""
     tags = {
@@ -110,13 +138,22 @@ class Tracker:
     """MLflow calls made as the platform admin."""
 
     def __init__(
-        self, tracking_uri: str, admin: MlflowAccount, policy: HttpPolicy | None = None
+        self,
+        tracking_uri: str,
+        admin: MlflowAccount,
+        policy: HttpPolicy | None = None,
+        seal_key: str | bytes | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.admin = admin
         self.policy = policy or HttpPolicy()
+        # Without a kept key nothing made before this process is recognised as the
+        # platform's: a project with no stored id then always gets a fresh experiment.
+        key = seal_key if seal_key is not None else secrets.token_bytes(32)
+        self._seal_key = key.encode() if isinstance(key, str) else key
         self._client: MlflowClient | None = None
-        self._experiments: dict[str, str] = {}  # name -> id; experiments are never renamed here
+        # (partner, project) -> id, for callers that keep no id themselves (tests, tools)
+        self._experiments: dict[tuple[str, str], str] = {}
         self._sweep_runs: dict[str, str] = {}  # sweep id -> parent run id
 
     def ensure_ready(self) -> None:
@@ -131,33 +168,100 @@ class Tracker:
                 self._client = MlflowClient(tracking_uri=self.tracking_uri)
             return fn(self._client)
 
-    def ensure_experiment(self, partner: str, project: str) -> str:
-        """The id of experiment `<partner>/<project>`, created on first use."""
-        name = experiment_name(partner, project)
-        if name in self._experiments:
-            return self._experiments[name]
+    def ensure_experiment(
+        self, partner: str, project: str, known_id: str | None = None
+    ) -> str:
+        """The id of the project's experiment (see `claim_experiment`)."""
+        known_id = known_id or self._experiments.get((partner, project))
+        claim = self.claim_experiment(partner, project, known_id)
+        self._experiments[(partner, project)] = claim.experiment_id
+        return claim.experiment_id
 
-        def go(client: MlflowClient) -> str:
+    def claim_experiment(
+        self, partner: str, project: str, known_id: str | None
+    ) -> ExperimentClaim:
+        """The project's experiment: the one with the stored id, else one the platform makes.
+
+        Never found by name alone. An experiment already called `<partner>/<project>` is
+        adopted only if it carries the platform's seal (made by an earlier delivery whose
+        id was not stored); any other is a squat: it is renamed into `aitb-quarantine/`,
+        reported in the claim, and the project gets a fresh experiment.
+        """
+        name = experiment_name(partner, project)
+
+        def go(client: MlflowClient) -> ExperimentClaim:
             from mlflow.exceptions import MlflowException
 
-            existing = client.get_experiment_by_name(name)
-            if existing is not None:
-                if existing.lifecycle_stage == "deleted":
-                    client.restore_experiment(existing.experiment_id)
-                return existing.experiment_id
+            lost = None
+            if known_id:
+                try:
+                    existing = client.get_experiment(known_id)
+                except MlflowException as exc:
+                    if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                        raise
+                    existing = None
+                if existing is not None:
+                    if existing.lifecycle_stage == "deleted":
+                        client.restore_experiment(existing.experiment_id)
+                    return ExperimentClaim(existing.experiment_id)
+                lost = known_id
+            squat = None
+            holder = client.get_experiment_by_name(name)
+            if holder is not None and self.sealed(holder):
+                if holder.lifecycle_stage == "deleted":
+                    client.restore_experiment(holder.experiment_id)
+                return ExperimentClaim(holder.experiment_id, lost=lost)
+            if holder is not None:
+                squat = self._quarantine(client, holder)
             try:
-                return client.create_experiment(
-                    name, tags={"aitb.partner": partner, "aitb.project": project}
-                )
-            except MlflowException as exc:  # lost a race with another creator
+                new_id = client.create_experiment(name, tags=self._tags(partner, project, name))
+            except MlflowException as exc:  # lost a race with another delivery of ours
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-                found = client.get_experiment_by_name(name)
-                assert found is not None
-                return found.experiment_id
+                again = client.get_experiment_by_name(name)
+                if again is None or not self.sealed(again):
+                    raise
+                new_id = again.experiment_id
+            return ExperimentClaim(new_id, created=True, squat=squat, lost=lost)
 
-        self._experiments[name] = self._call(go)
-        return self._experiments[name]
+        return self._call(go)
+
+    def experiment_names(self) -> dict[str, str]:
+        """Every experiment on the server (deleted ones too): id -> name."""
+
+        def go(client: MlflowClient) -> dict[str, str]:
+            from mlflow.entities import ViewType
+
+            out: dict[str, str] = {}
+            token = None
+            while True:
+                page = client.search_experiments(
+                    view_type=ViewType.ALL, max_results=1000, page_token=token
+                )
+                out.update({e.experiment_id: e.name for e in page})
+                token = page.token
+                if not token:
+                    return out
+
+        return self._call(go)
+
+    def sealed(self, experiment: Any) -> bool:
+        found = (experiment.tags or {}).get(SEAL_TAG, "")
+        return hmac.compare_digest(found, seal(self._seal_key, experiment.name))
+
+    def _tags(self, partner: str, project: str, name: str) -> dict[str, str]:
+        return {"aitb.partner": partner, "aitb.project": project,
+                SEAL_TAG: seal(self._seal_key, name)}  # fmt: skip
+
+    def _quarantine(self, client: MlflowClient, holder: Any) -> dict[str, str]:
+        moved = f"{QUARANTINE_PREFIX}{holder.experiment_id}/{holder.name}"
+        if holder.lifecycle_stage == "deleted":  # a deleted experiment still holds its name
+            client.restore_experiment(holder.experiment_id)
+            client.rename_experiment(holder.experiment_id, moved)
+            client.delete_experiment(holder.experiment_id)
+        else:
+            client.rename_experiment(holder.experiment_id, moved)
+        return {"name": holder.name, "experiment_id": holder.experiment_id, "renamed_to": moved}
 
     def find_run(self, experiment_id: str, job_id: str) -> str | None:
         """The run already created for `job_id`, if any (what makes `create_run` idempotent)."""

@@ -92,6 +92,8 @@ def test_fairshare_shows_partners_and_scoped_projects(api):
     alice = {p["partner"]: p for p in get(api, "alice", "/v1/fairshare").json()["partners"]}
     assert [p["project"] for p in alice["volvo"]["projects"]] == ["borrower"]
     assert alice["saab"]["projects"] == []
+    erin = {p["partner"]: p for p in get(api, "erin", "/v1/fairshare").json()["partners"]}  # node admin
+    assert set(erin) == {"volvo", "saab"} and erin["volvo"]["projects"] == erin["saab"]["projects"] == []
 
 
 def test_capacity_per_node_and_pool(api):

@@ -264,3 +264,40 @@ def test_a_running_retry_counts_its_wait_from_its_requeue(database_url, tmp_path
         assert rows["volvo"]["gpu_hours_borrowed"] == 1.0  # A-2: 2 GPUs, 23:30 to midnight, so far
     finally:
         db.dispose()
+
+
+def test_capacity_pending_demand_by_node_and_reason(database_url, tmp_path, monkeypatch):
+    """Queued demand goes to the nodes a job may use — its own list narrowed by governance
+    (a strict-residency dataset pins it home) — grouped by the scheduler's reason."""
+    from aitb.domain.models import Dataset, JobSpec, Residency
+    from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec
+    from aitb.store import datasets as dataset_store
+
+    db = Database(database_url)
+    try:
+        run_workload(db, tmp_path, monkeypatch)
+        with db.session() as s:
+            dataset_store.add_dataset(s, Dataset(name="scans", partner="saab", home_node="lund",
+                                                 residency=Residency.STRICT))
+            big = GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1, gpu=GpuRequest(count=4)))
+            pinned = job_store.create_job(s, JobSpec(project="owner", entrypoint="x", gang=big,
+                                                     datasets=["scans"]), partner="saab", submitter="bob")
+            anywhere = job_store.create_job(s, JobSpec(project="borrower", entrypoint="x", gang=big),
+                                            partner="volvo", submitter="alice")
+            job_store.update_fields(s, pinned.id, pending_reason="lund: no host with 4 free gpu")
+            job_store.update_fields(s, anywhere.id, pending_reason="lund: no host with 4 free gpu")
+        with db.session() as s:
+            view = accounting.capacity(s, ADMIN, FEDERATION, T0)
+            alice = accounting.capacity(s, Principal(name="alice", memberships={"borrower": "researcher"}),
+                                        FEDERATION, T0)
+        nodes = {n["node"]: n for n in view["nodes"]}
+        assert nodes["lund"]["pending"] == {"jobs": 1, "demand": {"cpu": 1.0, "memory_gib": 1.0, "gpu": 4.0},
+                                            "reasons": [{"reason": "lund: no host with 4 free gpu", "jobs": 1,
+                                                         "demand": {"cpu": 1.0, "memory_gib": 1.0, "gpu": 4.0}}]}
+        assert nodes["orebro"]["pending"]["jobs"] == 0
+        assert view["pending_any_node"]["jobs"] == 1
+        # a researcher sees only their own project's queued demand
+        assert {n["node"]: n["pending"]["jobs"] for n in alice["nodes"]} == {"lund": 0, "orebro": 0}
+        assert alice["pending_any_node"]["jobs"] == 1
+    finally:
+        db.dispose()

@@ -106,7 +106,7 @@ def run_workload(db: Database, data_dir: Path, monkeypatch, until: int | None = 
     """Drive the workload to its end; every clock read in the control plane is ``clock``."""
     clock = Clock(T0)
     monkeypatch.setattr(job_store, "utcnow", clock)
-    for module in ("aitb.control.reconciler", "aitb.store.attempts"):
+    for module in ("aitb.control.reconciler", "aitb.store.attempts", "aitb.store.job_batch"):
         monkeypatch.setattr(f"{module}.utcnow", clock, raising=False)
     seed(db)
     events = TrackingEvents(tracking=False)

@@ -110,3 +110,26 @@ def test_sweep_submits_one_job_per_point(team):
     with server.client(other) as c:
         assert c.get(f"/v1/sweeps/{sweep['id']}").status_code == 404
         assert sweep["id"] not in [s["id"] for s in c.get("/v1/sweeps").json()]
+
+
+def test_racing_retries_with_one_key_create_one_job(team):
+    import threading
+
+    server, token, project, _ = team
+    key = str(uuid.uuid4())
+    body = job(project, f"race-{key[:6]}")
+    answers: list = []
+
+    def send() -> None:
+        with server.client(token) as c:
+            r = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+            answers.append((r.status_code, r.json().get("id")))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {code for code, _ in answers} <= {201, 409}
+    assert len({i for code, i in answers if code == 201}) == 1
+    assert jobs_named(server, f"race-{key[:6]}") == 1

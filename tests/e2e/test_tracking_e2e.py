@@ -4,6 +4,7 @@ the job, and the final status arriving even when MLflow was down while the job r
 from __future__ import annotations
 
 import io
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -53,21 +54,26 @@ def wait_run(client, run_id: str, status: str, timeout: float = 90):
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, ray_head):
+    import tempfile
+
     from aitb.tracking.server import start_mlflow_server
 
     data_dir = tmp_path_factory.mktemp("tracked")
     port = free_port()
-    mlflow = start_mlflow_server(data_dir / "mlflow-state", port, ADMIN_USER, ADMIN_PASSWORD)
+    # Outside pytest's tmp dir: the server runs unprivileged (see tests/support/mlflow.py: server_dir).
+    mlflow_state = Path(tempfile.mkdtemp(prefix="aitb-mlflow-e2e-"))
+    mlflow = start_mlflow_server(mlflow_state, port, ADMIN_USER, ADMIN_PASSWORD)
     mlflow.wait_healthy(90)
     platform_ = start_platform(data_dir, ray_head, {
         "AITB_TRACKING__TRACKING_URI": mlflow.url,
         "AITB_TRACKING__ADMIN_USER": ADMIN_USER,
         "AITB_TRACKING__ADMIN_PASSWORD": ADMIN_PASSWORD,
     })
-    state = {"mlflow": mlflow, "port": port, "dir": data_dir / "mlflow-state"}
+    state = {"mlflow": mlflow, "port": port, "dir": mlflow_state}
     yield platform_, state
     stop_process(platform_.api.process)
     state["mlflow"].stop()
+    shutil.rmtree(mlflow_state, ignore_errors=True)
 
 
 def submit(platform_, token, project, entrypoint, code: bytes | None = None, name: str | None = None) -> dict:

@@ -367,10 +367,10 @@ def test_governance_constraints_on_the_request_are_honoured(backend, plane, db):
     plane.tick()
     request = request_of(plane, job_id)
     assert backend._meta(request).no_egress is False
-    governed = SimpleNamespace(**request.__dict__, constraints=SimpleNamespace(egress=False, secure_pool=True))
+    governed = SimpleNamespace(**{**request.__dict__, "constraints": SimpleNamespace(egress=False, secure_pool=True)})
     meta = backend._meta(governed)
     assert meta.no_egress and meta.secure_pool
-    open_net = SimpleNamespace(**request.__dict__, constraints=SimpleNamespace(egress=True, secure_pool=True))
+    open_net = SimpleNamespace(**{**request.__dict__, "constraints": SimpleNamespace(egress=True, secure_pool=True)})
     assert backend._meta(open_net).secure_pool and not backend._meta(open_net).no_egress
 
 

@@ -13,7 +13,6 @@ import yaml
 
 from aitb.local import stack
 from aitb.settings import Settings
-from aitb.tracking.permissions import runner_account
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -24,7 +23,7 @@ TESTBED = {
 }  # fmt: skip
 # Files that hold a secret on purpose (mode 0600), and databases that keep only hashes.
 KEPT = {"admin-token", "mlflow-admin-password", "tracking-runner.secret", "flask_secret_key",
-        "basic_auth.ini", "cli.toml"}
+        "basic_auth.ini", "cli.toml", "mlflow.env"}
 LOG_SUFFIXES = (".log", ".out", ".err", ".txt", ".json", ".jsonl")
 
 
@@ -61,8 +60,11 @@ def test_no_secret_in_any_log(tmp_path: Path) -> None:
         httpx.get(f"{parts['api'].url}/v1/jobs", headers={"Authorization": f"Bearer {wrong}"})
         researcher = httpx.Client(base_url=parts["api"].url, timeout=60,
                                   headers={"Authorization": f"Bearer {token}"})
+        # the job's own (per-attempt) password, kept outside the data dir to look for it in logs
+        runner_pw_file = tmp_path / "runner-password"
         script = ("import os, mlflow; mlflow.log_metric('m', 1.0); "
-                  "print('user', os.environ.get('MLFLOW_TRACKING_USERNAME'))")
+                  "print('user', os.environ.get('MLFLOW_TRACKING_USERNAME')); "
+                  f"open('{runner_pw_file}', 'w').write(os.environ.get('MLFLOW_TRACKING_PASSWORD', ''))")
         job = researcher.post("/v1/jobs", json={
             "project": project, "entrypoint": f'python -c "{script}"',
             "resources": {"cpu": 1, "memory_gib": 0.5}}).json()
@@ -80,15 +82,16 @@ def test_no_secret_in_any_log(tmp_path: Path) -> None:
             "admin token": admin_token, "researcher token": token, "wrong token": wrong,
             "MLflow admin password": admin_password, "MLflow user password": mlflow_password,
             "runner secret": runner_secret,
-            "runner password": runner_account(partner, project, runner_secret).password,
+            "runner password": runner_pw_file.read_text(),
         }
     finally:
         stack.down(settings)
     files = log_files(settings.data_dir)
     assert any(f.name == "api.log" for f in files) and any("ray" in f.parts for f in files)
     # the job did get its MLflow credentials (so a leak had every chance to happen)
-    assert any(b"user aitb-runner/" in f.read_bytes() for f in files if job["id"] in f.name), \
-        "the driver log should show the runner account"
+    assert any(f"user aitb-run/{job['id']}".encode() in f.read_bytes() for f in files if job["id"] in f.name), \
+        "the driver log should show the attempt's runner account"
+    assert len(secrets["runner password"]) >= 12
     leaks = [
         f"{what} in {path.relative_to(settings.data_dir)}"
         for path in files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,17 @@ from aitb.tracking.credentials import HttpPolicy, MlflowAccount, as_account
 from aitb.tracking.server import ManagedMlflow, start_mlflow_server
 
 ADMIN = MlflowAccount("aitb-admin", "admin-secret-for-tests")
+
+
+def server_dir(prefix: str = "aitb-mlflow-test-") -> Path:
+    """A state directory for a server started by tests.
+
+    Not under pytest's tmp dir: started by root, the server runs as an unprivileged user that
+    needs a traverse ACL on every parent, and pytest re-chmods its shared
+    /tmp/pytest-of-<user> to 0700 whenever any session starts, which narrows such an ACL
+    under a running server.
+    """
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def launch(data_dir: Path, port: int | None = None) -> ManagedMlflow:

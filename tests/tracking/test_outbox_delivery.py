@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,10 +15,10 @@ from aitb.store import outbox as store
 from aitb.tracking import outbox
 from aitb.tracking.credentials import MlflowAccount
 from aitb.tracking.outbox import Backoff, OutboxProcessor
-from aitb.tracking.permissions import MlflowAccess, runner_account
+from aitb.tracking.permissions import MlflowAccess
 from aitb.tracking.tracker import RunSpec, Tracker
 from tests.support.jobs import make_job
-from tests.support.mlflow import ADMIN, call_as, driver_log, launch
+from tests.support.mlflow import ADMIN, call_as, driver_log, launch, server_dir
 
 pytestmark = pytest.mark.mlflow
 
@@ -41,9 +42,10 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("mlflow-outbox"))
+    srv = Server(server_dir())
     yield srv
     srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 class Clock:
@@ -62,7 +64,6 @@ def harness(server, sessions):
         sessions,
         Tracker(server.url, ADMIN),
         access=MlflowAccess(server.url, ADMIN),
-        runner_secret="runner-secret",
         on_run_created=lambda *args: created.append(args),
         backoff=Backoff(base_s=60, cap_s=120),  # outlasts a server restart
         permanent_attempts=2,
@@ -128,10 +129,7 @@ def test_events_wait_out_an_outage_and_arrive_in_order(server, sessions, harness
         assert run.data.metrics == {"queue_wait_s": 2.0, "run_time_s": 30.0, "preemptions": 0.0}
         assert driver_log(server.url, run_id, tmp_path / run_id) == "step 1\nstep 2\ndone\n"
 
-    # run.create provisioned the project's runner; experiment.sync granted the viewer.
-    experiment_id = created[0][1] if created[0][0] == jobs[0].id else created[1][1]
-    runner = runner_account("outage", "vision", "runner-secret")
-    call_as(runner, server.url, lambda c: c.get_experiment(experiment_id))
+    # experiment.sync granted the viewer.
     access = MlflowAccess(server.url, ADMIN)
     password = access.reset_password("outage-viewer")
     viewer = MlflowAccount("outage-viewer", password)

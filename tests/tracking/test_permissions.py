@@ -9,7 +9,8 @@ from mlflow.exceptions import MlflowException
 
 from aitb.domain.models import MemberRole
 from aitb.tracking.credentials import MlflowAccount
-from aitb.tracking.permissions import MlflowAccess, desired_permissions, runner_account
+from aitb.tracking.permissions import MlflowAccess, desired_permissions
+from aitb.tracking.runner import CREDENTIALS_FILE, RunnerCredentials, runner_username
 from aitb.tracking.tracker import Tracker
 from tests.support.jobs import make_job
 from tests.support.mlflow import ADMIN, call_as
@@ -24,15 +25,6 @@ def test_desired_permissions_follow_roles_and_strongest_wins() -> None:
     )
     assert wanted == {"ann": "READ", "bob": "EDIT", "cat": "EDIT", "dan": "READ", "eve": "READ"}
     assert desired_permissions({"bob": "researcher"}, partner_admins=["bob"]) == {"bob": "EDIT"}
-
-
-def test_runner_password_is_derived_and_secret_bound() -> None:
-    one = runner_account("acme", "vision", "s3cret")
-    assert one == runner_account("acme", "vision", b"s3cret")
-    assert one.username == "aitb-runner/acme/vision" and len(one.password) >= 12
-    assert runner_account("acme", "vision", "other").password != one.password
-    assert runner_account("acme", "nlp", "s3cret").password != one.password
-    assert "password" not in repr(one) and one.password not in repr(one)
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +108,39 @@ def test_existing_user_is_not_reprovisioned_and_admin_is_protected(world) -> Non
         access.reset_password(ADMIN.username)
 
 
-def test_runner_logs_into_its_project_only(world, mlflow_server) -> None:
+def _read_credentials(path) -> MlflowAccount:
+    values = dict(
+        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
+    )
+    return MlflowAccount(
+        values["MLFLOW_TRACKING_USERNAME"].strip("'"), values["MLFLOW_TRACKING_PASSWORD"].strip("'")
+    )
+
+
+def test_attempt_runner_logs_into_its_run_only_until_revoked(world, mlflow_server, tmp_path) -> None:
+    import stat
+
     a, b, access = world["a"], world["b"], world["access"]
-    runner = access.ensure_runner(f"a{world['tag']}", "proj", a["experiment_id"], "secret")
-    assert runner == runner_account(f"a{world['tag']}", "proj", "secret")
+    runners = RunnerCredentials(access, tmp_path / "secrets")
+    attempt = f"job{world['tag']}-2"
+    path = runners.issue(attempt, a["experiment_id"])
+    assert path.name == CREDENTIALS_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    runner = _read_credentials(path)
+    assert runner.username == runner_username(attempt) and len(runner.password) >= 12
     call_as(runner, mlflow_server.url, lambda c: c.log_metric(a["run_id"], "loss", 0.25))
     with pytest.raises(MlflowException) as caught:
         call_as(runner, mlflow_server.url, lambda c: c.log_metric(b["run_id"], "loss", 0.25))
     assert _status_of(caught.value) == 403
-    # Ensuring it again (e.g. on the next job's run.create) keeps the same working password.
-    access.ensure_runner(f"a{world['tag']}", "proj", a["experiment_id"], "secret")
+
+    assert runners.issue(attempt, a["experiment_id"]) == path  # a repeated dispatch: same secret
+    assert _read_credentials(path) == runner
+    assert runners.sweep(active=[attempt]) == []  # still running: kept
     call_as(runner, mlflow_server.url, lambda c: c.log_metric(a["run_id"], "loss", 0.2))
+    assert runners.sweep(active=[]) == [attempt]  # ended: account and file gone
+    assert not path.exists() and runners.issued() == []
+    assert not access.user_exists(runner.username)
+    with pytest.raises(MlflowException) as caught:
+        call_as(runner, mlflow_server.url, lambda c: c.log_metric(a["run_id"], "loss", 0.1))
+    assert _status_of(caught.value) == 401

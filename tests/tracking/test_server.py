@@ -8,7 +8,7 @@ import stat
 import httpx
 import pytest
 
-from aitb.tracking.server import MlflowPaths, is_healthy, start_mlflow_server
+from aitb.tracking.server import SERVICE_USER, MlflowPaths, is_healthy, start_mlflow_server
 from tests.support.mlflow import ADMIN, launch
 
 pytestmark = pytest.mark.mlflow
@@ -21,7 +21,8 @@ def test_server_requires_auth_and_admin_login_works(mlflow_server) -> None:
     assert httpx.get(search, auth=(ADMIN.username, ADMIN.password)).status_code == 200
 
 
-def test_state_lives_under_data_dir_and_secret_is_private(tmp_path) -> None:
+def test_state_lives_under_data_dir_and_secret_is_private(state_dir) -> None:
+    tmp_path = state_dir
     server = launch(tmp_path)
     try:
         paths = MlflowPaths(tmp_path)
@@ -31,6 +32,11 @@ def test_state_lives_under_data_dir_and_secret_is_private(tmp_path) -> None:
         assert paths.log.exists()
         key = paths.secret_key.read_text()
         assert os.getpgid(server.pid) == server.pid  # leads its own process group
+        owner = _process_owner(server.pid)
+        assert owner != 0, "the MLflow server must not run as root"
+        if os.geteuid() == 0:
+            assert server.user == SERVICE_USER
+            assert paths.backend_db.stat().st_uid == owner  # it owns its state, nothing more
     finally:
         server.stop()
     assert not server.is_running()
@@ -50,3 +56,22 @@ def test_state_lives_under_data_dir_and_secret_is_private(tmp_path) -> None:
 def test_short_admin_password_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="12"):
         start_mlflow_server(tmp_path, 1, "admin", "short")
+
+
+def _process_owner(pid: int) -> int:
+    """The real uid of a process and of its children (uvicorn serves the requests)."""
+    uids = set()
+    for status in [f"/proc/{pid}/status", *(f"/proc/{c}/status" for c in _children(pid))]:
+        for line in open(status).read().splitlines():
+            if line.startswith("Uid:"):
+                uids.add(int(line.split()[1]))
+    assert len(uids) == 1, uids
+    return uids.pop()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = open(f"/proc/{pid}/task/{pid}/children").read()
+    except FileNotFoundError:
+        return []
+    return [int(c) for c in text.split()]

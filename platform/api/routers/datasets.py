@@ -37,6 +37,8 @@ def list_grants(dataset: str, session: SessionDep, caller: CallerDep) -> list[Gr
 
 
 @router.delete("/datasets/{dataset}/grants/{project}", status_code=204, responses=errors(401, 403, 404))
-def revoke_grant(dataset: str, project: str, session: SessionDep, caller: CallerDep) -> Response:
-    datasets.revoke_grant(session, caller, dataset, project)
-    return Response(status_code=204)
+def revoke_grant(dataset: str, project: str, session: SessionDep, caller: CallerDep, state: StateDep) -> Response:
+    """Revoke; the project's queued jobs that needed the grant become REJECTED (their ids in
+    the X-Aitb-Rejected-Jobs header)."""
+    rejected = datasets.revoke_grant(session, caller, dataset, project, state.federation, state.events.changed)
+    return Response(status_code=204, headers={"X-Aitb-Rejected-Jobs": ",".join(rejected)} if rejected else None)

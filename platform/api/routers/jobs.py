@@ -8,8 +8,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from aitb.api.deps import CallerDep, DetachedCallerDep, SessionDep, StateDep
+from aitb.api.governance_schemas import RejectedOut
 from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
+from aitb.api.routers.policies import rejected
 from aitb.api.routers.sweeps import REPLAYED, IdempotencyKey
 from aitb.api.schemas import JobIn, JobOut, PackageOut, QueueEntryOut
 from aitb.domain.lifecycle import JobState
@@ -61,7 +63,9 @@ def has_package(digest: str, session: SessionDep, caller: CallerDep) -> Response
     return Response(status_code=200)
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut, responses=errors(401, 403, 404, 409, 422))
+@router.post("/jobs", status_code=201, response_model=JobOut,
+             responses={**errors(401, 404, 409, 422), 403: {"model": RejectedOut, "description":
+                        "not a member, or refused by governance (then recorded as a REJECTED job)"}})
 def submit(body: JobIn, response: Response, session: SessionDep, caller: CallerDep, state: StateDep,
            idempotency_key: IdempotencyKey = None) -> JobOut:
     try:
@@ -77,10 +81,14 @@ def submit(body: JobIn, response: Response, session: SessionDep, caller: CallerD
 
     result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/jobs",
                                         lambda: body.model_dump(mode="json"), create)
-    if not replayed:
-        return JobOut.of(create.job)  # type: ignore[attr-defined]
-    response.headers[REPLAYED] = "true"
-    return JobOut.of(jobs.visible_job(session, caller, result["jobs"][0]))
+    if replayed:
+        response.headers[REPLAYED] = "true"
+        job = jobs.visible_job(session, caller, result["jobs"][0])
+    else:
+        job = create.job  # type: ignore[attr-defined]
+    if job.state == JobState.REJECTED:
+        return rejected(job)  # 403 with the reasons; the REJECTED job is committed and audited
+    return JobOut.of(job)
 
 
 @router.get("/jobs", response_model=list[JobOut], responses=errors(401, 422))
@@ -121,7 +129,7 @@ def cancel(job_id: str, session: SessionDep, caller: CallerDep, state: StateDep)
 )
 def logs(job_id: str, caller: DetachedCallerDep, state: StateDep,
          offset: Annotated[int, Query(ge=0)] = 0) -> Response:
-    with state.db.session() as session:
+    with state.db.read() as session:
         job = jobs.visible_job(session, caller, job_id)
     # the backend is asked outside any transaction
     data, next_offset = state.control.read_log(job, offset)

@@ -1,0 +1,189 @@
+"""Governance at every gate of the control plane: the scheduler's candidates, admission,
+dispatch, and the queue sweep that rejects jobs whose grant expired or was revoked.
+
+The decision is `aitb.governance` (pure); this module feeds it from the store, maps a
+Decision onto what the scheduler snapshot can express (allowed nodes, required pool
+labels, a note for the pending reason), and writes REJECTED with the reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aitb.domain.lifecycle import AttemptOutcome
+from aitb.domain.models import Attempt, Job
+from aitb.domain.testbed import Federation
+from aitb.governance import Decision, JobFacts, RuntimeConstraints
+from aitb.scheduler.snapshot import Constraints
+from aitb.services import governance as gov
+from aitb.services.tracking_events import TrackingEvents
+from aitb.store import attempts as attempt_store
+from aitb.store import jobs as job_store
+from aitb.store.base import utcnow
+from aitb.store.db import Database
+from aitb.store.tables import DatasetRow, GrantRow
+
+log = logging.getLogger("aitb.governance")
+
+ACTOR = "governance"
+
+
+def constraints_of(decision: Decision) -> Constraints:
+    """What the scheduler snapshot can hold of a decision: the allowed nodes, `secure: true`
+    when every allowed pool is secure, and a note that pending reasons start with."""
+    nodes = decision.allowed_nodes
+    allowed = [v.candidate for v in decision.verdicts if v.allowed]
+    labels: dict[str, object] = {}
+    if decision.constraints.secure_pool or (allowed and all(c.secure for c in allowed)):
+        labels["secure"] = True
+    note = "governance allows " + (", ".join(sorted(nodes)) or "nothing")
+    if labels:
+        note += " (secure pools)"
+    elif any(not v.allowed and v.candidate.node in nodes for v in decision.verdicts):
+        note += "; not every pool there"
+    return Constraints(frozenset(nodes), labels, note)
+
+
+class GovernanceGate:
+    def __init__(self, db: Database, federation: Federation, events: TrackingEvents,
+                 now: Callable[[], datetime] = utcnow):
+        self.db = db
+        self.federation = federation
+        self.events = events
+        self.now = now
+        self._lock = threading.Lock()
+        self._refused: list[tuple[Job, Decision]] = []
+
+    # -- facts, in bulk --------------------------------------------------------------------
+    def _facts(self, session: Session, jobs: Iterable[Job], now: datetime) -> dict[str, JobFacts]:
+        jobs = list(jobs)
+        names = {d for j in jobs for d in j.spec.datasets}
+        projects = {j.project for j in jobs}
+        datasets = {r.name: r for r in session.scalars(select(DatasetRow).where(DatasetRow.name.in_(names)))} \
+            if names else {}
+        grants: dict[tuple[str, str], GrantRow] = {}
+        if names:
+            for g in session.scalars(select(GrantRow).where(GrantRow.dataset.in_(names),
+                                                            GrantRow.project.in_(projects))):
+                grants[(g.project, g.dataset)] = g
+        out = {}
+        for job in jobs:
+            facts = gov.facts_for_loaded(job.spec, job.partner, job.submitter, now, job.id, datasets, grants)
+            out[job.id] = facts
+        return out
+
+    def _decide_many(self, session: Session, jobs: list[Job]) -> dict[str, Decision]:
+        """Decide every job now. Jobs of one shape (project, submitter, datasets, nodes, purpose,
+        priority, GPUs: everything a decision reads but the id) share one decision, so a
+        queue of 100k jobs from a few sweeps costs a few evaluations; the engine's own cache
+        keys on the facts and on which grants have expired, so nothing stale is reused."""
+        now = self.now()
+        engine = gov.engine(session)
+        candidates = gov.candidates(self.federation)
+        shapes: dict[tuple, list[Job]] = {}
+        for job in jobs:
+            s = job.spec
+            gang = s.gang
+            gpus = gang.head.gpu.count + (gang.worker.gpu.count * gang.workers if gang.worker else 0)
+            key = ((job.project, job.partner, job.submitter, tuple(s.datasets), tuple(s.nodes), s.purpose,
+                    s.priority, gpus) if engine.cacheable else (job.id,))
+            shapes.setdefault(key, []).append(job)
+        firsts = [members[0] for members in shapes.values()]
+        facts = self._facts(session, firsts, now)
+        out: dict[str, Decision] = {}
+        for members in shapes.values():
+            decision = engine.decide(facts[members[0].id], candidates)
+            for job in members:
+                out[job.id] = decision
+        return out
+
+    # -- the scheduler's candidates --------------------------------------------------------
+    def pending(self, session: Session, queued: list[Job]) -> tuple[dict[str, Constraints], list[tuple[Job, Decision]]]:
+        """Constraints for every queued job the scheduler may consider, and the jobs governance
+        now allows nowhere (their grant expired or was revoked): those are to be rejected."""
+        decisions = self._decide_many(session, queued)
+        constraints: dict[str, Constraints] = {}
+        refused: list[tuple[Job, Decision]] = []
+        mapped: dict[int, Constraints | None] = {}  # one per decision: jobs of a shape share it
+        for job in queued:
+            d = decisions[job.id]
+            key = id(d)
+            if key not in mapped:
+                mapped[key] = constraints_of(d) if d.allowed else None
+            c = mapped[key]
+            if c is not None:
+                constraints[job.id] = c
+            else:
+                refused.append((job, d))
+        return constraints, refused
+
+    def constraints_for(self, session: Session, queued: list[Job]) -> dict[str, Constraints]:
+        """For the snapshot loader: every queued job's constraints; those allowed nowhere get
+        no node (and are kept for `take_refused`, to be rejected after the read)."""
+        allowed, refused = self.pending(session, queued)
+        for job, decision in refused:
+            allowed[job.id] = Constraints(frozenset(), {}, "refused by governance: "
+                                          + "; ".join(decision.explain()))
+        with self._lock:
+            self._refused = refused
+        return allowed
+
+    def take_refused(self) -> list[tuple[Job, Decision]]:
+        with self._lock:
+            refused, self._refused = self._refused, []
+        return refused
+
+    def reject_queued(self, refused: list[tuple[Job, Decision]]) -> list[str]:
+        done = []
+        for job, decision in refused:
+            try:
+                with self.db.session() as session:
+                    # the tracking events (state, reasons as a tag, the run's end) come with it
+                    gov.reject(session, job, decision.explain(), ACTOR, decision, self.events.changed)
+                done.append(job.id)
+                log.info("job %s rejected while queued: %s", job.id, "; ".join(decision.explain()))
+            except job_store.StaleTransition:
+                continue
+        return done
+
+    # -- admission and dispatch ------------------------------------------------------------
+    def admissible(self, job: Job, cluster: str, hosts: list[str]) -> str | None:
+        """None when governance allows every pool of a placement, else why not (re-checked
+        now, uncached: the snapshot's narrowing cannot express every pool rule)."""
+        with self.db.session() as session:
+            decision = self._decide_many(session, [job])[job.id]
+        for host in hosts:
+            pool = host.split("/")[1] if host.count("/") >= 2 else None
+            if pool is not None and not decision.allows(cluster, pool):
+                verdict = decision.verdict(cluster, pool)
+                why = "; ".join(str(r) for r in (verdict.reasons if verdict else ()))
+                return f"governance denies {cluster}/{pool}: {why}"
+        return None
+
+    def check_dispatch(self, attempt: Attempt, job: Job) -> RuntimeConstraints | None:
+        """Re-decide right before the backend sees the job. Allowed: the runtime constraints at
+        its node. Refused (a grant expired or was revoked, a policy changed): the attempt is
+        closed unstarted, the job REJECTED with the reasons and audited; None."""
+        with self.db.session() as session:
+            decision = self._decide_many(session, [job])[job.id]
+        pools = {h.split("/")[1] for h in (job.placement.hosts if job.placement else []) if h.count("/") >= 2}
+        denied = [p for p in sorted(pools) if not decision.allows(attempt.cluster, p)]
+        if decision.allowed and not denied:
+            return decision.constraints_at(attempt.node or job.node or "")
+        reasons = decision.explain() if not decision.allowed else [
+            f"governance denies {attempt.cluster}/{p}: "
+            + "; ".join(str(r) for r in decision.verdict(attempt.cluster, p).reasons) for p in denied]
+        try:
+            with self.db.session() as session:
+                attempt_store.close(session, attempt, AttemptOutcome.WITHDRAWN, utcnow())
+                gov.reject(session, job, reasons, ACTOR, decision, self.events.changed)
+        except job_store.StaleTransition:
+            return None
+        log.info("job %s rejected at dispatch: %s", job.id, "; ".join(reasons))
+        return None

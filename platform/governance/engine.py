@@ -1,0 +1,379 @@
+"""The decision point: `decide(job, candidates) -> Decision`, evaluated by Cedar.
+
+Requests per job: one `use` per dataset (grants, purposes), one `run` per
+candidate pool (residency, secure pools, requested nodes, node and partner
+rules), and `egress` / `install` per node the job may run at (its runtime
+constraints). Each request is evaluated against only the statements that can
+apply to it — the baseline, the node's own policies, the policies of the
+partners whose data the job uses, sliced further by principal and resource
+scope — which is both the stricter-only boundary and what keeps a decision
+fast with a thousand policies. Parsed policy sets are cached per slice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cedarpy
+
+from aitb.governance.model import (
+    Candidate,
+    Decision,
+    JobFacts,
+    Reason,
+    RuntimeConstraints,
+    Verdict,
+)
+from aitb.governance.policies import (
+    PolicyDoc,
+    Statement,
+    baseline,
+    compile_added,
+    policy_set_digest,
+    policy_version,
+)
+
+_SETS_CACHED = 4096
+_DECISIONS_CACHED = 20_000
+
+
+def _reads_clock_or_id(s: Statement) -> bool:
+    """Does an added statement read `context.now`, the job's id, or put the id in its reason?"""
+    text = json.dumps(s.body.get("conditions", []))
+    return '"attr": "now"' in text or '"attr": "id"' in text or "{job}" in s.reason
+
+
+class _Defaults(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+@dataclass(frozen=True)
+class _Req:
+    action: str
+    resource: dict  # {"type", "id"}
+    context: dict
+    slices: tuple[tuple[Statement, ...], ...]  # [0] holds the permits; the rest only forbid
+    facts: dict  # placeholders for reasons
+    resource_attrs: dict = field(default_factory=dict)  # the resource's attributes (for sharing)
+
+
+def _ts(dt) -> int:
+    return int(dt.timestamp())
+
+
+class PolicyEngine:
+    """An immutable policy set (baseline + added documents) that answers `decide`."""
+
+    def __init__(self, docs: Sequence[PolicyDoc] = (), revision: int = 0):
+        self.docs = list(docs)
+        self.revision = revision
+        self.digest = policy_set_digest(self.docs)
+        self.version = policy_version(revision)
+        self.baseline = baseline()
+        added: list[Statement] = []
+        for doc in self.docs:
+            added.extend(compile_added(doc))
+        self.by_node: dict[str, list[Statement]] = {}
+        self.by_partner: dict[str, list[Statement]] = {}
+        for s in added:
+            kind, _, who = s.owner.partition(":")
+            (self.by_node if kind == "node" else self.by_partner).setdefault(who, []).append(s)
+        self.statements = {s.id: s for s in (*self.baseline, *added)}
+        self._sets: OrderedDict[tuple[str, ...], cedarpy.PolicySet] = OrderedDict()
+        self._lock = threading.Lock()
+        self._slices: dict[tuple, tuple[Statement, ...]] = {}
+        self._slice_reads: dict[tuple[str, ...], frozenset[str]] = {}
+        self._base_entities: dict[tuple[Candidate, ...], cedarpy.Entities] = {}
+        self._decisions: dict[tuple, Decision] = {}
+        self._cacheable = not any(_reads_clock_or_id(s) for s in added)
+
+    # -- policy slices ---------------------------------------------------------------------
+    def _policy_set(self, statements: tuple[Statement, ...]) -> cedarpy.PolicySet:
+        key = tuple(s.id for s in statements)
+        with self._lock:
+            found = self._sets.get(key)
+            if found is not None:
+                self._sets.move_to_end(key)
+                return found
+        doc = {"staticPolicies": {s.id: s.body for s in statements}, "templates": {}, "templateLinks": []}
+        ps = cedarpy.PolicySet.from_json_str(json.dumps(doc))
+        with self._lock:
+            self._sets[key] = ps
+            while len(self._sets) > _SETS_CACHED:
+                self._sets.popitem(last=False)
+        return ps
+
+    def _slices_for(self, action: str, job: JobFacts, node: str | None, pool_key: str | None,
+                    partners: frozenset[str]) -> tuple[tuple[Statement, ...], ...]:
+        """The statements that can apply to one request: first the baseline with the node's own
+        (it holds the permits), then one forbid-only slice per partner whose data the job uses.
+        Kept apart so each slice is shared by many jobs (and its parsed policy set cached)."""
+        primary = self._memo(("p", action, job.project, job.partner, node, pool_key), lambda: (
+            *(s for s in self.baseline if action in s.actions),
+            *self._matching(self.by_node.get(node, []) if node else [], action, job, node, pool_key),
+        ))
+        out = [primary]
+        for partner in sorted(partners):
+            extra = self._memo(("d", action, job.project, job.partner, partner, node, pool_key), lambda p=partner: (
+                tuple(self._matching(self.by_partner.get(p, []), action, job, node, pool_key))))
+            if extra:
+                out.append(extra)
+        return tuple(out)
+
+    @staticmethod
+    def _matching(statements, action, job, node, pool_key):
+        return [s for s in statements
+                if action in s.actions and s.may_apply_to_principal(job.project, job.partner)
+                and (node is None or s.may_apply_to_node(node, pool_key))]
+
+    def _memo(self, key: tuple, build) -> tuple[Statement, ...]:
+        found = self._slices.get(key)
+        if found is None:
+            found = tuple(build())
+            with self._lock:
+                if len(self._slices) > 200_000:
+                    self._slices.clear()
+                self._slices[key] = found
+        return found
+
+    # -- entities --------------------------------------------------------------------------
+    def _entities(self, job: JobFacts, candidates: tuple[Candidate, ...]) -> cedarpy.Entities:
+        base = self._base_entities.get(candidates)
+        if base is None:
+            ents = [{"uid": {"type": "Node", "id": n}, "attrs": {}, "parents": []}
+                    for n in sorted({c.node for c in candidates})]
+            ents += [
+                {"uid": {"type": "Pool", "id": c.key},
+                 "attrs": {"node": c.node, "cluster": c.cluster, "pool": c.pool, "secure": c.secure,
+                           "gpu_type": c.gpu_type or ""},
+                 "parents": [{"type": "Node", "id": c.node}]}
+                for c in candidates
+            ]
+            base = cedarpy.Entities.from_json_str(json.dumps(ents))
+            with self._lock:
+                if len(self._base_entities) > 16:
+                    self._base_entities.clear()
+                self._base_entities[candidates] = base
+        partners = {job.partner} | {d.partner for d in job.datasets}
+        delta = [{"uid": {"type": "Partner", "id": p}, "attrs": {}, "parents": []} for p in sorted(partners)]
+        delta.append({"uid": {"type": "Project", "id": job.project}, "attrs": {},
+                      "parents": [{"type": "Partner", "id": job.partner}]})
+        for d in job.datasets:
+            delta.append({
+                "uid": {"type": "Dataset", "id": d.name},
+                "attrs": {"owner": {"__entity": {"type": "Partner", "id": d.partner}},
+                          "classification": d.classification.value, "level": d.classification.rank,
+                          "home_node": d.home_node, "residency": d.residency.value,
+                          "retention_days": d.retention_days, "purposes": list(d.purposes)},
+                "parents": [{"type": "Partner", "id": d.partner}],
+            })
+        return base.with_added_json_str(json.dumps(delta))
+
+    # -- the decision ----------------------------------------------------------------------
+    def decide(self, job: JobFacts, candidates: Sequence[Candidate]) -> Decision:
+        """Decide, reusing the answer for a job with the same facts (a sweep's hundred
+        submissions share one evaluation). Only safe facts enter the key: see `_cache_key`."""
+        candidates = tuple(candidates)
+        key = self._cache_key(job, candidates)
+        if key is not None:
+            hit = self._decisions.get(key)
+            if hit is not None:
+                return dataclasses.replace(hit, input_digest=job.digest())
+        decision = self._decide(job, candidates)
+        if key is not None:
+            with self._lock:
+                if len(self._decisions) >= _DECISIONS_CACHED:
+                    self._decisions.pop(next(iter(self._decisions)))
+                self._decisions[key] = decision
+        return decision
+
+    @property
+    def cacheable(self) -> bool:
+        """False when some policy reads the clock or the job's id: then every job is decided."""
+        return self._cacheable
+
+    def _cache_key(self, job: JobFacts, candidates: tuple[Candidate, ...]) -> tuple | None:
+        """Everything a decision can depend on. The clock enters only as which grants have
+        expired (the baseline's one use of it); policies that read the clock or the job id
+        themselves switch the cache off."""
+        if not self._cacheable:
+            return None
+        expired = tuple(sorted(d for d, g in job.grants.items() if g.expires_at <= job.now))
+        grants = tuple(sorted((d, g.purpose, g.expires_at.isoformat()) for d, g in job.grants.items()))
+        return (candidates, job.project, job.partner,
+                job.submitter, job.datasets, grants, expired, job.requested_nodes, job.purpose, job.priority,
+                job.gpus)
+
+    def _decide(self, job: JobFacts, candidates: tuple[Candidate, ...]) -> Decision:
+        entities = self._entities(job, candidates)
+        now = _ts(job.now)
+        job_ctx = {"id": job.job_id, "submitter": job.submitter, "priority": job.priority,
+                   "gpus": job.gpus, "requested_nodes": sorted(job.requested_nodes)}
+        strict = [d for d in job.datasets if d.residency.value == "strict"]
+        run_ctx = {
+            "now": now, "job": job_ctx,
+            "datasets": [{"__entity": {"type": "Dataset", "id": d.name}} for d in job.datasets],
+            "level": job.level, "classification": job.classification.value,
+            "strict_homes": sorted({d.home_node for d in strict}),
+        }
+        facts = {
+            "project": job.project, "partner": job.partner, "submitter": job.submitter,
+            "job": job.job_id, "classification": job.classification.value,
+            "requested_nodes": ", ".join(sorted(job.requested_nodes)) or "any node",
+            "strict_homes": " and ".join(sorted({d.home_node for d in strict})),
+            "strict_datasets": ", ".join(d.name for d in strict),
+        }
+        data_partners = frozenset(d.partner for d in job.datasets)
+
+        uses: list[_Req] = []
+        for d in job.datasets:
+            ctx: dict = {"now": now, "job": job_ctx}
+            grant = job.grants.get(d.name)
+            purpose = job.purpose or (grant.purpose if grant else None)
+            if purpose is not None:
+                ctx["purpose"] = purpose
+            if grant is not None:
+                ctx["grant"] = {"purpose": grant.purpose, "expires_at": _ts(grant.expires_at)}
+            f = dict(facts, dataset=d.name, dataset_partner=d.partner,
+                     dataset_purposes=", ".join(d.purposes) or "any", purpose=purpose or "",
+                     grant_purpose=grant.purpose if grant else "",
+                     grant_expires_at=grant.expires_at.isoformat() if grant else "")
+            uses.append(_Req("use", {"type": "Dataset", "id": d.name}, ctx,
+                             self._slices_for("use", job, None, None, frozenset({d.partner})), f))
+        runs = [
+            _Req("run", {"type": "Pool", "id": c.key}, run_ctx,
+                 self._slices_for("run", job, c.node, c.key, data_partners),
+                 dict(facts, node=c.node, cluster=c.cluster, pool=c.pool),
+                 {"node": c.node, "cluster": c.cluster, "pool": c.pool, "secure": c.secure,
+                  "gpu_type": c.gpu_type or ""})
+            for c in candidates
+        ]
+        use_results = self._evaluate(uses, job, entities)
+        run_results = self._evaluate(runs, job, entities)
+
+        job_reasons = tuple(r for allowed, rs in use_results if not allowed for r in rs)
+        uses_ok = all(allowed for allowed, _ in use_results)
+        verdicts = tuple(
+            Verdict(c, True, reasons) if uses_ok and allowed
+            # denied: the job-wide forbids (datasets), then this place's own
+            else Verdict(c, False, job_reasons + (() if allowed else reasons))
+            for c, (allowed, reasons) in zip(candidates, run_results, strict=True)
+        )
+        allowed_nodes = sorted({v.candidate.node for v in verdicts if v.allowed})
+        runtime = [
+            _Req(action, {"type": "Node", "id": n}, run_ctx,
+                 self._slices_for(action, job, n, None, data_partners), dict(facts, node=n))
+            for n in allowed_nodes for action in ("egress", "install")
+        ]
+        runtime_results = self._evaluate(runtime, job, entities)
+        node_constraints: dict[str, RuntimeConstraints] = {}
+        secure = job.level >= 2
+        for i, n in enumerate(allowed_nodes):
+            egress_ok, _ = runtime_results[2 * i]
+            install_ok, _ = runtime_results[2 * i + 1]
+            node_constraints[n] = RuntimeConstraints(egress_ok, install_ok, secure, job.classification.value)
+        return Decision(
+            version=self.version, input_digest=job.digest(), verdicts=verdicts,
+            job_reasons=job_reasons, node_constraints=node_constraints,
+            classification=job.classification.value,
+        )
+
+    def _evaluate(self, reqs: list[_Req], job: JobFacts, entities) -> list[tuple[bool, tuple[Reason, ...]]]:
+        """Answer (allowed, reasons) per request, in order.
+
+        One batch call per distinct slice; within a slice, requests that agree on every
+        resource fact it reads share one evaluation. A request is allowed when its first
+        slice allows it and no forbid fired in any other slice (Cedar's own rule, forbid
+        overrides permit, applied across slices) and no policy failed to evaluate.
+        """
+        permitted = [False] * len(reqs)
+        permits: list[list[str]] = [[] for _ in reqs]
+        forbids: list[list[str]] = [[] for _ in reqs]
+        errors: list[list[str]] = [[] for _ in reqs]
+        groups: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+        for i, r in enumerate(reqs):
+            for position, statements in enumerate(r.slices):
+                groups.setdefault(tuple(s.id for s in statements), []).append((i, position))
+        principal = {"type": "Project", "id": job.project}
+        contexts: dict[int, str] = {}
+        for key, members in groups.items():
+            i0, p0 = members[0]
+            statements = reqs[i0].slices[p0]
+            reads = self._reads(key, statements)
+            cases: dict[tuple, list[tuple[int, int]]] = {}
+            for i, position in members:
+                cases.setdefault(self._signature(reqs[i], reads), []).append((i, position))
+            batch = []
+            for case in cases.values():
+                r = reqs[case[0][0]]
+                text = contexts.get(id(r.context))
+                if text is None:
+                    text = contexts[id(r.context)] = json.dumps(r.context)
+                batch.append({"principal": principal, "action": {"type": "Action", "id": r.action},
+                              "resource": r.resource, "context": text})
+            results = cedarpy.is_authorized_batch(batch, self._policy_set(statements), entities)
+            for case, res in zip(cases.values(), results, strict=True):
+                allow = res.decision == cedarpy.Decision.Allow
+                ids = list(res.diagnostics.reasons)
+                errs = [str(e) for e in res.diagnostics.errors]
+                for i, position in case:
+                    if position == 0:
+                        permitted[i] = allow
+                        (permits[i] if allow else forbids[i]).extend(ids)
+                    else:
+                        forbids[i].extend(ids)  # forbid-only slice: whatever fired is a forbid
+                    errors[i].extend(errs)
+        out = []
+        for i, r in enumerate(reqs):
+            allowed = permitted[i] and not forbids[i] and not errors[i]
+            ids = permits[i] if allowed else forbids[i]
+            reasons = tuple(self._reason(pid, r.facts) for pid in ids)
+            # a policy that errors must not open anything: deny, and say why
+            reasons += tuple(Reason("evaluation-error", e) for e in errors[i])
+            if not allowed and not reasons:
+                reasons = (Reason("default-deny", "no policy permits this"),)
+            out.append((allowed, reasons))
+        return out
+
+    def _reads(self, key: tuple[str, ...], statements: tuple[Statement, ...]) -> frozenset[str]:
+        found = self._slice_reads.get(key)
+        if found is None:
+            found = frozenset().union(*(s.resource_reads for s in statements))
+            self._slice_reads[key] = found
+        return found
+
+    @staticmethod
+    def _signature(req: _Req, reads: frozenset[str]) -> tuple:
+        attrs = req.resource_attrs
+        return (req.action, id(req.context),
+                req.resource["id"] if "id" in reads else None,
+                tuple(attrs.get(a) for a in sorted(reads - {"id"})))
+
+    def _reason(self, policy_id: str, facts: dict) -> Reason:
+        s = self.statements.get(policy_id)
+        if s is None:
+            return Reason(policy_id, f"policy {policy_id}")
+        try:
+            message = s.reason.format_map(_Defaults(facts))
+        except (ValueError, IndexError, KeyError):
+            message = s.reason
+        return Reason(policy_id, message)
+
+
+_DEFAULT = None
+
+
+def decide(job: JobFacts, candidates: Sequence[Candidate], engine: PolicyEngine | None = None) -> Decision:
+    """Decide with `engine` (default: the baseline alone)."""
+    global _DEFAULT
+    if engine is None:
+        if _DEFAULT is None:
+            _DEFAULT = PolicyEngine()
+        engine = _DEFAULT
+    return engine.decide(job, candidates)

@@ -1,0 +1,257 @@
+"""Governance use cases: the policy store, decisions for jobs, dry runs, rejections.
+
+The decision itself is `aitb.governance` (pure, Cedar); this module loads its
+facts from the store, keeps one compiled engine per policy revision, and writes
+decisions and policy changes to the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aitb.domain.lifecycle import JobState
+from aitb.domain.models import Dataset, Job, JobSpec
+from aitb.domain.testbed import Federation
+from aitb.governance import (
+    Candidate,
+    DatasetFacts,
+    Decision,
+    GrantFacts,
+    JobFacts,
+    PolicyDoc,
+    PolicyEngine,
+    PolicyError,
+    candidates_of,
+    compile_added,
+)
+from aitb.governance.policies import SCOPE, baseline, baseline_text
+from aitb.services.authz import Principal
+from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
+from aitb.store import audit
+from aitb.store import jobs as job_store
+from aitb.store import policies as policy_store
+from aitb.store.base import utcnow
+from aitb.store.tables import DatasetRow, GrantRow, PartnerRow, PolicyRow
+
+# --- the engine, one per policy revision ------------------------------------------------
+
+_engines: dict[tuple[str, int], PolicyEngine] = {}
+_engines_lock = threading.Lock()
+_candidates: dict[int, list[Candidate]] = {}
+
+
+def engine(session: Session) -> PolicyEngine:
+    """The compiled policy set of the store's current revision (cached per database)."""
+    rev = policy_store.revision(session)
+    key = (str(session.get_bind().url), rev)
+    found = _engines.get(key)
+    if found is None:
+        docs = [policy_store.to_doc(r) for r in policy_store.active(session)]
+        found = PolicyEngine(docs, revision=rev)
+        with _engines_lock:
+            for old in [k for k in _engines if k[0] == key[0]]:
+                del _engines[old]
+            _engines[key] = found
+    return found
+
+
+def candidates(federation: Federation) -> list[Candidate]:
+    found = _candidates.get(id(federation))
+    if found is None:
+        found = _candidates[id(federation)] = candidates_of(federation)
+    return found
+
+
+def facts_for(session: Session, spec: JobSpec, partner: str, submitter: str, now: datetime,
+              job_id: str = "") -> JobFacts:
+    if not spec.datasets:  # most jobs: nothing to load
+        return facts_for_loaded(spec, partner, submitter, now, job_id, {}, {})
+    datasets = {r.name: r for r in session.scalars(select(DatasetRow).where(DatasetRow.name.in_(spec.datasets)))}
+    grants = {
+        (g.project, g.dataset): g
+        for g in session.scalars(select(GrantRow).where(GrantRow.project == spec.project,
+                                                        GrantRow.dataset.in_(spec.datasets)))
+    }
+    return facts_for_loaded(spec, partner, submitter, now, job_id, datasets, grants)
+
+
+def facts_for_loaded(spec: JobSpec, partner: str, submitter: str, now: datetime, job_id: str,
+                     datasets: dict[str, DatasetRow], grants: dict[tuple[str, str], GrantRow]) -> JobFacts:
+    """A job's governance facts from rows loaded already (the scheduler loads them in bulk)."""
+    facts = tuple(
+        DatasetFacts.of(Dataset(name=r.name, partner=r.partner, classification=r.classification,
+                                home_node=r.home_node, residency=r.residency,
+                                retention_days=r.retention_days), r.purposes or ())
+        for name in spec.datasets if (r := datasets.get(name)) is not None
+    )
+    held = {d.name: GrantFacts(g.purpose, g.expires_at)
+            for d in facts if (g := grants.get((spec.project, d.name))) is not None}
+    gpus = spec.gang.head.gpu.count + (spec.gang.worker.gpu.count * spec.gang.workers if spec.gang.worker else 0)
+    return JobFacts(
+        project=spec.project, partner=partner, submitter=submitter, now=now, datasets=facts,
+        grants=held, requested_nodes=frozenset(spec.nodes), purpose=spec.purpose, job_id=job_id,
+        priority=spec.priority, gpus=int(-(-gpus // 1)),
+    )
+
+
+def decide_spec(session: Session, federation: Federation, spec: JobSpec, partner: str, submitter: str,
+                now: datetime | None = None, job_id: str = "") -> Decision:
+    facts = facts_for(session, spec, partner, submitter, now or utcnow(), job_id)
+    return engine(session).decide(facts, candidates(federation))
+
+
+def decide_job(session: Session, federation: Federation, job: Job, now: datetime | None = None) -> Decision:
+    return decide_spec(session, federation, job.spec, job.partner, job.submitter, now, job.id)
+
+
+def audit_decision(session: Session, actor: str, action: str, job_id: str, decision: Decision,
+                   datasets: list[str], *, node: str | None = None, partner: str | None = None,
+                   jobs: list[str] | None = None) -> None:
+    """Every governance decision that changes something is written to the audit chain
+    (`jobs`: every job of a batch the same decision covers)."""
+    summary = decision.summary()
+    extra = {"jobs": jobs} if jobs and len(jobs) > 1 else {}
+    audit.append(
+        session, actor, action, f"job/{job_id}",
+        {"datasets": datasets, **extra,
+         **{k: v for k, v in summary.items() if k not in ("input_digest", "policy_version")}},
+        node=node, partner=partner, result="allowed" if decision.allowed else "denied",
+        input_digest=decision.input_digest, policy_version=decision.version,
+    )
+
+
+def reject(session: Session, job: Job, reasons: list[str], actor: str, decision: Decision | None,
+           on_changed=None) -> Job:
+    """QUEUED -> REJECTED with the reasons, audited; the tracking event goes in the same transaction."""
+    moved = job_store.transition(
+        session, job, JobState.REJECTED, reason="rejected by governance: " + "; ".join(reasons),
+        reasons=reasons, pending_reason=None,
+    )
+    if decision is not None:
+        audit_decision(session, actor, "job.reject", job.id, decision, job.spec.datasets, partner=job.partner)
+    else:
+        audit.append(session, actor, "job.reject", f"job/{job.id}", {"reasons": reasons},
+                     partner=job.partner, result="denied")
+    if on_changed:
+        on_changed(session, moved)
+    return moved
+
+
+def reject_after_revoke(session: Session, who: Principal, federation: Federation, dataset: str, project: str,
+                        on_changed=None) -> list[str]:
+    """A grant was revoked (in this transaction): the project's queued jobs that needed it and can
+    now run nowhere become REJECTED, each audited with the reason. Running jobs keep running;
+    the revocation's audit entry names them, so nothing is stopped or kept silently."""
+    rejected: list[str] = []
+    for job in job_store.jobs_in_states(session, [JobState.QUEUED]):
+        if job.project != project or dataset not in job.spec.datasets:
+            continue
+        decision = decide_job(session, federation, job)
+        if not decision.allowed:
+            reasons = [f"the grant of dataset {dataset} to project {project} was revoked by {who.name}",
+                       *decision.explain()]
+            reject(session, job, reasons, who.name, decision, on_changed)
+            rejected.append(job.id)
+    return rejected
+
+
+# --- policies --------------------------------------------------------------------------
+
+
+def _owner_check(session: Session, who: Principal, federation: Federation, scope: str) -> None:
+    kind, _, name = scope.partition(":")
+    if not SCOPE.match(scope):
+        raise Invalid("scope must be node:<node> or partner:<partner>")
+    if kind == "node":
+        if federation.node(name) is None:
+            raise Invalid(f"unknown node {name!r}")
+        if not who.is_node_admin(name):
+            raise Forbidden(f"only an admin of node {name!r} may change its policies")
+    else:
+        if session.get(PartnerRow, name) is None:
+            raise NotFound(f"unknown partner {name!r}")
+        if not who.is_partner_admin(name):
+            raise Forbidden(f"only an admin of partner {name!r} may change its policies")
+
+
+def _scope_columns(scope: str) -> dict[str, str]:
+    kind, _, name = scope.partition(":")
+    return {"node": name} if kind == "node" else {"partner": name}
+
+
+def put_policy(session: Session, who: Principal, federation: Federation, name: str, scope: str, text: str,
+               description: str = "") -> PolicyRow:
+    _owner_check(session, who, federation, scope)
+    current = policy_store.latest(session, name)
+    if current is not None and not current.deleted and current.scope != scope:
+        raise Conflict(f"policy {name!r} belongs to {current.scope}; choose another name")
+    doc = PolicyDoc(name, scope, text, description=description)
+    try:
+        compile_added(doc)
+    except PolicyError as exc:
+        raise Invalid(str(exc)) from None
+    if current is not None and not current.deleted and current.text == text and current.description == description:
+        return current  # unchanged: no new revision, nothing to audit
+    row = policy_store.add_revision(session, doc, who.name)
+    audit.append(session, who.name, "policy.put", f"policy/{name}",
+                 {"scope": scope, "revision": row.revision, "text": text, "description": description},
+                 **_scope_columns(scope), policy_version=policy_store.current_version(session))
+    return row
+
+
+def delete_policy(session: Session, who: Principal, federation: Federation, name: str) -> PolicyRow:
+    current = policy_store.latest(session, name)
+    if current is None or current.deleted:
+        raise NotFound(f"unknown policy {name!r}")
+    _owner_check(session, who, federation, current.scope)
+    doc = PolicyDoc(name, current.scope, current.text, description=current.description)
+    row = policy_store.add_revision(session, doc, who.name, deleted=True)
+    audit.append(session, who.name, "policy.delete", f"policy/{name}",
+                 {"scope": current.scope, "revision": row.revision}, **_scope_columns(current.scope),
+                 policy_version=policy_store.current_version(session))
+    return row
+
+
+def baseline_policies() -> list[dict]:
+    return [
+        {"name": s.id, "scope": "baseline", "revision": 0, "effect": s.effect, "reason": s.reason,
+         "text": None, "description": "shipped with aitb (brief section 6)"}
+        for s in baseline()
+    ]
+
+
+def list_policies(session: Session) -> tuple[str, list[PolicyRow]]:
+    return policy_store.current_version(session), policy_store.active(session)
+
+
+def get_policy(session: Session, name: str) -> list[PolicyRow]:
+    rows = policy_store.history(session, name)
+    if not rows:
+        raise NotFound(f"unknown policy {name!r}")
+    return rows
+
+
+def baseline_source() -> str:
+    return baseline_text()
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- dry run -------------------------------------------------------------------------
+
+
+def dry_run(session: Session, who: Principal, federation: Federation, spec: JobSpec) -> Decision:
+    """The decision a submission would get now, for researchers and admins; changes nothing."""
+    from aitb.services.accounts import require_project
+
+    project = require_project(session, spec.project)
+    if not (who.can_read_project(project.name, project.partner) or who.is_platform_admin):
+        raise NotFound(f"unknown project {spec.project!r}")
+    return decide_spec(session, federation, spec, project.partner, who.name)

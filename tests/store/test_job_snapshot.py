@@ -1,0 +1,47 @@
+"""The control loop's cheap job loader gives the same jobs as the store's plain query (but for
+the reasons of past refusals, which it leaves empty), and re-parses no spec it has seen."""
+
+from __future__ import annotations
+
+from aitb.domain.lifecycle import ACTIVE_STATES, JobState
+from aitb.domain.models import JobSpec, Placement
+from aitb.domain.resources import GangSpec, ReplicaSpec
+from aitb.store import attempts as attempt_store
+from aitb.store import jobs as job_store
+from aitb.store.db import Database
+from aitb.store.job_snapshot import JobLoader
+from aitb.store.tables import PartnerRow, ProjectRow
+
+
+def test_loader_matches_the_store(database_url):
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(PartnerRow(name="volvo", weight=1))
+        s.flush()
+        s.add(ProjectRow(name="p", partner="volvo"))
+        s.flush()
+        spec = JobSpec(project="p", entrypoint="sleep 1", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
+        ids = [job_store.create_job(s, spec.model_copy(update={"priority": i}), "volvo", "alice").id for i in range(4)]
+        first = job_store.get_job(s, ids[0])
+        attempt_store.open_attempt(s, first, cluster="c", node="lund")
+        job_store.transition(s, first, JobState.ADMITTED, node="lund", cluster="c",
+                             placement=Placement(node="lund", cluster="c", hosts=["h0"]))
+    loader = JobLoader()
+    for _ in range(2):  # the second pass reuses every parsed spec
+        with db.read() as s:
+            for states in ([JobState.QUEUED], ACTIVE_STATES):
+                plain = job_store.jobs_in_states(s, states)
+                fast = loader.jobs_in_states(s, states)
+                assert [j.model_dump(exclude={"reasons"}) for j in fast] == \
+                       [j.model_dump(exclude={"reasons"}) for j in plain]
+                assert all(j.reasons == [] for j in fast)
+    with db.read() as s:
+        (admitted,) = loader.jobs_in_states(s, ACTIVE_STATES)
+    assert admitted.attempts == 1  # counted from the attempts table: the next attempt's number
+    specs = dict(loader._specs)
+    with db.read() as s:
+        loader.jobs_in_states(s, [JobState.QUEUED])
+    assert all(loader._specs[k] is specs[k] for k in ids[1:])  # not parsed again
+    loader.forget_except(ids[1:])
+    assert set(loader._specs) == set(ids[1:])
+    db.dispose()
