@@ -33,8 +33,9 @@ from pathlib import Path
 
 import yaml
 
+from aitb.domain.models import Quota
 from aitb.domain.testbed import load_testbed
-from aitb.scheduler.sim.replay import read_trace, read_weights, replay
+from aitb.scheduler.sim.replay import equal_quotas, read_trace, replay
 
 #: node -> hosts per GPU model (8 GPUs, 96 CPUs, 1 TiB each): a100 plentiful (24 hosts),
 #: h100 (9) and l40s (7) scarce; every model has a cluster that holds a 32-GPU gang
@@ -162,7 +163,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=60.0)
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--weights", action="store_true",
-                    help="also replay ours at 85 %% with partner p0 weighted 3 (shares shift)")
+                    help="also show how partner weights change the shares (two-partner flood)")
     ap.add_argument("--out", type=Path, help="directory for fed320.yaml and the traces")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="aitb-mt-"))
@@ -190,28 +191,38 @@ def main() -> None:
         for line in targets(rows) if "ours" in args.policies else []:
             print("  " + line)
     if args.weights:
-        trace_path = out / "trace_0.85.csv"
-        if not trace_path.exists():
-            write_trace(trace_path, args.jobs, 0.85, args.seed, args.typed, args.checkpointed,
-                        args.declared)
-        trace = read_trace(trace_path)
-        weights_path = out / "weights.csv"
-        weights_path.write_text("partner,weight\np0,3\np1,1\np2,1\np3,1\np4,1\n")
-        print("\npartner GPU share (of capacity over the replay), ours at 85 %:")
-        for label, w in (("equal weights", None), ("p0 weight 3", read_weights(weights_path))):
-            r = replay(fed, trace, policy="ours", weights=w, interval_s=args.interval)
-            shares = " ".join(f"{p}={v:.3f}" for p, v in r["partner_gpu_share"].items())
-            print(f"  {label:>14}: {shares}; p0 mean wait "
-                  f"{_partner_wait(r, 'p0') / 3600:.1f} h, others "
-                  f"{_partner_wait(r, None, exclude='p0') / 3600:.1f} h")
+        weights_demo(fed, out, args.interval)
     sys.stdout.flush()
 
 
-def _partner_wait(result: dict, partner: str | None, exclude: str | None = None) -> float:
-    ts = [t for t in result["tenants"].values()
-          if (partner is None or t["partner"] == partner) and t["partner"] != exclude]
-    jobs = sum(t["jobs"] for t in ts)
-    return sum(t["wait_mean_s"] * t["jobs"] for t in ts) / jobs if jobs else 0.0
+def weights_demo(fed, out: Path, interval: float) -> None:  # noqa: ANN001
+    """Two partners flood the federation alike (1- to 8-GPU jobs of 1-3 h over a day, about
+    twice what it holds); their GPU shares while both have jobs waiting, equal weights and 3:1."""
+    rng = random.Random(3)
+    path = out / "weights_trace.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["job", "submit_s", "duration_s", "partner", "project", "replicas", "cpu",
+                    "memory_gib", "gpu", "gpu_types", "priority", "node"])
+        for i in range(1200):
+            partner = "pa" if i % 2 else "pb"
+            g = rng.choice([1, 2, 4, 8])
+            w.writerow([f"w{i}", round(rng.uniform(0, 86400), 1), rng.uniform(3600, 3 * 3600),
+                        partner, f"{partner}-x", 1, 8 * g, 96 * g, g, "", 0, ""])
+    trace = read_trace(path)
+    # no nominal quota, everything borrowable: weights alone divide the federation (with
+    # nominal quotas, each project is first owed its nominal share, and weights divide the rest)
+    quotas = [Quota(project=q.project, node=q.node, nominal={}, borrowing_limit=q.borrowing_limit)
+              for q in equal_quotas(fed, ["pa-x", "pb-x"])]
+    print(f"\nweights ({path}: two partners, together offering about twice the federation's "
+          "capacity, no nominal quotas):")
+    for label, weights in (("equal", None), ("pa:pb = 3:1", {"pa": 3.0, "pb": 1.0})):
+        r = replay(fed, trace, policy="ours", weights=weights, quotas=quotas, interval_s=interval)
+        share = r["partner_gpu_share_backlogged"]
+        waits = {t["partner"]: t["wait_mean_s"] / 3600 for t in r["tenants"].values()}
+        print(f"  {label:>12}: GPU share while both have jobs waiting: pa {share.get('pa', 0):.2f},"
+              f" pb {share.get('pb', 0):.2f}; mean wait pa {waits['pa']:.1f} h, "
+              f"pb {waits['pb']:.1f} h")
 
 
 if __name__ == "__main__":

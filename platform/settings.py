@@ -13,6 +13,7 @@ import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -51,6 +52,12 @@ class SchedulerSettings(BaseModel):
     interval_s: float = Field(default=0.5, gt=0)
     aging_threshold_s: float = Field(default=1800.0, ge=0)
     lease_s: float = Field(default=15.0, gt=0)
+    #: the policy the server schedules with: ours (benchmarked in docs/scheduler.md), or one
+    #: of the simulator's baselines (fifo, quota-only, kueue-fair)
+    policy: Literal["ours", "fifo", "quota-only", "kueue-fair"] = "ours"
+    #: a job runs this long before it may be preempted (Slurm's PreemptExemptTime);
+    #: None: the policy's own (ours: 900 s)
+    min_runtime_s: float | None = Field(default=None, ge=0)
 
 
 class TrackingSettings(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +15,7 @@ from aitb.api.auth_guard import AuthGuard, FailedLogins
 from aitb.api.port import ControlPort, NoControlPlane
 from aitb.domain.testbed import Federation
 from aitb.scheduler import Policy
+from aitb.scheduler.policy import POLICIES
 from aitb.services.authz import Principal
 from aitb.services.tracking_events import TrackingEvents
 from aitb.settings import Settings
@@ -24,8 +26,14 @@ if TYPE_CHECKING:
 
 
 def scheduler_policy(settings: Settings) -> Policy:
-    """The policy `aitb server` schedules with (and orders the queue by)."""
-    return Policy(aging_threshold_s=settings.scheduler.aging_threshold_s)
+    """The policy `aitb server` schedules with (and orders the queue by): the one the
+    simulator benchmarks under that name, with the aging threshold (and, when set, the
+    minimum run time before preemption) from the settings."""
+    s = settings.scheduler
+    overrides: dict[str, float] = {"aging_threshold_s": s.aging_threshold_s}
+    if s.min_runtime_s is not None:
+        overrides["min_runtime_s"] = s.min_runtime_s
+    return dataclasses.replace(POLICIES[s.policy], **overrides)
 
 
 @dataclass

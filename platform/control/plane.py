@@ -42,6 +42,14 @@ def runner_secret(settings: Settings) -> str:
     return secret_file(settings.data_dir / "tracking-runner.secret", lambda: secrets.token_hex(32))
 
 
+def checkpoint_dir(data_dir: Path, job_id: str) -> Path:
+    """A job's checkpoint folder on the embedded platform: the same for every attempt, so it
+    survives preemption and retries (``AITB_CHECKPOINT_DIR``)."""
+    path = data_dir / "checkpoints" / job_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 class ControlPlane:
     def __init__(self, settings: Settings, db: Database, federation: Federation, events: TrackingEvents,
                  policy: Policy):
@@ -197,6 +205,7 @@ class ControlPlane:
             "AITB_NODE": job.node or "",
             "AITB_CLUSTER": job.cluster or "",
             "AITB_ATTEMPT": str(job.attempts),
+            "AITB_CHECKPOINT_DIR": str(checkpoint_dir(self.settings.data_dir, job.id)),
         })
         uri = self.settings.tracking.tracking_uri
         if not uri:

@@ -124,8 +124,22 @@ class PackingPicker:
     of the pending queue, or of the workload); without it types are taken least used first.
     """
 
-    def __init__(self, named: Mapping[str, float] | None = None) -> None:
+    def __init__(self, named: Mapping[str, float] | None = None,
+                 workload: Iterable[Demand] = ()) -> None:
         self.named = dict(named or {})
+        self.wholes = {d for d in workload if d.gpu >= 1}  # whole-GPU requests likely to come
+        self._useful: dict[int, int] = {}
+
+    def _useless(self, pool: PoolState) -> int:
+        """1 when no whole-GPU request of the workload could ever use a host of the pool (its
+        GPUs are fragments for that workload: FGD sends fractions there first), else 0."""
+        found = self._useful.get(id(pool))
+        if found is None:
+            found = self._useful[id(pool)] = int(bool(self.wholes) and not any(
+                d.whole <= pool.gpus and d.cpu <= pool.cpu_cap + EPS
+                and d.memory_gib <= pool.mem_cap + EPS and d.accepts(pool.gpu_type)
+                for d in self.wholes))
+        return found
 
     def pick(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None:
         if demand.fractional:
@@ -135,6 +149,7 @@ class PackingPicker:
         return self._cpu_only(pools, demand, job_id)
 
     def _whole(self, pools: Sequence[PoolState], demand: Demand, k: int, job_id: str) -> Pick | None:
+        frac = demand.fractional and bool(self.wholes)
         best: tuple[float, int, float, int, int] | None = None
         hit: Slot | None = None
         several = len({p.gpu_type for p in pools}) > 1
@@ -144,12 +159,14 @@ class PackingPicker:
             if pool.gpus < k or pool.free_whole < k:
                 continue
             for b in range(k, pool.gpus + 1):
-                if best is not None and best[0] == 0 and b - k > best[2]:
+                if best is not None and best[0] == 0 and b - k > best[3]:
                     break
                 for slot in pool.buckets[b]:
                     if _usable(slot, job_id, k) and slot.fits(demand):
-                        key = (_loss(slot, demand), scarcity[pool.gpu_type] if named else 0.0,
-                               b - k, scarcity[pool.gpu_type], pool.gpus, slot.index)
+                        useless = frac and self._useless(pool)  # stranding it costs nothing
+                        key = (0.0 if useless else _loss(slot, demand),
+                               scarcity[pool.gpu_type] if named else 0.0, -int(useless), b - k,
+                               scarcity[pool.gpu_type], pool.gpus, slot.index)
                         if best is None or key < best:
                             best, hit = key, slot
                         break

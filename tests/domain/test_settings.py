@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import pytest
 
 from aitb.settings import Settings
 
@@ -38,3 +41,19 @@ def test_config_file_fills_what_the_environment_leaves_unset(monkeypatch, tmp_pa
     s = Settings()
     assert s.testbed == "testbeds/sweden.yaml"
     assert (s.server.port, s.server.workers) == (7100, 3)
+
+
+def test_the_server_schedules_with_the_benchmarked_policy(monkeypatch, tmp_path):
+    from aitb.api.deps import scheduler_policy
+    from aitb.scheduler.policy import OURS, QUOTA_ONLY
+
+    monkeypatch.setenv("AITB_DATA_DIR", str(tmp_path))
+    policy = scheduler_policy(Settings())
+    assert policy == dataclasses.replace(OURS, aging_threshold_s=1800.0)
+    monkeypatch.setenv("AITB_SCHEDULER__POLICY", "quota-only")
+    monkeypatch.setenv("AITB_SCHEDULER__MIN_RUNTIME_S", "0")
+    monkeypatch.setenv("AITB_SCHEDULER__AGING_THRESHOLD_S", "60")
+    assert scheduler_policy(Settings()) == dataclasses.replace(QUOTA_ONLY, aging_threshold_s=60.0, min_runtime_s=0.0)
+    monkeypatch.setenv("AITB_SCHEDULER__POLICY", "round-robin")
+    with pytest.raises(ValueError):
+        Settings()

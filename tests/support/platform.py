@@ -82,6 +82,8 @@ class Platform:
 
 def start_platform(data_dir: Path, ray: LocalRayCluster, extra_env: dict[str, str] | None = None) -> Platform:
     testbed = write_testbed(data_dir / "testbed.yaml", ray)
-    env = {"AITB_SCHEDULER__ENABLED": "true", "AITB_SCHEDULER__INTERVAL_S": "0.3", **(extra_env or {})}
+    # preemption mechanics are tested at once, not after the production minimum run time
+    env = {"AITB_SCHEDULER__ENABLED": "true", "AITB_SCHEDULER__INTERVAL_S": "0.3",
+           "AITB_SCHEDULER__MIN_RUNTIME_S": "0", **(extra_env or {})}
     api = start_api_server(data_dir, testbed=str(testbed), extra_env=env)
     return Platform(api=api, ray=ray, data_dir=data_dir, testbed=testbed, extra_env=env)

@@ -77,7 +77,8 @@ def fill(
     if placement == "random":
         picker = RandomPicker(seed)
     elif placement == "ours":  # the workload that comes: the mix itself (FGD's assumption)
-        picker = PackingPicker(named_demand((r.demand, 1.0) for r in requests))
+        picker = PackingPicker(named_demand((r.demand, 1.0) for r in requests),
+                               {r.demand for r in requests})
     else:
         picker = PICKERS[placement]()
     capacity = sum(p.gpus * len(p.slots) for p in cap.pools.values())

@@ -293,6 +293,9 @@ class _Meter:
         self.error_time = 0.0
         self.contended = 0.0
         self.share_time: dict[str, float] = {}  # partner -> GPU-seconds held
+        self.contended_held: dict[str, float] = {}  # the same, while contended
+        self.backlogged = 0.0  # time every partner holding GPUs also had GPU jobs waiting
+        self.backlogged_held: dict[str, float] = {}
 
     def advance(self, t: float, backlog: Backlog, running: Mapping[str, RunningJob],
                 reservations: Mapping[str, tuple[str, ...]]) -> None:
@@ -328,6 +331,12 @@ class _Meter:
         if sum(demand.values()) < self.capacity:
             return  # not contended: everyone's fair share is all it asks for
         self.contended += dt
+        for partner, g in held.items():
+            self.contended_held[partner] = self.contended_held.get(partner, 0.0) + g * dt
+        if len(waiting) > 1 and set(held) <= set(waiting):  # every partner is backlogged
+            self.backlogged += dt
+            for partner, g in held.items():
+                self.backlogged_held[partner] = self.backlogged_held.get(partner, 0.0) + g * dt
         fair = max_min_shares(demand, self.weights, self.capacity)
         short = sum(max(0.0, fair[p] - held.get(p, 0.0)) for p in demand)
         self.error_time += dt * short / self.capacity
@@ -511,5 +520,12 @@ def _result(policy: str, jobs: Mapping[str, TraceJob], gpu_capacity: float, pree
     rows = [{"job": j.id, "submit_s": j.submit_s, "start_s": j.first_start_s, "end_s": j.end_s,
              "node": j.ran_at, "preemptions": j.preemptions}
             for j in every]
+    contended = {p: round(v / (gpu_capacity * meter.contended), 4)
+                 if meter.contended and gpu_capacity else 0.0
+                 for p, v in sorted(meter.contended_held.items())}
     return {"summary": summary, "tenants": dict(sorted(tenants.items())),
-            "partner_gpu_share": shares, "jobs": rows}
+            "partner_gpu_share": shares, "partner_gpu_share_contended": contended,
+            "partner_gpu_share_backlogged": {
+                p: round(v / (gpu_capacity * meter.backlogged), 4)
+                for p, v in sorted(meter.backlogged_held.items())} if meter.backlogged else {},
+            "jobs": rows}
