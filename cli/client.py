@@ -44,6 +44,8 @@ def error_message(response: httpx.Response) -> str:
         text = response.text.strip()
         detail = text[:200] if text and not text.startswith("<") else "no detail given"
     line = f"{response.status_code} {response.reason_phrase}: {detail}"
+    # the server's detail usually spells the field errors out already: add only the others
+    errors = [e for e in errors if e not in detail]
     if errors:
         line += " (" + "; ".join(errors) + ")"
     if response.status_code == 401:

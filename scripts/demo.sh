@@ -3,6 +3,7 @@
 # (API, MLflow, two Ray clusters), run the example experiments, show results.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/env.sh"
+# no extras; an explicit "" so env.sh does not take this script's own arguments (--timeout) as extras
+source "$ROOT/scripts/env.sh" ""
 cd "$ROOT"
 exec aitb demo "$@"

@@ -101,7 +101,8 @@ def _sweep(app: AppContext, sweep_id: str, state: str | None) -> None:
         print_json(sweep)
         return
     counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep.get("states", {}).items()))
-    note(f"sweep {sweep['id']} ({sweep.get('name') or '-'}) in {sweep['project']}: "
+    named = f" ({sweep['name']})" if sweep.get("name") else ""
+    note(f"sweep {sweep['id']}{named} in {sweep['project']}: "
          f"{sweep['size']} jobs; {counts}", json_mode=False)
     print_table(sweep["jobs"], SWEEP_COLUMNS, empty="no jobs")
 

@@ -9,8 +9,7 @@ import json
 
 import click
 
-OUTPUT = click.option("--output", "output", type=click.Choice(["json", "table"]), default="table",
-                      show_default=True, help="json prints only JSON")
+from aitb.cli.context import AppContext, output_option, pass_app
 
 
 @click.group()
@@ -30,9 +29,10 @@ def sim() -> None:
 @click.option("--in-order", is_flag=True, help="place each request once in file order")
 @click.option("--placement", type=click.Choice(["ours", "best-fit", "random"]), default="ours",
               show_default=True, help="placement strategy (baselines for comparison)")
-@OUTPUT
-def fill(hosts_csv: str, requests_csv: str, seed: int, to: float, in_order: bool, placement: str,
-         output: str) -> None:
+@output_option
+@pass_app
+def fill(app: AppContext, hosts_csv: str, requests_csv: str, seed: int, to: float, in_order: bool,
+         placement: str) -> None:
     """Fill the hosts with requests: percent of GPUs allocated per percent of demand arrived."""
     from aitb.scheduler.sim.fill import fill as run_fill
     from aitb.scheduler.sim.fill import read_hosts, read_requests
@@ -42,7 +42,7 @@ def fill(hosts_csv: str, requests_csv: str, seed: int, to: float, in_order: bool
                           in_order=in_order, placement=placement)
     except (KeyError, ValueError) as exc:
         raise click.ClickException(f"bad input: {exc}") from None
-    if output == "json":
+    if app.json:
         click.echo(json.dumps(result))
         return
     from rich.console import Console
@@ -76,9 +76,10 @@ def fill(hosts_csv: str, requests_csv: str, seed: int, to: float, in_order: bool
               help="end the replay at this virtual time (unfinished jobs are reported)")
 @click.option("--interval", "interval_s", type=click.FloatRange(min=0), default=1.0,
               show_default=True, help="scheduling interval in virtual seconds")
-@OUTPUT
-def replay(testbed: str, trace_csv: str, quotas_csv: str | None, weights_csv: str | None,
-           policy: str, until_s: float | None, interval_s: float, output: str) -> None:
+@output_option
+@pass_app
+def replay(app: AppContext, testbed: str, trace_csv: str, quotas_csv: str | None,
+           weights_csv: str | None, policy: str, until_s: float | None, interval_s: float) -> None:
     """Replay a job trace in virtual time through the real scheduler core."""
     from aitb.domain.testbed import TestbedError, load_testbed
     from aitb.scheduler.sim import replay as rp
@@ -93,7 +94,7 @@ def replay(testbed: str, trace_csv: str, quotas_csv: str | None, weights_csv: st
     names = ["ours", "fifo", "quota-only", "kueue-fair"] if policy == "all" else [policy]
     results = [rp.replay(federation, trace, policy=n, quotas=quotas, weights=weights,
                          interval_s=interval_s, until_s=until_s) for n in names]
-    if output == "json":
+    if app.json:
         if policy == "all":
             click.echo(json.dumps({"summaries": [r["summary"] for r in results],
                                    "runs": {n: r for n, r in zip(names, results, strict=True)}}))

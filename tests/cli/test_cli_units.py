@@ -233,3 +233,19 @@ def test_cli_start_up_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_error_line_names_each_field_error_once() -> None:
+    """The server's 422 detail already spells its field errors out: the CLI does not repeat them."""
+    import httpx
+
+    from aitb.cli.client import error_message
+
+    request = httpx.Request("POST", "http://x/v1/jobs")
+    same = httpx.Response(422, request=request, json={
+        "detail": "invalid request: query.from: too short",
+        "errors": [{"loc": "query.from", "msg": "too short"}]})
+    assert error_message(same) == "422 Unprocessable Entity: invalid request: query.from: too short"
+    other = httpx.Response(422, request=request, json={
+        "detail": "invalid request", "errors": [{"loc": "body.cpu", "msg": "must be > 0"}]})
+    assert error_message(other).endswith("invalid request (body.cpu: must be > 0)")

@@ -178,3 +178,15 @@ def test_replay_incremental_equals_full_cycles(seed: int, monkeypatch: pytest.Mo
         full = replay(fed, trace, policy=policy, interval_s=10, incremental=False)
         assert fast == full, getattr(policy, "name", policy)
     assert full["summary"]["preemptions"] > 0 or seed  # the trace does exercise preemption
+
+
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_output_json_is_the_shared_option(files: dict[str, str], where: str) -> None:
+    """`aitb sim fill ... -o json` (as the README shows) and `aitb -o json sim fill ...` print JSON."""
+    from aitb.cli.main import main
+
+    args = ["fill", "--hosts", files["hosts.csv"], "--requests", files["requests.csv"]]
+    argv = ["sim", *args, "-o", "json"] if where == "after" else ["-o", "json", "sim", *args]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["curve"]
