@@ -147,6 +147,21 @@ class SweepPoint(_Model):
     params: dict[str, str] = Field(default_factory=dict)
 
 
+class Sweep(_Model):
+    """One submission of many jobs, one per point of a parameter grid: the parameter names
+    and, in point order, the ids of its jobs."""
+
+    id: str
+    project: str
+    partner: str
+    submitter: str
+    name: str | None = None
+    params: list[str]
+    size: int
+    job_ids: list[str]
+    created_at: datetime
+
+
 class JobSpec(_Model):
     """A validated submission: everything needed to place and run the job."""
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from aitb.domain.models import Job, JobSpec, SweepPoint
+from aitb.domain.models import Job, JobSpec, Sweep, SweepPoint
 from aitb.domain.testbed import Federation
 from aitb.services import governance
 from aitb.services.accounts import readable_projects, require_project
@@ -25,7 +25,7 @@ from aitb.services.jobs import validate_submission
 from aitb.services.tracking_events import TrackingEvents
 from aitb.store import job_batch
 from aitb.store import jobs as job_store
-from aitb.store.submissions import SweepRow, get_sweep, list_sweeps
+from aitb.store.submissions import add_sweep, get_sweep, list_sweeps
 
 MAX_JOBS = 10_000
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -125,36 +125,35 @@ def create_sweep(
     name: str | None = None,
     *,
     events: TrackingEvents,
-) -> tuple[SweepRow, list[Job]]:
+) -> tuple[Sweep, list[Job]]:
     sweep_id = new_sweep_id()
     specs = sweep_specs(template, sweep_id, points)
     jobs = submit_many(session, who, federation, specs, events)
-    row = SweepRow(
+    sweep = Sweep(
         id=sweep_id, project=template.project, partner=jobs[0].partner, submitter=who.name,
         name=name or template.name, params=list(points[0]), size=len(jobs), job_ids=[j.id for j in jobs],
         created_at=jobs[0].created_at,
     )
-    session.add(row)
-    session.flush()
-    return row, jobs
+    add_sweep(session, sweep)
+    return sweep, jobs
 
 
-def visible_sweep(session: Session, who: Principal, sweep_id: str) -> tuple[SweepRow, list[Job]]:
-    row = get_sweep(session, sweep_id)
-    if row is None or not who.can_read_job(row.project, row.partner, None):
+def visible_sweep(session: Session, who: Principal, sweep_id: str) -> tuple[Sweep, list[Job]]:
+    sweep = get_sweep(session, sweep_id)
+    if sweep is None or not who.can_read_job(sweep.project, sweep.partner, None):
         raise NotFound(f"unknown sweep {sweep_id!r}")
-    found = job_store.jobs_by_id(session, row.job_ids)
-    return row, [found[j] for j in row.job_ids if j in found]
+    return sweep, jobs_in_order(session, sweep.job_ids)
 
 
 def visible_sweeps(
     session: Session, who: Principal, project: str | None = None, limit: int = 20
-) -> list[tuple[SweepRow, list[Job]]]:
+) -> list[tuple[Sweep, list[Job]]]:
     """The newest sweeps ``who`` may read (of ``project`` when given), each with its jobs."""
     visible = None
     if not who.is_platform_admin:
         visible = [p.name for p in readable_projects(session, who) if who.can_read_job(p.name, p.partner, None)]
-    return [visible_sweep(session, who, row.id) for row in list_sweeps(session, visible, project, limit)]
+    return [(sweep, jobs_in_order(session, sweep.job_ids))
+            for sweep in list_sweeps(session, visible, project, limit)]
 
 
 def jobs_in_order(session: Session, job_ids: Sequence[str]) -> list[Job]:

@@ -18,6 +18,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from aitb.osutil import secret_file
+from aitb.services.errors import NotFound, Unauthenticated
+from aitb.services.packages import DIGEST, package_path
 from aitb.version import API_VERSION
 
 DEFAULT_TTL_S = 900
@@ -54,3 +56,16 @@ def signing_key(packages_dir: Path, configured: str | None = None) -> bytes:
     if configured:
         return bytes.fromhex(configured)
     return bytes.fromhex(secret_file(packages_dir / ".url-signing.key", lambda: secrets.token_hex(32)))
+
+
+def signed_package(packages_dir: Path, configured_key: str | None, digest: str, expires: int,
+                   signature: str, now: float) -> Path:
+    """The package file a signed URL grants; a wrong or expired signature is Unauthenticated
+    (like a bad token), a package not on disk NotFound."""
+    key = signing_key(packages_dir, configured_key)
+    if not DIGEST.match(digest) or not verify(key, digest, expires, signature, now):
+        raise Unauthenticated("invalid or expired package URL")
+    path = package_path(packages_dir, digest)
+    if not path.exists():
+        raise NotFound(f"unknown package {digest}")
+    return path

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from aitb.domain.models import Sweep
 from aitb.store.base import Base, UTCDateTime, utcnow
 
 #: How long an idempotency key is remembered (a retry comes within seconds or hours).
@@ -65,14 +66,22 @@ def store_key(session: Session, user: str, key: str, request_hash: str, result: 
     session.flush()
 
 
-def get_sweep(session: Session, sweep_id: str) -> SweepRow | None:
-    return session.get(SweepRow, sweep_id)
+def add_sweep(session: Session, sweep: Sweep) -> None:
+    """Write ``sweep`` in the caller's transaction (its jobs are written in the same one)."""
+    session.add(SweepRow(**sweep.model_dump()))
+    session.flush()
 
 
-def list_sweeps(session: Session, projects: list[str] | None, project: str | None, limit: int) -> list[SweepRow]:
+def get_sweep(session: Session, sweep_id: str) -> Sweep | None:
+    row = session.get(SweepRow, sweep_id)
+    return None if row is None else Sweep.model_validate(row)
+
+
+def list_sweeps(session: Session, projects: list[str] | None, project: str | None, limit: int) -> list[Sweep]:
     query = select(SweepRow)
     if projects is not None:
         query = query.where(SweepRow.project.in_(projects))
     if project:
         query = query.where(SweepRow.project == project)
-    return list(session.scalars(query.order_by(SweepRow.created_at.desc(), SweepRow.id.desc()).limit(limit)))
+    rows = session.scalars(query.order_by(SweepRow.created_at.desc(), SweepRow.id.desc()).limit(limit))
+    return [Sweep.model_validate(row) for row in rows]

@@ -11,7 +11,6 @@ Queries read the rollups only: a year of jobs is a few thousand rows per month.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -355,15 +354,3 @@ def ledger(session: Session, scope: Scope | None = None) -> list[Charge]:
     if where is not None:
         query = query.where(where)
     return [charge_of_row(r) for r in session.scalars(query)]
-
-
-def totals_by(session: Session, column: str, grain: str = "month") -> dict[str, dict[str, float]]:
-    """All-time sums per value of one dimension (cheap: the monthly rollup)."""
-    t = ROLLUPS[grain]
-    col = getattr(t, column)
-    rows = session.execute(select(col, *(func.sum(getattr(t, m)).label(m) for m in MEASURES)).group_by(col))
-    out: dict[str, dict[str, float]] = defaultdict(dict)
-    for r in rows:
-        m = dict(r._mapping)
-        out[m.pop(column)] = m
-    return dict(out)

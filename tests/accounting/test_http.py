@@ -15,9 +15,8 @@ from aitb.api.app import create_app
 from aitb.api.deps import AppState
 from aitb.services.accounts import hash_token
 from aitb.settings import Settings
-from aitb.store.db import Database
 from aitb.store.tables import UserRow
-from tests.accounting.workload import FEDERATION, add_users, run_workload
+from tests.accounting.workload import FEDERATION, add_users, finished_store
 
 REPO = Path(__file__).resolve().parents[2]
 PERIOD = {"from": "2026-11-01T00:00:00Z", "to": "2027-01-01T00:00:00Z"}
@@ -26,12 +25,7 @@ PERIOD = {"from": "2026-11-01T00:00:00Z", "to": "2027-01-01T00:00:00Z"}
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("acct")
-    db = Database(f"sqlite:///{tmp / 'aitb.db'}")
-    mp = pytest.MonkeyPatch()
-    try:
-        run_workload(db, tmp, mp)
-    finally:
-        mp.undo()
+    db = finished_store(tmp)
     add_users(db)
     with db.session() as s:
         for name, roles in (("root", ["platform-admin"]), ("dave", ["partner-admin:volvo"]),

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.accounting.workload import FEDERATION, run_workload
+from tests.accounting.workload import FEDERATION, finished_store
 from tests.support.api import start_api_server
 from tests.support.processes import aitb_command, stop_process
 
@@ -28,15 +28,7 @@ DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    from aitb.store.db import Database
-
-    db = Database(f"sqlite:///{tmp / 'aitb.db'}")
-    mp = pytest.MonkeyPatch()
-    try:
-        run_workload(db, tmp, mp)
-    finally:
-        mp.undo()
-        db.dispose()
+    finished_store(tmp).dispose()
     testbed = tmp / "testbed.yaml"
     testbed.write_text(yaml.safe_dump(FEDERATION.model_dump(mode="json")))
     srv = start_api_server(tmp, database_url=f"sqlite:///{tmp / 'aitb.db'}", testbed=str(testbed))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from aitb.clusters.sim_backend import SimBackend
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
@@ -156,3 +158,15 @@ def add_users(db: Database) -> None:
         s.flush()
         s.add_all([MembershipRow(project="borrower", user="alice", role="researcher"),
                    MembershipRow(project="owner", user="bob", role="researcher")])
+
+
+def finished_store(data_dir: Path) -> Database:
+    """A SQLite store in ``data_dir`` holding the whole workload's outcome (for module-scoped
+    fixtures, which have no function-scoped ``monkeypatch``: the clock patches are undone)."""
+    db = Database(f"sqlite:///{data_dir / 'aitb.db'}")
+    mp = pytest.MonkeyPatch()
+    try:
+        run_workload(db, data_dir, mp)
+    finally:
+        mp.undo()
+    return db

@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.routers import errors
-from aitb.api.schemas import API_VERSION
 from aitb.services import accounting
 from aitb.timeutil import utcnow
+from aitb.version import API_PREFIX
 
-router = APIRouter(prefix=f"/{API_VERSION}", tags=["accounting"])
+router = APIRouter(prefix=API_PREFIX, tags=["accounting"])
 
 Resources = dict[str, float]
 

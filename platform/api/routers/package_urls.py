@@ -10,12 +10,10 @@ from fastapi.responses import FileResponse
 
 from aitb.api.deps import StateDep
 from aitb.api.routers import errors
-from aitb.api.schemas import API_VERSION
-from aitb.services.errors import NotFound, Unauthenticated
-from aitb.services.package_urls import signing_key, verify
-from aitb.services.packages import DIGEST, package_path
+from aitb.services.package_urls import signed_package
+from aitb.version import API_PREFIX
 
-router = APIRouter(prefix=f"/{API_VERSION}", tags=["jobs"])
+router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 
 
 @router.get(
@@ -33,10 +31,5 @@ def download_package(
     """No bearer token: the signature is the credential, scoped to this package until `exp`
     (a wrong or expired one is answered 401, like a bad token)."""
     settings = state.settings
-    key = signing_key(settings.packages_dir, settings.packages.url_signing_key)
-    if not DIGEST.match(digest) or not verify(key, digest, exp, sig, time.time()):
-        raise Unauthenticated("invalid or expired package URL")
-    path = package_path(state.settings.packages_dir, digest)
-    if not path.exists():
-        raise NotFound(f"unknown package {digest}")
+    path = signed_package(settings.packages_dir, settings.packages.url_signing_key, digest, exp, sig, time.time())
     return FileResponse(path, media_type="application/zip", filename=f"{digest.split(':', 1)[1]}.zip")

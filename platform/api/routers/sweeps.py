@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -12,10 +13,9 @@ from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
 from aitb.api.schemas import JobOut
 from aitb.api.schemas_bulk import JobBatchIn, JobBatchOut, SweepIn, SweepJobOut, SweepOut
-from aitb.domain.models import Job
+from aitb.domain.models import Job, Sweep
 from aitb.services import batch, idempotency
 from aitb.services.errors import Invalid
-from aitb.store.submissions import SweepRow
 from aitb.version import API_PREFIX
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
@@ -41,6 +41,15 @@ def _specs(bodies, where: str):
     return specs
 
 
+def _once(session, caller, key: str | None, route: str, body, response: Response,
+          create: Callable[[], dict]) -> tuple[dict, bool]:
+    """Run ``create`` once per idempotency key; a replayed answer is marked with a header."""
+    result, replayed = idempotency.once(session, caller, key, route, lambda: body.model_dump(mode="json"), create)
+    if replayed:
+        response.headers[REPLAYED] = "true"
+    return result, replayed
+
+
 @router.post(
     "/jobs:batch",
     status_code=201,
@@ -50,19 +59,16 @@ def _specs(bodies, where: str):
 )
 def submit_batch(body: JobBatchIn, response: Response, session: SessionDep, caller: CallerDep,
                  state: StateDep, idempotency_key: IdempotencyKey = None) -> JobBatchOut:
-    def create() -> dict:
-        jobs = batch.submit_many(session, caller, state.federation, _specs(body.jobs, "jobs"), state.events)
-        wake_after_commit(session, state.control)
-        create.jobs = jobs  # type: ignore[attr-defined]
-        return {"jobs": [j.id for j in jobs]}
+    created: list[Job] = []
 
-    result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/jobs:batch",
-                                        lambda: body.model_dump(mode="json"), create)
-    if replayed:
-        response.headers[REPLAYED] = "true"
-        jobs = batch.jobs_in_order(session, result["jobs"])
-    else:
-        jobs = create.jobs  # type: ignore[attr-defined]
+    def create() -> dict:
+        created.extend(batch.submit_many(session, caller, state.federation, _specs(body.jobs, "jobs"),
+                                         state.events))
+        wake_after_commit(session, state.control)
+        return {"jobs": [j.id for j in created]}
+
+    result, replayed = _once(session, caller, idempotency_key, "POST /v1/jobs:batch", body, response, create)
+    jobs = batch.jobs_in_order(session, result["jobs"]) if replayed else created
     return JobBatchOut(jobs=[JobOut.of(j) for j in jobs])
 
 
@@ -78,15 +84,12 @@ def submit_sweep(body: SweepIn, response: Response, session: SessionDep, caller:
     template = _specs([body.job], "job")[0]
 
     def create() -> dict:
-        row, _ = batch.create_sweep(session, caller, state.federation, template, body.point_strings(),
-                                    name=body.name, events=state.events)
+        sweep, _ = batch.create_sweep(session, caller, state.federation, template, body.point_strings(),
+                                      name=body.name, events=state.events)
         wake_after_commit(session, state.control)
-        return {"sweep": row.id, "jobs": row.job_ids}
+        return {"sweep": sweep.id, "jobs": sweep.job_ids}
 
-    result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/sweeps",
-                                        lambda: body.model_dump(mode="json"), create)
-    if replayed:
-        response.headers[REPLAYED] = "true"
+    result, _ = _once(session, caller, idempotency_key, "POST /v1/sweeps", body, response, create)
     return _sweep_out(*batch.visible_sweep(session, caller, result["sweep"]))
 
 
@@ -101,10 +104,10 @@ def get_sweep(sweep_id: str, session: SessionDep, caller: CallerDep) -> SweepOut
     return _sweep_out(*batch.visible_sweep(session, caller, sweep_id))
 
 
-def _sweep_out(row: SweepRow, jobs: list[Job]) -> SweepOut:
+def _sweep_out(sweep: Sweep, jobs: list[Job]) -> SweepOut:
     return SweepOut(
-        id=row.id, name=row.name, project=row.project, partner=row.partner, submitter=row.submitter,
-        params=row.params, size=row.size, created_at=row.created_at,
+        id=sweep.id, name=sweep.name, project=sweep.project, partner=sweep.partner,
+        submitter=sweep.submitter, params=sweep.params, size=sweep.size, created_at=sweep.created_at,
         states=dict(Counter(j.state.value for j in jobs)),
         jobs=[
             SweepJobOut(index=j.spec.sweep.index if j.spec.sweep else i, job=j.id, name=j.spec.name,
