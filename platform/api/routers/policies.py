@@ -16,15 +16,16 @@ from aitb.api.governance_schemas import (
     RejectedOut,
 )
 from aitb.api.routers import errors, first_error
-from aitb.api.schemas import API_VERSION, JobIn
+from aitb.api.schemas import JobIn
 from aitb.domain.models import Job, JobSpec
 from aitb.governance import Decision
 from aitb.governance.policies import baseline, schema_text
 from aitb.services import governance
 from aitb.services.datasets import require_dataset
 from aitb.services.errors import Invalid
+from aitb.version import API_PREFIX
 
-router = APIRouter(prefix=f"/{API_VERSION}", tags=["governance"])
+router = APIRouter(prefix=API_PREFIX, tags=["governance"])
 
 
 @router.get("/policies", response_model=PolicySetOut, responses=errors(401))
