@@ -8,32 +8,14 @@ submission would get now, per node and pool, and why.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
 
 import click
 
 from aitb.cli.context import AppContext, output_option, pass_app, seg
-from aitb.cli.errors import EXIT_USAGE, CliError
-from aitb.cli.output import Column, escape, fmt_time, print_fields, print_json, print_table
+from aitb.cli.errors import EXIT_USAGE, CliError, parsed
+from aitb.cli.output import Column, escape, fmt_time, print_fields, print_json, print_table, show
 
 CLASSIFICATIONS = ("public", "internal", "confidential", "sensitive")
-
-
-def _show(app: AppContext, data: Any, columns: Sequence[Column], empty: str = "nothing to show") -> None:
-    if app.json:
-        print_json(data)
-    else:
-        print_table(data if isinstance(data, list) else [data], columns, empty=empty)
-
-
-def _parse(fn: Callable[..., Any], *args: Any) -> Any:
-    from aitb.cli.spec import SpecError
-
-    try:
-        return fn(*args)
-    except SpecError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 def _read_text(path: str) -> str:
@@ -96,7 +78,7 @@ def policy_add(app: AppContext, name: str, file: str, scope: str, description: s
 @click.argument("name")
 @output_option
 @pass_app
-def policy_show(app: AppContext, name: str) -> None:
+def policyshow(app: AppContext, name: str) -> None:
     """A policy's current text and its revisions."""
     data = app.client().get(f"/policies/{seg(name)}")
     if app.json:
@@ -195,7 +177,7 @@ def dataset() -> None:
 @output_option
 @pass_app
 def dataset_list(app: AppContext) -> None:
-    _show(app, app.client().get("/datasets"), DATASET_COLUMNS, "no datasets")
+    show(app, app.client().get("/datasets"), DATASET_COLUMNS, "no datasets")
 
 
 @dataset.command("create")
@@ -214,7 +196,7 @@ def dataset_create(app: AppContext, name: str, partner: str, classification: str
                    residency: str, retention_days: int, purposes: tuple[str, ...]) -> None:
     body = {"name": name, "partner": partner, "classification": classification, "home_node": home_node,
             "residency": residency, "retention_days": retention_days, "purposes": list(purposes)}
-    _show(app, app.client().post("/datasets", body), DATASET_COLUMNS)
+    show(app, app.client().post("/datasets", body), DATASET_COLUMNS)
 
 
 @click.group()
@@ -232,8 +214,8 @@ def grant() -> None:
 def grant_set(app: AppContext, dataset_name: str, project_name: str, purpose: str, expires: str) -> None:
     from aitb.cli.spec import parse_expiry
 
-    body = {"purpose": purpose, "expires_at": _parse(parse_expiry, expires)}
-    _show(app, app.client().put(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}", body), GRANT_COLUMNS)
+    body = {"purpose": purpose, "expires_at": parsed(parse_expiry, expires)}
+    show(app, app.client().put(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}", body), GRANT_COLUMNS)
 
 
 @grant.command("list")
@@ -241,7 +223,7 @@ def grant_set(app: AppContext, dataset_name: str, project_name: str, purpose: st
 @output_option
 @pass_app
 def grant_list(app: AppContext, dataset_name: str) -> None:
-    _show(app, app.client().get(f"/datasets/{seg(dataset_name)}/grants"), GRANT_COLUMNS, "no grants")
+    show(app, app.client().get(f"/datasets/{seg(dataset_name)}/grants"), GRANT_COLUMNS, "no grants")
 
 
 @grant.command("revoke")
