@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import click
+
 from aitb.timeutil import as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -56,6 +58,14 @@ def show(app: AppContext, data: Any, columns: Sequence[Column], empty: str = "no
         print_json(data)
     else:
         print_table(data if isinstance(data, list) else [data], columns, empty=empty)
+
+
+def done(app: AppContext, data: Any, message: str) -> None:
+    """What a command did: ``data`` as JSON (``-o json``), else ``message`` for people."""
+    if app.json:
+        print_json(data)
+    else:
+        click.echo(message)
 
 
 def print_table(

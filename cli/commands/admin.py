@@ -13,6 +13,7 @@ from aitb.cli.context import AppContext, output_option, pass_app, seg
 from aitb.cli.errors import EXIT_SERVER, CliError, parsed
 from aitb.cli.output import (
     Column,
+    done,
     escape,
     fmt_number,
     fmt_resources,
@@ -24,13 +25,6 @@ from aitb.cli.output import (
 )
 
 MEMBER_ROLES = ("lead", "researcher", "viewer")
-
-
-def _done(app: AppContext, data: Any, message: str) -> None:
-    if app.json:
-        print_json(data)
-    else:
-        click.echo(message)
 
 
 @click.group()
@@ -58,7 +52,7 @@ def partner_create(app: AppContext, name: str, weight: float | None) -> None:
     if weight is not None:
         body["weight"] = weight
     created = app.client().post("/partners", body)
-    _done(app, created, f"partner {created['name']} created (weight {fmt_number(created.get('weight'))})")
+    done(app, created, f"partner {created['name']} created (weight {fmt_number(created.get('weight'))})")
 
 
 @partner.command("list")
@@ -147,7 +141,7 @@ def project() -> None:
 @pass_app
 def project_create(app: AppContext, name: str, partner: str) -> None:
     created = app.client().post("/projects", {"name": name, "partner": partner})
-    _done(app, created, f"project {created['name']} created for partner {created.get('partner')}")
+    done(app, created, f"project {created['name']} created for partner {created.get('partner')}")
 
 
 @project.command("list")
@@ -170,7 +164,7 @@ def member() -> None:
 @pass_app
 def member_set(app: AppContext, project_name: str, user_name: str, role: str) -> None:
     result = app.client().put(f"/projects/{seg(project_name)}/members/{seg(user_name)}", {"role": role})
-    _done(app, result, f"{user_name} is {role} of {project_name}")
+    done(app, result, f"{user_name} is {role} of {project_name}")
 
 
 @member.command("remove")
@@ -180,7 +174,7 @@ def member_set(app: AppContext, project_name: str, user_name: str, role: str) ->
 @pass_app
 def member_remove(app: AppContext, project_name: str, user_name: str) -> None:
     app.client().delete(f"/projects/{seg(project_name)}/members/{seg(user_name)}")
-    _done(app, {"project": project_name, "user": user_name, "removed": True}, f"{user_name} removed from {project_name}")
+    done(app, {"project": project_name, "user": user_name, "removed": True}, f"{user_name} removed from {project_name}")
 
 
 # ---------------------------------------------------------------- quotas

@@ -13,7 +13,16 @@ import click
 
 from aitb.cli.context import AppContext, output_option, pass_app, seg
 from aitb.cli.errors import EXIT_USAGE, CliError, parsed
-from aitb.cli.output import Column, escape, fmt_time, print_fields, print_json, print_table, show
+from aitb.cli.output import (
+    Column,
+    done,
+    escape,
+    fmt_time,
+    print_fields,
+    print_json,
+    print_table,
+    show,
+)
 
 CLASSIFICATIONS = ("public", "internal", "confidential", "sensitive")
 
@@ -68,10 +77,7 @@ def policy_add(app: AppContext, name: str, file: str, scope: str, description: s
     """Add or change policy NAME from a Cedar file (`-` reads stdin); checked against the schema."""
     body = {"scope": scope, "text": _read_text(file), "description": description}
     result = app.client().put(f"/policies/{seg(name)}", body)
-    if app.json:
-        print_json(result)
-    else:
-        click.echo(f"policy {result['name']} ({result['scope']}) stored as revision {result['revision']}")
+    done(app, result, f"policy {result['name']} ({result['scope']}) stored as revision {result['revision']}")
 
 
 @policy.command("show")
@@ -98,10 +104,7 @@ def policyshow(app: AppContext, name: str) -> None:
 @pass_app
 def policy_delete(app: AppContext, name: str) -> None:
     app.client().delete(f"/policies/{seg(name)}")
-    if app.json:
-        print_json({"policy": name, "deleted": True})
-    else:
-        click.echo(f"policy {name} deleted (its history stays)")
+    done(app, {"policy": name, "deleted": True}, f"policy {name} deleted (its history stays)")
 
 
 @policy.command("test")
@@ -234,8 +237,6 @@ def grant_list(app: AppContext, dataset_name: str) -> None:
 def grant_revoke(app: AppContext, dataset_name: str, project_name: str) -> None:
     """Revoke a grant; the project's queued jobs that need it become REJECTED (audited)."""
     app.client().delete(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}")
-    if app.json:
-        print_json({"dataset": dataset_name, "project": project_name, "revoked": True})
-    else:
-        click.echo(f"grant of {dataset_name} to {project_name} revoked; its queued jobs that need it are "
-                   f"rejected (aitb jobs --project {project_name} --state REJECTED)")
+    done(app, {"dataset": dataset_name, "project": project_name, "revoked": True},
+         f"grant of {dataset_name} to {project_name} revoked; its queued jobs that need it are "
+         f"rejected (aitb jobs --project {project_name} --state REJECTED)")
