@@ -17,7 +17,7 @@ from aitb.api.governance_schemas import (
 )
 from aitb.api.routers import errors, first_error
 from aitb.api.schemas import JobIn
-from aitb.domain.models import Job, JobSpec
+from aitb.domain.models import Job
 from aitb.governance import Decision
 from aitb.governance.policies import baseline, schema_text
 from aitb.services import governance
@@ -58,10 +58,7 @@ def policy_baseline(caller: CallerDep) -> Response:
 def test_policies(body: JobIn, session: SessionDep, caller: CallerDep, state: StateDep) -> DecisionOut:
     """Dry run: the decision a submission of this job would get now, per node and pool, and why."""
     try:
-        spec = JobSpec(project=body.project, name=body.name, entrypoint=body.entrypoint, gang=body.gang(),
-                       datasets=body.datasets, priority=body.priority, max_runtime_s=body.max_runtime_s,
-                       nodes=body.nodes, code=body.code, env=body.env, max_retries=body.max_retries,
-                       purpose=body.purpose)
+        spec = body.spec()
     except ValueError as exc:
         raise Invalid(first_error(exc)) from None
     for name in spec.datasets:
