@@ -84,7 +84,7 @@ def policy_add(app: AppContext, name: str, file: str, scope: str, description: s
 @click.argument("name")
 @output_option
 @pass_app
-def policyshow(app: AppContext, name: str) -> None:
+def policy_show(app: AppContext, name: str) -> None:
     """A policy's current text and its revisions."""
     data = app.client().get(f"/policies/{seg(name)}")
     if app.json:
