@@ -37,7 +37,7 @@ from aitb.store import datasets as dataset_store
 from aitb.store import jobs as job_store
 from aitb.store import policies as policy_store
 from aitb.store.base import utcnow
-from aitb.store.tables import PolicyRow
+from aitb.store.policies import PolicyRevision
 
 # --- the engine, one per policy revision ------------------------------------------------
 
@@ -184,7 +184,7 @@ def _scope_columns(scope: str) -> dict[str, str]:
 
 
 def put_policy(session: Session, who: Principal, federation: Federation, name: str, scope: str, text: str,
-               description: str = "") -> PolicyRow:
+               description: str = "") -> PolicyRevision:
     _owner_check(session, who, federation, scope)
     current = policy_store.latest(session, name)
     if current is not None and not current.deleted and current.scope != scope:
@@ -203,7 +203,7 @@ def put_policy(session: Session, who: Principal, federation: Federation, name: s
     return row
 
 
-def delete_policy(session: Session, who: Principal, federation: Federation, name: str) -> PolicyRow:
+def delete_policy(session: Session, who: Principal, federation: Federation, name: str) -> PolicyRevision:
     current = policy_store.latest(session, name)
     if current is None or current.deleted:
         raise NotFound(f"unknown policy {name!r}")
@@ -224,11 +224,11 @@ def baseline_policies() -> list[dict]:
     ]
 
 
-def list_policies(session: Session) -> tuple[str, list[PolicyRow]]:
+def list_policies(session: Session) -> tuple[str, list[PolicyRevision]]:
     return policy_store.current_version(session), policy_store.active(session)
 
 
-def get_policy(session: Session, name: str) -> list[PolicyRow]:
+def get_policy(session: Session, name: str) -> list[PolicyRevision]:
     rows = policy_store.history(session, name)
     if not rows:
         raise NotFound(f"unknown policy {name!r}")
