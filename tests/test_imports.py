@@ -73,6 +73,13 @@ def test_services_and_store_do_not_import_the_api_or_the_control_plane():
     assert _violations(paths, ("aitb.api", "aitb.control")) == []
 
 
+def test_services_control_and_api_read_tables_only_through_repositories():
+    """Issue 7: rows stay in `aitb.store`; the layers above get domain models from its repositories."""
+    paths = _sources("platform/services", "platform/control", "platform/api")
+    assert len(paths) > 20
+    assert _violations(paths, ("aitb.store.tables",)) == []
+
+
 def test_the_cli_imports_nothing_of_the_server_side():
     paths = _sources("cli")
     assert len(paths) > 10
@@ -83,6 +90,7 @@ def test_the_cli_imports_nothing_of_the_server_side():
     ("from aitb.store import jobs\n", "aitb.store"),
     ("def f():\n    import sqlalchemy.orm\n", "sqlalchemy.orm"),
     ("from ..store.jobs import get_job\n", "aitb.store.jobs"),
+    ("from ..store.tables import JobRow\n", "aitb.store.tables"),
     ("from . import lifecycle\n", "aitb.domain"),
 ])
 def test_the_checker_sees_each_kind_of_import(tmp_path, source, seen):

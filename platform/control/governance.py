@@ -13,21 +13,20 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.lifecycle import AttemptOutcome
-from aitb.domain.models import Attempt, Job
+from aitb.domain.models import Attempt, Dataset, Grant, Job
 from aitb.domain.testbed import Federation
 from aitb.governance import Decision, JobFacts, RuntimeConstraints
 from aitb.scheduler.snapshot import Constraints
 from aitb.services import governance as gov
 from aitb.services.tracking_events import TrackingEvents
 from aitb.store import attempts as attempt_store
+from aitb.store import datasets as dataset_store
 from aitb.store import jobs as job_store
 from aitb.store.base import utcnow
 from aitb.store.db import Database
-from aitb.store.tables import DatasetRow, GrantRow
 
 log = logging.getLogger("aitb.governance")
 
@@ -65,13 +64,12 @@ class GovernanceGate:
         jobs = list(jobs)
         names = {d for j in jobs for d in j.spec.datasets}
         projects = {j.project for j in jobs}
-        datasets = {r.name: r for r in session.scalars(select(DatasetRow).where(DatasetRow.name.in_(names)))} \
-            if names else {}
-        grants: dict[tuple[str, str], GrantRow] = {}
-        if names:
-            for g in session.scalars(select(GrantRow).where(GrantRow.dataset.in_(names),
-                                                            GrantRow.project.in_(projects))):
-                grants[(g.project, g.dataset)] = g
+        datasets: dict[str, Dataset] = {}
+        grants: dict[tuple[str, str], Grant] = {}
+        if names:  # two queries for the whole queue: its datasets, then their grants
+            datasets = {d.name: d for d in dataset_store.list_datasets(session, names)}
+            grants = {(g.project, g.dataset): g
+                      for g in dataset_store.grants_of(session, datasets=names, projects=projects)}
         out = {}
         for job in jobs:
             facts = gov.facts_for_loaded(job.spec, job.partner, job.submitter, now, job.id, datasets, grants)

@@ -11,11 +11,10 @@ import hashlib
 import threading
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.lifecycle import JobState
-from aitb.domain.models import Dataset, Job, JobSpec
+from aitb.domain.models import Dataset, Grant, Job, JobSpec
 from aitb.domain.testbed import Federation
 from aitb.governance import (
     Candidate,
@@ -32,11 +31,13 @@ from aitb.governance import (
 from aitb.governance.policies import SCOPE, baseline, baseline_text
 from aitb.services.authz import Principal
 from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
+from aitb.store import accounts as account_store
 from aitb.store import audit
+from aitb.store import datasets as dataset_store
 from aitb.store import jobs as job_store
 from aitb.store import policies as policy_store
 from aitb.store.base import utcnow
-from aitb.store.tables import DatasetRow, GrantRow, PartnerRow, PolicyRow
+from aitb.store.policies import PolicyRevision
 
 # --- the engine, one per policy revision ------------------------------------------------
 
@@ -71,23 +72,21 @@ def facts_for(session: Session, spec: JobSpec, partner: str, submitter: str, now
               job_id: str = "") -> JobFacts:
     if not spec.datasets:  # most jobs: nothing to load
         return facts_for_loaded(spec, partner, submitter, now, job_id, {}, {})
-    datasets = {r.name: r for r in session.scalars(select(DatasetRow).where(DatasetRow.name.in_(spec.datasets)))}
+    datasets = {d.name: d for d in dataset_store.list_datasets(session, spec.datasets)}
     grants = {
         (g.project, g.dataset): g
-        for g in session.scalars(select(GrantRow).where(GrantRow.project == spec.project,
-                                                        GrantRow.dataset.in_(spec.datasets)))
+        for g in dataset_store.grants_of(session, projects=[spec.project], datasets=spec.datasets)
     }
     return facts_for_loaded(spec, partner, submitter, now, job_id, datasets, grants)
 
 
 def facts_for_loaded(spec: JobSpec, partner: str, submitter: str, now: datetime, job_id: str,
-                     datasets: dict[str, DatasetRow], grants: dict[tuple[str, str], GrantRow]) -> JobFacts:
-    """A job's governance facts from rows loaded already (the scheduler loads them in bulk)."""
+                     datasets: dict[str, Dataset], grants: dict[tuple[str, str], Grant]) -> JobFacts:
+    """A job's governance facts from datasets and grants (keyed (project, dataset)) loaded
+    already (the scheduler loads them in bulk)."""
     facts = tuple(
-        DatasetFacts.of(Dataset(name=r.name, partner=r.partner, classification=r.classification,
-                                home_node=r.home_node, residency=r.residency,
-                                retention_days=r.retention_days), r.purposes or ())
-        for name in spec.datasets if (r := datasets.get(name)) is not None
+        DatasetFacts.of(d, d.purposes)
+        for name in spec.datasets if (d := datasets.get(name)) is not None
     )
     held = {d.name: GrantFacts(g.purpose, g.expires_at)
             for d in facts if (g := grants.get((spec.project, d.name))) is not None}
@@ -173,7 +172,7 @@ def _owner_check(session: Session, who: Principal, federation: Federation, scope
         if not who.is_node_admin(name):
             raise Forbidden(f"only an admin of node {name!r} may change its policies")
     else:
-        if session.get(PartnerRow, name) is None:
+        if account_store.get_partner(session, name) is None:
             raise NotFound(f"unknown partner {name!r}")
         if not who.is_partner_admin(name):
             raise Forbidden(f"only an admin of partner {name!r} may change its policies")
@@ -185,7 +184,7 @@ def _scope_columns(scope: str) -> dict[str, str]:
 
 
 def put_policy(session: Session, who: Principal, federation: Federation, name: str, scope: str, text: str,
-               description: str = "") -> PolicyRow:
+               description: str = "") -> PolicyRevision:
     _owner_check(session, who, federation, scope)
     current = policy_store.latest(session, name)
     if current is not None and not current.deleted and current.scope != scope:
@@ -204,7 +203,7 @@ def put_policy(session: Session, who: Principal, federation: Federation, name: s
     return row
 
 
-def delete_policy(session: Session, who: Principal, federation: Federation, name: str) -> PolicyRow:
+def delete_policy(session: Session, who: Principal, federation: Federation, name: str) -> PolicyRevision:
     current = policy_store.latest(session, name)
     if current is None or current.deleted:
         raise NotFound(f"unknown policy {name!r}")
@@ -225,11 +224,11 @@ def baseline_policies() -> list[dict]:
     ]
 
 
-def list_policies(session: Session) -> tuple[str, list[PolicyRow]]:
+def list_policies(session: Session) -> tuple[str, list[PolicyRevision]]:
     return policy_store.current_version(session), policy_store.active(session)
 
 
-def get_policy(session: Session, name: str) -> list[PolicyRow]:
+def get_policy(session: Session, name: str) -> list[PolicyRevision]:
     rows = policy_store.history(session, name)
     if not rows:
         raise NotFound(f"unknown policy {name!r}")

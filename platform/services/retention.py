@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aitb.domain.lifecycle import JobState, is_finished
@@ -24,10 +23,11 @@ from aitb.domain.models import Job
 from aitb.services.authz import Principal
 from aitb.services.errors import Forbidden
 from aitb.store import audit
+from aitb.store import datasets as dataset_store
 from aitb.store import jobs as job_store
+from aitb.store import purges as purge_store
 from aitb.store.base import utcnow
 from aitb.store.db import Database
-from aitb.store.tables import DatasetRow, JobRow, PurgeRow
 
 log = logging.getLogger("aitb.retention")
 
@@ -108,15 +108,12 @@ class Retention:
 
     def due(self, session: Session) -> list[tuple[Job, datetime]]:
         now = self.now()
-        done = {p for p in session.scalars(select(PurgeRow.job_id))}
-        retention = {r.name: r.retention_days for r in session.scalars(select(DatasetRow))}
+        done = purge_store.purged_job_ids(session)
+        retention = {d.name: d.retention_days for d in dataset_store.list_datasets(session)}
         out = []
-        rows = session.scalars(select(JobRow).where(JobRow.state.in_([s.value for s in FINISHED]),
-                                                    JobRow.finished_at.is_not(None)))
-        for row in rows:
-            if row.id in done:
+        for job in job_store.finished_jobs(session, FINISHED):
+            if job.id in done:
                 continue
-            job = job_store.to_job(row)
             if not is_finished(job.state, job.retries_left):
                 continue
             days = [retention[d] for d in job.spec.datasets if d in retention]
@@ -158,9 +155,9 @@ class Retention:
                 continue
             at = self.now()
             with self.db.session() as session:
-                if session.get(PurgeRow, job.id) is not None:
+                if purge_store.is_purged(session, job.id):
                     continue  # another pass recorded it first
-                session.add(PurgeRow(job_id=job.id, purged_at=at, due_at=due_at, artifacts=names, actor=actor))
+                purge_store.record(session, purge_store.Purge(job.id, at, due_at, actor, tuple(names)))
                 audit.append(session, actor, "run.purge", f"job/{job.id}",
                              {"datasets": job.spec.datasets, "due_at": due_at.isoformat(), "deleted": names,
                               "mlflow_run_id": job.mlflow_run_id}, partner=job.partner, node=job.node)

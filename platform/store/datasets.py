@@ -39,16 +39,22 @@ def add_dataset(session: Session, dataset: Dataset) -> Dataset:
 
 
 def list_datasets(session: Session, names: Iterable[str] | None = None) -> list[Dataset]:
+    """Every dataset, or those named in ``names`` (one query)."""
     query = select(DatasetRow)
     if names is not None:
         query = query.where(DatasetRow.name.in_(list(names)))
     return [_dataset(r) for r in session.scalars(query.order_by(DatasetRow.name))]
 
 
-def grants_of(session: Session, *, dataset: str | None = None, projects: Iterable[str] | None = None) -> list[Grant]:
+def grants_of(session: Session, *, dataset: str | None = None, projects: Iterable[str] | None = None,
+              datasets: Iterable[str] | None = None) -> list[Grant]:
+    """Grants, filtered by one dataset, by any of ``datasets`` and/or by any of ``projects``
+    (one query however many names: the scheduler loads a whole queue's grants at once)."""
     query = select(GrantRow)
     if dataset is not None:
         query = query.where(GrantRow.dataset == dataset)
+    if datasets is not None:
+        query = query.where(GrantRow.dataset.in_(list(datasets)))
     if projects is not None:
         query = query.where(GrantRow.project.in_(list(projects)))
     return [_grant(r) for r in session.scalars(query.order_by(GrantRow.dataset, GrantRow.project))]

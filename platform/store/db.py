@@ -9,10 +9,15 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def ping(session: Session) -> None:
+    """A round trip to the database (raises when it cannot be reached): readiness checks."""
+    session.execute(text("SELECT 1"))
 
 
 def normalise_url(url: str) -> str:

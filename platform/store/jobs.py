@@ -157,6 +157,14 @@ def jobs_in_states(session: Session, states: Iterable[JobState]) -> list[Job]:
     return [to_job(r) for r in rows]
 
 
+def finished_jobs(session: Session, states: Iterable[JobState]) -> list[Job]:
+    """Jobs in ``states`` that have an end time (retention's candidates)."""
+    rows = session.scalars(
+        select(JobRow).where(JobRow.state.in_([s.value for s in states]), JobRow.finished_at.is_not(None))
+    )
+    return [to_job(r) for r in rows]
+
+
 def jobs_by_id(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
     ids = list(set(job_ids))
     if not ids:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from aitb.api.deps import StateDep
 from aitb.api.schemas import HealthOut
+from aitb.store.db import ping
 
 router = APIRouter(tags=["system"])
 
@@ -19,7 +19,7 @@ def healthz(state: StateDep) -> JSONResponse | HealthOut:
 
     try:
         with state.db.read() as session:
-            session.execute(text("SELECT 1"))
+            ping(session)
     except Exception:  # any database failure means "not ready"
         return JSONResponse({"status": "degraded", "database": "unreachable", "version": VERSION}, status_code=503)
     return HealthOut(status="ok", database="ok", version=VERSION, scheduler=state.control.scheduler_role)
