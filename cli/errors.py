@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 EXIT_SERVER = 1
@@ -37,3 +40,13 @@ class ApiError(CliError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message, EXIT_SERVER)
         self.status = status
+
+
+def parsed(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, a SpecError from it becoming a usage error (exit 2)."""
+    from aitb.cli.spec import SpecError
+
+    try:
+        return fn(*args)
+    except SpecError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None

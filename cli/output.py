@@ -10,9 +10,14 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import click
 
 from aitb.timeutil import as_utc, utcnow
+
+if TYPE_CHECKING:
+    from aitb.cli.context import AppContext
 
 STATE_STYLES = {
     "QUEUED": "yellow",
@@ -45,6 +50,22 @@ def note(message: str, *, json_mode: bool) -> None:
     """A line for people on stderr; silent when the output is JSON."""
     if not json_mode:
         _console(stderr=True).print(message)
+
+
+def show(app: AppContext, data: Any, columns: Sequence[Column], empty: str = "nothing to show") -> None:
+    """A listing or one object, as JSON (``-o json``) or as a table."""
+    if app.json:
+        print_json(data)
+    else:
+        print_table(data if isinstance(data, list) else [data], columns, empty=empty)
+
+
+def done(app: AppContext, data: Any, message: str) -> None:
+    """What a command did: ``data`` as JSON (``-o json``), else ``message`` for people."""
+    if app.json:
+        print_json(data)
+    else:
+        click.echo(message)
 
 
 def print_table(

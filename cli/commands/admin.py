@@ -4,15 +4,16 @@ audit and testbeds, each a thin call of the HTTP API (the server decides who may
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
+from aitb.cli.commands import governance
 from aitb.cli.context import AppContext, output_option, pass_app, seg
-from aitb.cli.errors import EXIT_SERVER, EXIT_USAGE, CliError
+from aitb.cli.errors import EXIT_SERVER, CliError, parsed
 from aitb.cli.output import (
     Column,
+    done,
     escape,
     fmt_number,
     fmt_resources,
@@ -20,34 +21,10 @@ from aitb.cli.output import (
     note,
     print_json,
     print_table,
+    show,
 )
 
-CLASSIFICATIONS = ("public", "internal", "confidential", "sensitive")
 MEMBER_ROLES = ("lead", "researcher", "viewer")
-
-
-def _show(app: AppContext, data: Any, columns: Sequence[Column], empty: str = "nothing to show") -> None:
-    """A listing or one created object, as a table or JSON."""
-    if app.json:
-        print_json(data)
-    else:
-        print_table(data if isinstance(data, list) else [data], columns, empty=empty)
-
-
-def _done(app: AppContext, data: Any, message: str) -> None:
-    if app.json:
-        print_json(data)
-    else:
-        click.echo(message)
-
-
-def _parse(fn: Callable[..., Any], *args: Any) -> Any:
-    from aitb.cli.spec import SpecError
-
-    try:
-        return fn(*args)
-    except SpecError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 @click.group()
@@ -75,14 +52,14 @@ def partner_create(app: AppContext, name: str, weight: float | None) -> None:
     if weight is not None:
         body["weight"] = weight
     created = app.client().post("/partners", body)
-    _done(app, created, f"partner {created['name']} created (weight {fmt_number(created.get('weight'))})")
+    done(app, created, f"partner {created['name']} created (weight {fmt_number(created.get('weight'))})")
 
 
 @partner.command("list")
 @output_option
 @pass_app
 def partner_list(app: AppContext) -> None:
-    _show(app, app.client().get("/partners"), PARTNER_COLUMNS, "no partners")
+    show(app, app.client().get("/partners"), PARTNER_COLUMNS, "no partners")
 
 
 # ---------------------------------------------------------------- users
@@ -131,7 +108,7 @@ def user_create(app: AppContext, name: str, partner: str | None, roles: tuple[st
 @output_option
 @pass_app
 def user_list(app: AppContext) -> None:
-    _show(app, app.client().get("/users"), USER_COLUMNS, "no users")
+    show(app, app.client().get("/users"), USER_COLUMNS, "no users")
 
 
 @user.command("token")
@@ -164,14 +141,14 @@ def project() -> None:
 @pass_app
 def project_create(app: AppContext, name: str, partner: str) -> None:
     created = app.client().post("/projects", {"name": name, "partner": partner})
-    _done(app, created, f"project {created['name']} created for partner {created.get('partner')}")
+    done(app, created, f"project {created['name']} created for partner {created.get('partner')}")
 
 
 @project.command("list")
 @output_option
 @pass_app
 def project_list(app: AppContext) -> None:
-    _show(app, app.client().get("/projects"), PROJECT_COLUMNS, "no projects")
+    show(app, app.client().get("/projects"), PROJECT_COLUMNS, "no projects")
 
 
 @admin.group()
@@ -187,7 +164,7 @@ def member() -> None:
 @pass_app
 def member_set(app: AppContext, project_name: str, user_name: str, role: str) -> None:
     result = app.client().put(f"/projects/{seg(project_name)}/members/{seg(user_name)}", {"role": role})
-    _done(app, result, f"{user_name} is {role} of {project_name}")
+    done(app, result, f"{user_name} is {role} of {project_name}")
 
 
 @member.command("remove")
@@ -197,7 +174,7 @@ def member_set(app: AppContext, project_name: str, user_name: str, role: str) ->
 @pass_app
 def member_remove(app: AppContext, project_name: str, user_name: str) -> None:
     app.client().delete(f"/projects/{seg(project_name)}/members/{seg(user_name)}")
-    _done(app, {"project": project_name, "user": user_name, "removed": True}, f"{user_name} removed from {project_name}")
+    done(app, {"project": project_name, "user": user_name, "removed": True}, f"{user_name} removed from {project_name}")
 
 
 # ---------------------------------------------------------------- quotas
@@ -228,11 +205,11 @@ def quota_set(app: AppContext, project_name: str, node: str, nominal: str, borro
     from aitb.cli.spec import parse_resource_list
 
     body = {
-        "nominal": _parse(parse_resource_list, nominal, "--nominal"),
-        "borrowing_limit": _parse(parse_resource_list, borrow, "--borrow"),
+        "nominal": parsed(parse_resource_list, nominal, "--nominal"),
+        "borrowing_limit": parsed(parse_resource_list, borrow, "--borrow"),
     }
     result = app.client().put(f"/quotas/{seg(project_name)}/{seg(node)}", body)
-    _show(app, result, QUOTA_COLUMNS)
+    show(app, result, QUOTA_COLUMNS)
 
 
 @quota_group.command("list")
@@ -241,113 +218,14 @@ def quota_set(app: AppContext, project_name: str, node: str, nominal: str, borro
 @output_option
 @pass_app
 def quota_list(app: AppContext, node: str | None, project_name: str | None) -> None:
-    _show(app, app.client().get("/quotas", node=node, project=project_name), QUOTA_COLUMNS, "no quotas")
+    show(app, app.client().get("/quotas", node=node, project=project_name), QUOTA_COLUMNS, "no quotas")
 
 
 # ---------------------------------------------------------------- datasets and grants
+# the same commands as `aitb dataset` and `aitb grant` (cli/commands/governance.py)
 
-DATASET_COLUMNS: list[Column] = [
-    ("DATASET", lambda d: d["name"]),
-    ("PARTNER", lambda d: d.get("partner")),
-    ("CLASSIFICATION", lambda d: d.get("classification")),
-    ("HOME", lambda d: d.get("home_node")),
-    ("RESIDENCY", lambda d: d.get("residency")),
-    ("RETENTION", lambda d: f"{d['retention_days']}d" if d.get("retention_days") is not None else "-"),
-]
-GRANT_COLUMNS: list[Column] = [
-    ("DATASET", lambda g: g.get("dataset")),
-    ("PROJECT", lambda g: g.get("project")),
-    ("PURPOSE", lambda g: escape(g.get("purpose") or "")),
-    ("EXPIRES", lambda g: fmt_time(g.get("expires_at"))),
-]
-
-
-@admin.group()
-def dataset() -> None:
-    """Datasets, their classification and where they may be processed."""
-
-
-@dataset.command("create")
-@click.argument("name")
-@click.option("--partner", required=True, help="Owning partner.")
-@click.option("--classification", required=True, type=click.Choice(CLASSIFICATIONS))
-@click.option("--home-node", required=True, help="Node that holds the data.")
-@click.option("--residency", type=click.Choice(("strict", "none")), default=None, help="strict pins jobs to the home node.")
-@click.option("--retention-days", type=click.IntRange(min=0), default=None)
-@output_option
-@pass_app
-def dataset_create(
-    app: AppContext,
-    name: str,
-    partner: str,
-    classification: str,
-    home_node: str,
-    residency: str | None,
-    retention_days: int | None,
-) -> None:
-    body: dict[str, Any] = {
-        "name": name,
-        "partner": partner,
-        "classification": classification,
-        "home_node": home_node,
-    }
-    if residency:
-        body["residency"] = residency
-    if retention_days is not None:
-        body["retention_days"] = retention_days
-    _show(app, app.client().post("/datasets", body), DATASET_COLUMNS)
-
-
-@dataset.command("list")
-@output_option
-@pass_app
-def dataset_list(app: AppContext) -> None:
-    _show(app, app.client().get("/datasets"), DATASET_COLUMNS, "no datasets")
-
-
-@admin.group()
-def grant() -> None:
-    """Let a project use a dataset for a stated purpose, until an expiry."""
-
-
-@grant.command("set")
-@click.argument("dataset_name", metavar="DATASET")
-@click.argument("project_name", metavar="PROJECT")
-@click.option("--purpose", required=True, help="Why the project may use the data.")
-@click.option("--expires", required=True, help="A date (2027-06-30), a time, or a duration from now (90d).")
-@output_option
-@pass_app
-def grant_set(app: AppContext, dataset_name: str, project_name: str, purpose: str, expires: str) -> None:
-    from aitb.cli.spec import parse_expiry
-
-    body = {"purpose": purpose, "expires_at": _parse(parse_expiry, expires)}
-    result = app.client().put(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}", body)
-    _show(app, result, GRANT_COLUMNS)
-
-
-@grant.command("list")
-@click.argument("dataset_name", metavar="DATASET")
-@output_option
-@pass_app
-def grant_list(app: AppContext, dataset_name: str) -> None:
-    _show(app, app.client().get(f"/datasets/{seg(dataset_name)}/grants"), GRANT_COLUMNS, "no grants")
-
-
-@grant.command("revoke")
-@click.argument("dataset_name", metavar="DATASET")
-@click.argument("project_name", metavar="PROJECT")
-@output_option
-@pass_app
-def grant_revoke(app: AppContext, dataset_name: str, project_name: str) -> None:
-    app.client().delete(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}")
-    _done(
-        app,
-        {"dataset": dataset_name, "project": project_name, "revoked": True},
-        f"grant of {dataset_name} to {project_name} revoked",
-    )
-
-
-# ---------------------------------------------------------------- audit
+admin.add_command(governance.dataset)
+admin.add_command(governance.grant)
 
 
 @admin.group()
@@ -369,7 +247,7 @@ def audit_list(app: AppContext, after: int | None, limit: int, action: str | Non
                target: str | None, result: str | None, since: str | None) -> None:
     entries = app.client().get("/audit", after=after, limit=limit, action=action, actor=actor, target=target,
                                result=result, since=since)
-    _show(
+    show(
         app,
         entries,
         [

@@ -8,32 +8,23 @@ submission would get now, per node and pool, and why.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
 
 import click
 
 from aitb.cli.context import AppContext, output_option, pass_app, seg
-from aitb.cli.errors import EXIT_USAGE, CliError
-from aitb.cli.output import Column, escape, fmt_time, print_fields, print_json, print_table
+from aitb.cli.errors import EXIT_USAGE, CliError, parsed
+from aitb.cli.output import (
+    Column,
+    done,
+    escape,
+    fmt_time,
+    print_fields,
+    print_json,
+    print_table,
+    show,
+)
 
 CLASSIFICATIONS = ("public", "internal", "confidential", "sensitive")
-
-
-def _show(app: AppContext, data: Any, columns: Sequence[Column], empty: str = "nothing to show") -> None:
-    if app.json:
-        print_json(data)
-    else:
-        print_table(data if isinstance(data, list) else [data], columns, empty=empty)
-
-
-def _parse(fn: Callable[..., Any], *args: Any) -> Any:
-    from aitb.cli.spec import SpecError
-
-    try:
-        return fn(*args)
-    except SpecError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 def _read_text(path: str) -> str:
@@ -86,10 +77,7 @@ def policy_add(app: AppContext, name: str, file: str, scope: str, description: s
     """Add or change policy NAME from a Cedar file (`-` reads stdin); checked against the schema."""
     body = {"scope": scope, "text": _read_text(file), "description": description}
     result = app.client().put(f"/policies/{seg(name)}", body)
-    if app.json:
-        print_json(result)
-    else:
-        click.echo(f"policy {result['name']} ({result['scope']}) stored as revision {result['revision']}")
+    done(app, result, f"policy {result['name']} ({result['scope']}) stored as revision {result['revision']}")
 
 
 @policy.command("show")
@@ -116,10 +104,7 @@ def policy_show(app: AppContext, name: str) -> None:
 @pass_app
 def policy_delete(app: AppContext, name: str) -> None:
     app.client().delete(f"/policies/{seg(name)}")
-    if app.json:
-        print_json({"policy": name, "deleted": True})
-    else:
-        click.echo(f"policy {name} deleted (its history stays)")
+    done(app, {"policy": name, "deleted": True}, f"policy {name} deleted (its history stays)")
 
 
 @policy.command("test")
@@ -195,7 +180,7 @@ def dataset() -> None:
 @output_option
 @pass_app
 def dataset_list(app: AppContext) -> None:
-    _show(app, app.client().get("/datasets"), DATASET_COLUMNS, "no datasets")
+    show(app, app.client().get("/datasets"), DATASET_COLUMNS, "no datasets")
 
 
 @dataset.command("create")
@@ -214,7 +199,7 @@ def dataset_create(app: AppContext, name: str, partner: str, classification: str
                    residency: str, retention_days: int, purposes: tuple[str, ...]) -> None:
     body = {"name": name, "partner": partner, "classification": classification, "home_node": home_node,
             "residency": residency, "retention_days": retention_days, "purposes": list(purposes)}
-    _show(app, app.client().post("/datasets", body), DATASET_COLUMNS)
+    show(app, app.client().post("/datasets", body), DATASET_COLUMNS)
 
 
 @click.group()
@@ -232,8 +217,8 @@ def grant() -> None:
 def grant_set(app: AppContext, dataset_name: str, project_name: str, purpose: str, expires: str) -> None:
     from aitb.cli.spec import parse_expiry
 
-    body = {"purpose": purpose, "expires_at": _parse(parse_expiry, expires)}
-    _show(app, app.client().put(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}", body), GRANT_COLUMNS)
+    body = {"purpose": purpose, "expires_at": parsed(parse_expiry, expires)}
+    show(app, app.client().put(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}", body), GRANT_COLUMNS)
 
 
 @grant.command("list")
@@ -241,7 +226,7 @@ def grant_set(app: AppContext, dataset_name: str, project_name: str, purpose: st
 @output_option
 @pass_app
 def grant_list(app: AppContext, dataset_name: str) -> None:
-    _show(app, app.client().get(f"/datasets/{seg(dataset_name)}/grants"), GRANT_COLUMNS, "no grants")
+    show(app, app.client().get(f"/datasets/{seg(dataset_name)}/grants"), GRANT_COLUMNS, "no grants")
 
 
 @grant.command("revoke")
@@ -252,8 +237,6 @@ def grant_list(app: AppContext, dataset_name: str) -> None:
 def grant_revoke(app: AppContext, dataset_name: str, project_name: str) -> None:
     """Revoke a grant; the project's queued jobs that need it become REJECTED (audited)."""
     app.client().delete(f"/datasets/{seg(dataset_name)}/grants/{seg(project_name)}")
-    if app.json:
-        print_json({"dataset": dataset_name, "project": project_name, "revoked": True})
-    else:
-        click.echo(f"grant of {dataset_name} to {project_name} revoked; its queued jobs that need it are "
-                   f"rejected (aitb jobs --project {project_name} --state REJECTED)")
+    done(app, {"dataset": dataset_name, "project": project_name, "revoked": True},
+         f"grant of {dataset_name} to {project_name} revoked; its queued jobs that need it are "
+         f"rejected (aitb jobs --project {project_name} --state REJECTED)")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aitb.domain.lifecycle import JobState
-from aitb.domain.models import Job
+from aitb.domain.models import Attempt, Job
 from aitb.timeutil import as_utc
 
 GRAINS = ("hour", "day", "month")
@@ -36,11 +36,6 @@ ATTEMPT_ENDS = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLE
 #: upper bounds (seconds) of the queue-wait histogram buckets, +Inf implied
 WAIT_BUCKETS_S = (60, 300, 900, 3600, 14400, 86400)
 WAIT_COLUMNS = tuple(f"waits_le_{b}" for b in WAIT_BUCKETS_S)
-
-
-def attempt_id(job_id: str, attempt: int) -> str:
-    """The id of the n-th attempt (1-based): ``<job>`` first, then ``<job>-<n>``."""
-    return job_id if attempt <= 1 else f"{job_id}-{attempt}"
 
 
 def category(borrowing: bool, end_state: JobState | None) -> str:
@@ -172,7 +167,7 @@ def charges_of(
     cat = category(job.placement.borrowing, end_state)
     return [
         Charge(
-            attempt_id=attempt_id(job.id, job.attempts), job_id=job.id, attempt=max(1, job.attempts),
+            attempt_id=Attempt.backend_id_for(job.id, job.attempts), job_id=job.id, attempt=max(1, job.attempts),
             partner=job.partner, project=job.project, user=job.submitter, node=job.node,
             cluster=cluster, pool=pool, category=cat,
             end_state=end_state.value if end_state else None,

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 
 from aitb.domain.lifecycle import JobState, is_finished
 from aitb.domain.models import Job
+from aitb.services.authz import Principal
+from aitb.services.errors import Forbidden
 from aitb.store import audit
 from aitb.store import datasets as dataset_store
 from aitb.store import jobs as job_store
@@ -165,3 +167,13 @@ class Retention:
             items.append(PurgeItem(**{**asdict(item), "purged": True}))
             log.info("purged %d artifacts of %s (retention due %s)", len(names), job.id, due_at)
         return items
+
+
+def purge(who: Principal, db: Database, data_dir: Path, retention: Retention | None = None,
+          dry_run: bool = True) -> list[PurgeItem]:
+    """A person's purge (platform admins only): the running control plane's ``retention`` when
+    there is one, else local artifacts only (no tracking). Runs outside any transaction."""
+    if not who.is_platform_admin:
+        raise Forbidden("only a platform admin may purge")
+    retention = retention or Retention(db, data_dir)
+    return retention.run_once(dry_run=dry_run, actor=who.name)

@@ -314,7 +314,9 @@ class OutboxProcessor:
                              {"experiment_id": claim.experiment_id}, partner=partner)  # fmt: skip
 
     # -- per-attempt runner credentials --------------------------------------------------
-    def active_attempts(self) -> set[str]:
+    def active_attempts(self) -> dict[str, str]:
+        """The backend id of the current attempt of every ADMITTED or RUNNING job -> the
+        experiment id of its project ("" while it has none)."""
         from sqlalchemy import select
 
         from aitb.domain.models import Attempt
@@ -322,11 +324,11 @@ class OutboxProcessor:
 
         with self.session_factory() as session:
             rows = session.execute(
-                select(JobRow.id, JobRow.attempts).where(
+                select(JobRow.id, JobRow.attempts, JobRow.mlflow_experiment_id).where(
                     JobRow.state.in_([str(s) for s in ACTIVE_STATES])
                 )
             ).all()
-        return {Attempt.backend_id_for(job_id, attempts) for job_id, attempts in rows}
+        return {Attempt.backend_id_for(job_id, attempts): str(exp or "") for job_id, attempts, exp in rows}
 
     def sweep_runners(self) -> list[str]:
         """Revoke the runner accounts of attempts that are no longer ADMITTED or RUNNING."""

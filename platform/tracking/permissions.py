@@ -17,7 +17,7 @@ only its hash, and a lost password is simply reset. Job drivers log as per-attem
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from aitb.domain.models import MemberRole
@@ -72,17 +72,22 @@ class MlflowAccess:
         if username == self.admin.username:
             raise ValueError(f"{username!r} is the platform's MLflow admin account")
 
-    def user_exists(self, username: str) -> bool:
+    def _found(self, call: Callable[[AuthServiceClient], object]) -> bool:
+        """Run ``call`` as the platform admin: False when MLflow answers that what it names
+        does not exist, True when it went through."""
         from mlflow.exceptions import MlflowException
 
         with as_account(self.admin, self.policy):
             try:
-                self._client().get_user(username)
+                call(self._client())
             except MlflowException as exc:
                 if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                     return False
                 raise
         return True
+
+    def user_exists(self, username: str) -> bool:
+        return self._found(lambda client: client.get_user(username))
 
     def reset_password(self, username: str) -> str:
         """Create the user or give it a new password; the password is returned only here."""
@@ -101,17 +106,10 @@ class MlflowAccess:
     def set_permission(self, username: str, experiment_id: str, permission: str | None) -> None:
         """Make `username`'s grant on the experiment exactly `permission` (None: no grant)."""
         self._refuse_admin(username)
-        from mlflow.exceptions import MlflowException
-
-        with as_account(self.admin, self.policy):
-            client = self._client()
-            try:
-                client.revoke_user_permission(username, "experiment", str(experiment_id))
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-            if permission is not None:
-                client.grant_user_permission(username, "experiment", str(experiment_id), permission)
+        self._found(lambda client: client.revoke_user_permission(username, "experiment", str(experiment_id)))
+        if permission is not None:
+            with as_account(self.admin, self.policy):
+                self._client().grant_user_permission(username, "experiment", str(experiment_id), permission)
 
     def sync_experiment(
         self,
@@ -146,16 +144,7 @@ class MlflowAccess:
     def delete_user(self, username: str) -> bool:
         """Delete the account (its grants go with it); False when it did not exist."""
         self._refuse_admin(username)
-        from mlflow.exceptions import MlflowException
-
-        with as_account(self.admin, self.policy):
-            try:
-                self._client().delete_user(username)
-            except MlflowException as exc:
-                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                    return False
-                raise
-        return True
+        return self._found(lambda client: client.delete_user(username))
 
     # -- what MLflow holds, for drift repair ------------------------------------------------
     def _get(self, path: str, **params: str) -> dict:

@@ -25,6 +25,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from aitb.osutil import secret_file
 from aitb.tracking.permissions import RUNNER_PERMISSION, MlflowAccess
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,11 @@ class RunnerCredentials:
         self.secrets_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.secrets_dir, 0o700)
         directory.mkdir(mode=0o700, exist_ok=True)
+        path.unlink(missing_ok=True)  # left by an issue that stopped before its account existed
         self.access.set_password(username, password)
         self.access.set_permission(username, experiment_id, RUNNER_PERMISSION)
-        tmp = directory / f".{CREDENTIALS_FILE}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"MLFLOW_TRACKING_USERNAME={_quote(username)}\n")
-            handle.write(f"MLFLOW_TRACKING_PASSWORD={_quote(password)}\n")
-        os.replace(tmp, path)
+        secret_file(path, lambda: f"MLFLOW_TRACKING_USERNAME={_quote(username)}\n"
+                                  f"MLFLOW_TRACKING_PASSWORD={_quote(password)}")
         return path
 
     def issued(self) -> list[str]:

@@ -65,20 +65,7 @@ def _load(processor: OutboxProcessor) -> list[dict[str, Any]]:
 
 def _active_runner_experiments(processor: OutboxProcessor) -> dict[str, str]:
     """Runner account -> experiment id, for attempts still ADMITTED or RUNNING."""
-    from aitb.domain.lifecycle import ACTIVE_STATES
-    from aitb.domain.models import Attempt
-    from aitb.store.tables import JobRow
-
-    with processor.session_factory() as session:
-        rows = session.execute(
-            select(JobRow.id, JobRow.attempts, JobRow.mlflow_experiment_id).where(
-                JobRow.state.in_([str(s) for s in ACTIVE_STATES])
-            )
-        ).all()
-    return {
-        runner_username(Attempt.backend_id_for(job_id, attempts)): str(exp or "")
-        for job_id, attempts, exp in rows
-    }
+    return {runner_username(a): exp for a, exp in processor.active_attempts().items()}
 
 
 def sync_tracking(processor: OutboxProcessor, repair: bool = True) -> SyncReport:

@@ -30,7 +30,7 @@ import pytest
 from aitb.clusters.sim_backend import SimBackend
 from aitb.control.reconciler import Reconciler
 from aitb.control.scheduling import SchedulingCycle
-from aitb.domain.models import JobSpec
+from aitb.domain.models import Attempt, JobSpec
 from aitb.domain.resources import GangSpec, GpuRequest, ReplicaSpec
 from aitb.domain.testbed import parse_testbed
 from aitb.scheduler import Policy
@@ -85,7 +85,7 @@ class Workload:
 
     def attempt_id(self, name: str) -> str:
         base, _, n = name.partition("-")
-        return self.ids[base] + (f"-{n}" if n else "")
+        return Attempt.backend_id_for(self.ids[base], int(n) if n else 1)
 
 
 def seed(db: Database) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated
 
@@ -12,21 +11,12 @@ from fastapi.responses import StreamingResponse
 from aitb.api.deps import CallerDep, DetachedCallerDep, SessionDep, StateDep
 from aitb.api.governance_schemas import AuditEntryOut
 from aitb.api.routers import errors
-from aitb.api.schemas import API_VERSION, AuditVerifyOut
-from aitb.services.authz import Principal
-from aitb.services.errors import Forbidden
-from aitb.store import audit
+from aitb.api.schemas import AuditVerifyOut
+from aitb.services import audit as audit_service
+from aitb.store.audit import AuditFilter
+from aitb.version import API_PREFIX
 
-router = APIRouter(prefix=f"/{API_VERSION}", tags=["audit"])
-
-
-def _scope(caller: Principal) -> tuple[list[str] | None, list[str] | None]:
-    """Platform admins read everything; node and partner admins the entries of their node/partner."""
-    if caller.is_platform_admin:
-        return None, None
-    if caller.admin_nodes() or caller.admin_partners():
-        return sorted(caller.admin_nodes()), sorted(caller.admin_partners())
-    raise Forbidden("only admins may read the audit log")
+router = APIRouter(prefix=API_PREFIX, tags=["audit"])
 
 
 @router.get("/audit", response_model=list[AuditEntryOut], responses=errors(401, 403))
@@ -41,18 +31,15 @@ def list_audit(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[AuditEntryOut]:
-    nodes, partners = _scope(caller)
-    where = audit.AuditFilter(after=after, actor=actor, action=action, target=target, result=result,
-                              since=since, until=until)
-    rows = audit.list_entries(session, limit=limit, nodes=nodes, partners=partners, where=where)
+    where = AuditFilter(after=after, actor=actor, action=action, target=target, result=result,
+                        since=since, until=until)
+    rows = audit_service.list_entries(session, caller, limit=limit, where=where)
     return [AuditEntryOut.model_validate(r) for r in rows]
 
 
 @router.get("/audit/verify", response_model=AuditVerifyOut, responses=errors(401, 403))
 def verify_audit(session: SessionDep, caller: CallerDep) -> AuditVerifyOut:
-    if not caller.is_platform_admin:
-        raise Forbidden("only a platform admin may verify the whole audit chain")
-    result = audit.verify(session)
+    result = audit_service.verify(session, caller)
     return AuditVerifyOut(ok=result.ok, entries=result.entries, first_bad_seq=result.first_bad_seq,
                           problem=result.problem)
 
@@ -63,12 +50,6 @@ def verify_audit(session: SessionDep, caller: CallerDep) -> AuditVerifyOut:
 def export_audit(state: StateDep, caller: DetachedCallerDep) -> StreamingResponse:
     """The chain as JSON lines with every hashed field; docs/audit.md has a standalone verifier.
     Node and partner admins get their entries only (each entry still verifies on its own)."""
-    nodes, partners = _scope(caller)
-
-    def lines() -> Iterator[bytes]:
-        with state.db.session() as session:
-            for line in audit.export_lines(session, nodes=nodes, partners=partners):
-                yield line.encode()
-
-    return StreamingResponse(lines(), media_type="application/x-ndjson",
+    lines = audit_service.export_lines(state.db, caller)
+    return StreamingResponse((line.encode() for line in lines), media_type="application/x-ndjson",
                              headers={"Content-Disposition": 'attachment; filename="aitb-audit.jsonl"'})

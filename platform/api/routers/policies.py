@@ -16,15 +16,16 @@ from aitb.api.governance_schemas import (
     RejectedOut,
 )
 from aitb.api.routers import errors, first_error
-from aitb.api.schemas import API_VERSION, JobIn
-from aitb.domain.models import Job, JobSpec
+from aitb.api.schemas import JobIn
+from aitb.domain.models import Job
 from aitb.governance import Decision
 from aitb.governance.policies import baseline, schema_text
 from aitb.services import governance
 from aitb.services.datasets import require_dataset
 from aitb.services.errors import Invalid
+from aitb.version import API_PREFIX
 
-router = APIRouter(prefix=f"/{API_VERSION}", tags=["governance"])
+router = APIRouter(prefix=API_PREFIX, tags=["governance"])
 
 
 @router.get("/policies", response_model=PolicySetOut, responses=errors(401))
@@ -57,10 +58,7 @@ def policy_baseline(caller: CallerDep) -> Response:
 def test_policies(body: JobIn, session: SessionDep, caller: CallerDep, state: StateDep) -> DecisionOut:
     """Dry run: the decision a submission of this job would get now, per node and pool, and why."""
     try:
-        spec = JobSpec(project=body.project, name=body.name, entrypoint=body.entrypoint, gang=body.gang(),
-                       datasets=body.datasets, priority=body.priority, max_runtime_s=body.max_runtime_s,
-                       nodes=body.nodes, code=body.code, env=body.env, max_retries=body.max_retries,
-                       purpose=body.purpose)
+        spec = body.spec()
     except ValueError as exc:
         raise Invalid(first_error(exc)) from None
     for name in spec.datasets:

@@ -10,10 +10,11 @@ from pydantic import Field
 from aitb.api.deps import DetachedCallerDep, StateDep
 from aitb.api.governance_schemas import PurgeItemOut
 from aitb.api.routers import errors
-from aitb.api.schemas import API_VERSION, In
-from aitb.services.errors import Forbidden
+from aitb.api.schemas import In
+from aitb.services import retention
+from aitb.version import API_PREFIX
 
-router = APIRouter(prefix=f"/{API_VERSION}", tags=["governance"])
+router = APIRouter(prefix=API_PREFIX, tags=["governance"])
 
 
 class PurgeIn(In):
@@ -24,12 +25,6 @@ class PurgeIn(In):
 def purge(body: PurgeIn, state: StateDep, caller: DetachedCallerDep) -> list[PurgeItemOut]:
     """The jobs whose artifacts are past retention; purged now unless `dry_run` (platform admins).
     Runs outside any transaction: it deletes files and MLflow artifacts, then records each purge."""
-    if not caller.is_platform_admin:
-        raise Forbidden("only a platform admin may purge")
-    retention = getattr(state.control, "retention", None)  # the running control plane's
-    if retention is None:
-        from aitb.services.retention import Retention
-
-        retention = Retention(state.db, state.settings.data_dir)  # no tracking: local artifacts only
-    items = retention.run_once(dry_run=body.dry_run, actor=caller.name)
+    items = retention.purge(caller, state.db, state.settings.data_dir,
+                            getattr(state.control, "retention", None), dry_run=body.dry_run)
     return [PurgeItemOut(**asdict(i)) for i in items]

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Query
 
 from aitb.api.deps import DetachedCallerDep, StateDep
 from aitb.api.routers import errors
-from aitb.api.schemas import API_VERSION
+from aitb.services import tracking
+from aitb.version import API_PREFIX
 
-router = APIRouter(prefix=f"/{API_VERSION}", tags=["tracking"])
+router = APIRouter(prefix=API_PREFIX, tags=["tracking"])
+
 
 @router.post("/admin/tracking/sync", responses=errors(401, 403, 409))
 def tracking_sync(
@@ -20,15 +22,7 @@ def tracking_sync(
 ) -> dict[str, Any]:
     """Compare MLflow with the platform (experiments, grants, runner accounts) and repair the
     drift: squats quarantined, stray grants revoked, missing grants set. Platform admins only."""
-    from aitb.services.errors import Conflict, Forbidden
-
-    if not caller.is_platform_admin:
-        raise Forbidden("only a platform admin may sync tracking")
-    report = state.control.sync_tracking(not dry_run)
-    if report is None:
-        raise Conflict("MLflow tracking with accounts is not configured on this server "
-                       "(or this replica runs no control plane)")  # fmt: skip
-    return report
+    return tracking.sync(caller, state.control, dry_run=dry_run)
 
 
 @router.get("/tracking", responses=errors(401))
