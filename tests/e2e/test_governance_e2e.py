@@ -25,9 +25,10 @@ def gp(tmp_path_factory, ray_head):
     """stockholm: the real Ray cluster (an open cpu pool, a secure gpu pool); lulea: a sim cluster
     with more room, so that only governance keeps jobs away from it."""
     from aitb.tracking.server import start_mlflow_server
+    from tests.support.mlflow import server_dir
 
     data_dir = tmp_path_factory.mktemp("gov")
-    mlflow = start_mlflow_server(data_dir / "mlflow-state", free_port(), ADMIN_USER, ADMIN_PASSWORD)
+    mlflow = start_mlflow_server(server_dir(), free_port(), ADMIN_USER, ADMIN_PASSWORD)  # see server_dir
     mlflow.wait_healthy(90)
     platform_ = start_platform(data_dir, ray_head, {
         "AITB_TRACKING__TRACKING_URI": mlflow.url,

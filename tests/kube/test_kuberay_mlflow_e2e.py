@@ -10,7 +10,7 @@ import yaml
 
 from tests.kube.apiserver import KubeApiServer, write_kubeconfig
 from tests.support.api import start_api_server
-from tests.support.mlflow import ADMIN, call_as, driver_log, launch
+from tests.support.mlflow import ADMIN, call_as, driver_log, launch, server_dir
 from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.slow]
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.mlflow, pytest.mark.slow]
 
 def test_a_kuberay_job_reaches_its_mlflow_run(tmp_path):
     kube = KubeApiServer("lund-gpu-1").start()
-    mlflow = launch(tmp_path / "mlflow")
+    mlflow = launch(server_dir())  # not under pytest's tmp dir: see server_dir
     testbed = tmp_path / "testbed.yaml"
     testbed.write_text(yaml.safe_dump({"federation": "t", "nodes": [{"name": "lund", "clusters": [{
         "name": "lund-gpu-1", "backend": "kuberay", "connection": {"context": "lund-gpu-1", "namespace": "aitb-jobs"},
