@@ -48,6 +48,21 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
+def read_credentials(path: str | Path) -> dict[str, str]:
+    """The variables of a credentials file (`KEY='value'` lines, as `issue` writes them), for
+    a backend whose jobs do not share the control plane's filesystem (KubeRay: they travel
+    in the attempt's Secret instead)."""
+    import shlex
+
+    out: dict[str, str] = {}
+    for line in Path(path).read_text().splitlines():
+        for word in shlex.split(line):
+            key, sep, value = word.partition("=")
+            if sep:
+                out[key] = value
+    return out
+
+
 class RunnerCredentials:
     def __init__(self, access: MlflowAccess, secrets_dir: Path) -> None:
         self.access = access

@@ -10,6 +10,7 @@ API server's service proxy, else reads the head pod's log.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -30,8 +31,24 @@ from aitb.clusters.kuberay.bundle import ProjectSpec, project_bundle
 from aitb.clusters.kuberay.manifests import AttemptMeta, attempt_objects
 from aitb.clusters.kuberay.options import ClusterOptions
 from aitb.clusters.kuberay.watch import RayJobWatch, attempt_of
+from aitb.tracking.runner import CREDENTIALS_ENV, read_credentials
 
 log = logging.getLogger("aitb.kuberay")
+
+
+def credentials_in_env(req: DispatchRequest) -> DispatchRequest:
+    """The runner's credentials file is written for jobs that share the control plane's
+    disk (plain Ray). Pods do not: its variables travel in the attempt's Secret instead,
+    with every other job variable (never inline in the RayJob)."""
+    path = req.env.get(CREDENTIALS_ENV)
+    if not path:
+        return req
+    env = {k: v for k, v in req.env.items() if k != CREDENTIALS_ENV}
+    try:
+        env.update(read_credentials(path))
+    except OSError as exc:  # revoked meanwhile: the job runs without MLflow credentials
+        log.warning("runner credentials of %s not readable: %s", req.job_id, exc)
+    return dataclasses.replace(req, env=env)
 DASHBOARD_PORT = 8265
 
 
@@ -156,6 +173,7 @@ class KubeRayBackend:
         if self.kube.get(RAYJOBS, namespace, names.rayjob_name(req.job_id)) is not None:
             self._namespaces[req.job_id] = namespace
             return  # this attempt is on the cluster already: never a second run
+        req = credentials_in_env(req)
         url = None
         if meta.package:
             if self.package_urls is None:
