@@ -12,10 +12,11 @@ from aitb.api.governance_schemas import RejectedOut
 from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
 from aitb.api.routers.policies import rejected
-from aitb.api.routers.sweeps import REPLAYED, IdempotencyKey
+from aitb.api.routers.sweeps import IdempotencyKey, idempotent
 from aitb.api.schemas import JobIn, JobOut, PackageOut, QueueEntryOut
 from aitb.domain.lifecycle import JobState
-from aitb.services import idempotency, jobs, packages
+from aitb.domain.models import Job
+from aitb.services import jobs, packages
 from aitb.services import queue as queue_service
 from aitb.services.errors import Invalid, NotFound, TooLarge
 from aitb.version import API_PREFIX
@@ -73,19 +74,15 @@ def submit(body: JobIn, response: Response, session: SessionDep, caller: CallerD
     except ValueError as exc:
         raise Invalid(first_error(exc)) from None
 
-    def create() -> dict:
-        job = jobs.submit(session, caller, state.federation, spec, state.events)
-        wake_after_commit(session, state.control)
-        create.job = job  # type: ignore[attr-defined]
-        return {"jobs": [job.id]}
+    created: list[Job] = []
 
-    result, replayed = idempotency.once(session, caller, idempotency_key, "POST /v1/jobs",
-                                        lambda: body.model_dump(mode="json"), create)
-    if replayed:
-        response.headers[REPLAYED] = "true"
-        job = jobs.visible_job(session, caller, result["jobs"][0])
-    else:
-        job = create.job  # type: ignore[attr-defined]
+    def create() -> dict:
+        created.append(jobs.submit(session, caller, state.federation, spec, state.events))
+        wake_after_commit(session, state.control)
+        return {"jobs": [created[0].id]}
+
+    result, replayed = idempotent(session, caller, idempotency_key, "POST /v1/jobs", body, response, create)
+    job = jobs.visible_job(session, caller, result["jobs"][0]) if replayed else created[0]
     if job.state == JobState.REJECTED:
         return rejected(job)  # 403 with the reasons; the REJECTED job is committed and audited
     return JobOut.of(job)

@@ -41,7 +41,7 @@ def _specs(bodies, where: str):
     return specs
 
 
-def _once(session, caller, key: str | None, route: str, body, response: Response,
+def idempotent(session, caller, key: str | None, route: str, body, response: Response,
           create: Callable[[], dict]) -> tuple[dict, bool]:
     """Run ``create`` once per idempotency key; a replayed answer is marked with a header."""
     result, replayed = idempotency.once(session, caller, key, route, lambda: body.model_dump(mode="json"), create)
@@ -67,7 +67,7 @@ def submit_batch(body: JobBatchIn, response: Response, session: SessionDep, call
         wake_after_commit(session, state.control)
         return {"jobs": [j.id for j in created]}
 
-    result, replayed = _once(session, caller, idempotency_key, "POST /v1/jobs:batch", body, response, create)
+    result, replayed = idempotent(session, caller, idempotency_key, "POST /v1/jobs:batch", body, response, create)
     jobs = batch.jobs_in_order(session, result["jobs"]) if replayed else created
     return JobBatchOut(jobs=[JobOut.of(j) for j in jobs])
 
@@ -89,7 +89,7 @@ def submit_sweep(body: SweepIn, response: Response, session: SessionDep, caller:
         wake_after_commit(session, state.control)
         return {"sweep": sweep.id, "jobs": sweep.job_ids}
 
-    result, _ = _once(session, caller, idempotency_key, "POST /v1/sweeps", body, response, create)
+    result, _ = idempotent(session, caller, idempotency_key, "POST /v1/sweeps", body, response, create)
     return _sweep_out(*batch.visible_sweep(session, caller, result["sweep"]))
 
 
