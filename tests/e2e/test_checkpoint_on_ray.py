@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.packages import zip_bytes
+from tests.support.platform import submit_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -31,24 +32,13 @@ def _researcher(platform_, quota: dict) -> tuple[str, str]:
     return token, project
 
 
-def _submit(platform_, token: str, body: dict, code: bytes | None = None) -> dict:
-    with platform_.api.client(token) as c:
-        if code is not None:
-            r = c.post("/v1/packages", content=code, headers={"Content-Type": "application/zip"})
-            assert r.status_code in (200, 201), r.text
-            body["code"] = r.json()["digest"]
-        r = c.post("/v1/jobs", json=body)
-        assert r.status_code == 201, r.text
-        return r.json()
-
-
 def test_checkpoint_dir_survives_a_real_preemption(platform_):
     lender, lender_project = _researcher(platform_, {
         "nominal": {"cpu": 1, "memory_gib": 1}, "borrowing_limit": {"cpu": 5, "memory_gib": 5}})
     owner, owner_project = _researcher(platform_, {
         "nominal": {"cpu": 4, "memory_gib": 4}, "borrowing_limit": {}})
     code = zip_bytes({"train.py": (EXAMPLE / "train.py").read_text()})
-    victim = _submit(platform_, lender, {
+    victim = submit_job(platform_, lender, {
         "project": lender_project, "entrypoint": "python train.py --steps 30 --every 5 --step-s 0.5",
         "resources": {"cpu": 3, "memory_gib": 1}, "nodes": ["stockholm"]}, code)
     state = platform_.data_dir / "checkpoints" / victim["id"] / "state.json"
@@ -57,7 +47,7 @@ def test_checkpoint_dir_survives_a_real_preemption(platform_):
         assert time.time() < deadline, "the example never checkpointed step 10"
         time.sleep(0.3)
 
-    rightful = _submit(platform_, owner, {
+    rightful = submit_job(platform_, owner, {
         "project": owner_project, "entrypoint": "python -c \"import time; time.sleep(3)\"",
         "resources": {"cpu": 3, "memory_gib": 1}, "nodes": ["stockholm"]})
     assert platform_.wait_for(rightful["id"], {"SUCCEEDED"}, owner, timeout=180)["state"] == "SUCCEEDED"

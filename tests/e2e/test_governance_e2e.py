@@ -87,19 +87,11 @@ def mlflow_run(g, run_id: str, status: str, timeout: float = 60):
 
     from mlflow.tracking import MlflowClient
 
+    from tests.support.mlflow import wait_run
+
     os.environ["MLFLOW_TRACKING_USERNAME"] = ADMIN_USER
     os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN_PASSWORD
-    client = MlflowClient(tracking_uri=g["mlflow"].url)
-    deadline, run = time.time() + timeout, None
-    while time.time() < deadline:
-        try:
-            run = client.get_run(run_id)
-            if run.info.status == status:
-                return run
-        except Exception:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} never reached {status}: {run and run.info.status}")
+    return wait_run(MlflowClient(tracking_uri=g["mlflow"].url), run_id, status, timeout)
 
 
 def placed_pools(g, job_id: str) -> set[str]:

@@ -8,20 +8,14 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 
 from tests.support.packages import zip_bytes
+from tests.support.platform import submit_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def submit(platform_, token, project, entrypoint, code=None, **extra) -> dict:
     body = {"project": project, "entrypoint": entrypoint, "resources": {"cpu": 1, "memory_gib": 1}, **extra}
-    with platform_.api.client(token) as c:
-        if code is not None:
-            r = c.post("/v1/packages", content=code, headers={"Content-Type": "application/zip"})
-            assert r.status_code in (200, 201), r.text
-            body["code"] = r.json()["digest"]
-        r = c.post("/v1/jobs", json=body)
-        assert r.status_code == 201, r.text
-        return r.json()
+    return submit_job(platform_, token, body, code)
 
 
 def test_job_runs_with_its_code_and_environment(platform_):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mlflow import wait_run
 from tests.support.platform import start_platform
 from tests.support.processes import free_port, stop_process
 
@@ -36,20 +37,6 @@ def mlflow_client(url: str):
     os.environ["MLFLOW_TRACKING_USERNAME"] = ADMIN_USER
     os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN_PASSWORD
     return MlflowClient(tracking_uri=url)
-
-
-def wait_run(client, run_id: str, status: str, timeout: float = 90):
-    deadline = time.time() + timeout
-    run = None
-    while time.time() < deadline:
-        try:
-            run = client.get_run(run_id)
-            if run.info.status == status:
-                return run
-        except Exception:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} never reached {status}: {run and run.info.status}")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,18 @@ def driver_log(url: str, run_id: str, dst: Path) -> str:
     dst.mkdir(parents=True, exist_ok=True)
     local = call_as(ADMIN, url, lambda c: c.download_artifacts(run_id, "driver.log", str(dst)))
     return Path(local).read_text()
+
+
+def wait_run(client, run_id: str, status: str, timeout: float = 90):
+    """Poll the run (through `client`, an MlflowClient) until it has `status`."""
+    deadline = time.time() + timeout
+    run = None
+    while time.time() < deadline:
+        try:
+            run = client.get_run(run_id)
+            if run.info.status == status:
+                return run
+        except Exception:  # not created yet, or the server is restarting
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} never reached {status}: {run and run.info.status}")

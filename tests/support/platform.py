@@ -87,3 +87,15 @@ def start_platform(data_dir: Path, ray: LocalRayCluster, extra_env: dict[str, st
            "AITB_SCHEDULER__MIN_RUNTIME_S": "0", **(extra_env or {})}
     api = start_api_server(data_dir, testbed=str(testbed), extra_env=env)
     return Platform(api=api, ray=ray, data_dir=data_dir, testbed=testbed, extra_env=env)
+
+
+def submit_job(platform_: Platform, token: str, body: dict, code: bytes | None = None) -> dict:
+    """Upload `code` (a zip) if given, submit `body` as the token's user; the created job."""
+    with platform_.api.client(token) as c:
+        if code is not None:
+            r = c.post("/v1/packages", content=code, headers={"Content-Type": "application/zip"})
+            assert r.status_code in (200, 201), r.text
+            body = {**body, "code": r.json()["digest"]}
+        r = c.post("/v1/jobs", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()
