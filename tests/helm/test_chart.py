@@ -217,3 +217,29 @@ def test_every_aitb_setting_the_chart_sets_exists():
         for part in path:
             assert part in model.model_fields, f"{name}: no setting {part!r}"
             model = model.model_fields[part].annotation
+
+
+#: RBAC verbs as the HTTP methods the Kubernetes client sends for them
+VERB_METHODS = {"get": "GET", "list": "GET", "watch": "GET", "create": "POST", "patch": "PATCH",
+                "update": "PUT", "delete": "DELETE"}
+
+
+def test_the_chart_grants_exactly_the_table_the_backend_is_checked_against():
+    """tests/kube runs full job cycles (checkpoint volumes included) and checks every request
+    against CHART_ALLOWS; this checks that table is the chart's rules (cluster-wide plus the
+    project role), so the chart and the backend cannot drift apart."""
+    from tests.kube.test_backend import CHART_ALLOWS
+
+    roles = by_kind(render(PRODUCTION), "ClusterRole")
+    granted: dict[str, set[str]] = {}
+    for name in ("aitb-control-plane", "aitb-project"):
+        for rule in roles[name]["rules"]:
+            for resource in rule["resources"]:
+                methods = {VERB_METHODS[v] for v in rule["verbs"] if v in VERB_METHODS}
+                if methods:  # `bind` on the project role is no request the backend makes
+                    granted.setdefault(resource.split("/")[0], set()).update(methods)
+    assert granted == CHART_ALLOWS
+    claims = [r for r in roles["aitb-project"]["rules"] if "persistentvolumeclaims" in r["resources"]]
+    assert len(claims) == 1 and sorted(claims[0]["verbs"]) == ["create", "delete", "get", "list"]
+    assert not any("persistentvolumeclaims" in r["resources"] for r in roles["aitb-control-plane"]["rules"]), \
+        "checkpoint volumes are granted inside project namespaces only"

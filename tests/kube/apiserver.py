@@ -57,6 +57,7 @@ KINDS: dict[GVR, Kind] = {
     ("", "v1", "limitranges"): Kind("LimitRange"),
     ("", "v1", "pods"): Kind("Pod", status=True),
     ("", "v1", "services"): Kind("Service", status=True),
+    ("", "v1", "persistentvolumeclaims"): Kind("PersistentVolumeClaim", status=True),
     ("networking.k8s.io", "v1", "networkpolicies"): Kind("NetworkPolicy"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"): Kind("RoleBinding"),
     ("ray.io", "v1", "rayjobs"): Kind("RayJob", status=True),
@@ -66,6 +67,7 @@ NAMESPACES: GVR = ("", "v1", "namespaces")
 RAYJOBS: GVR = ("ray.io", "v1", "rayjobs")
 PODS: GVR = ("", "v1", "pods")
 SERVICES: GVR = ("", "v1", "services")
+PVCS: GVR = ("", "v1", "persistentvolumeclaims")
 
 
 class ApiError(Exception):
@@ -391,6 +393,14 @@ class Controller:
                 continue
             deployment = status["jobDeploymentStatus"]
             if deployment == "Initializing" and now - state.started >= self.init_s:
+                missing = self._missing_claims(job)
+                if missing:
+                    # as kube-scheduler does: a pod whose claim does not exist in its own
+                    # namespace stays Pending (the RayJob stays Initializing)
+                    line = f"[scheduler] persistentvolumeclaim {missing!r} not found\n"
+                    if line not in self.logs[(ns, name)]:
+                        self.logs[(ns, name)] += line
+                    continue
                 problem = self._fetch_code(job)
                 if problem:
                     self.logs[(ns, name)] += f"[submitter] {problem}\n"
@@ -430,6 +440,19 @@ class Controller:
                 self._teardown(ns, cluster)
         for uid in set(self.tracked) - seen:
             del self.tracked[uid]
+
+    def _missing_claims(self, job: dict[str, Any]) -> str | None:
+        """The first claim a pod of the job mounts that its namespace does not have."""
+        ns = job["metadata"]["namespace"]
+        cluster = job["spec"]["rayClusterSpec"]
+        templates = [cluster["headGroupSpec"]["template"]]
+        templates += [group["template"] for group in cluster.get("workerGroupSpecs") or []]
+        for template in templates:
+            for volume in (template.get("spec") or {}).get("volumes") or []:
+                claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+                if claim and (PVCS, ns, claim) not in self.store.objects:
+                    return claim
+        return None
 
     def _fetch_code(self, job: dict[str, Any]) -> str | None:
         """Run the submitter's `fetch-code` init container: GET the package URL from the

@@ -443,6 +443,7 @@ CHART_ALLOWS = {
     "limitranges": {"GET", "POST", "PATCH", "PUT", "DELETE"},
     "serviceaccounts": {"GET", "POST", "PATCH", "PUT", "DELETE"},
     "networkpolicies": {"GET", "POST", "PATCH", "PUT", "DELETE"},
+    "persistentvolumeclaims": {"GET", "POST", "DELETE"},  # checkpoint volumes: never patched
     "pods": {"GET"}, "services": {"GET"},
 }
 

@@ -37,6 +37,7 @@ SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts")
 RESOURCE_QUOTAS = Resource("", "v1", "resourcequotas")
 LIMIT_RANGES = Resource("", "v1", "limitranges")
 PODS = Resource("", "v1", "pods")
+PVCS = Resource("", "v1", "persistentvolumeclaims")
 SERVICES = Resource("", "v1", "services")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
@@ -45,6 +46,7 @@ RAYJOBS = Resource("ray.io", "v1", "rayjobs")
 BY_KIND = {
     "Namespace": NAMESPACES, "Secret": SECRETS, "ServiceAccount": SERVICE_ACCOUNTS,
     "ResourceQuota": RESOURCE_QUOTAS, "LimitRange": LIMIT_RANGES, "Pod": PODS, "Service": SERVICES,
+    "PersistentVolumeClaim": PVCS,
     "NetworkPolicy": NETWORK_POLICIES, "RoleBinding": ROLE_BINDINGS, "RayJob": RAYJOBS,
 }
 

@@ -1,11 +1,13 @@
 """Run aitb jobs on a Kubernetes cluster through the KubeRay operator: one RayJob per attempt,
 in the project's namespace (docs/kubernetes.md).
 
-`dispatch` applies the project's bundle (once per change), then the attempt's Secret and
-RayJob; re-dispatching an attempt that exists is a no-op. `status` reads the watch's cache
+`dispatch` applies the project's bundle (once per change), then the job's checkpoint
+claim (once per job: every attempt mounts the same one), the attempt's Secret and RayJob;
+re-dispatching an attempt that exists is a no-op. `status` reads the watch's cache
 (or the API when the cache is not in sync) and never writes. `stop` deletes the RayJob
-(its Ray cluster, pods and Secret go with it). `logs` asks the head's dashboard through the
-API server's service proxy, else reads the head pod's log.
+(its Ray cluster, pods and Secret go with it; the checkpoint claim stays for the next
+attempt). `sweep_checkpoints` deletes the claims of finished jobs. `logs` asks the head's
+dashboard through the API server's service proxy, else reads the head pod's log.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import dataclasses
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +29,9 @@ from aitb.clusters.base import (
     DispatchRequest,
 )
 from aitb.clusters.kuberay import names
-from aitb.clusters.kuberay.api import BY_KIND, NAMESPACES, PODS, RAYJOBS, SECRETS, Kube, KubeError
+from aitb.clusters.kuberay.api import BY_KIND, NAMESPACES, PODS, PVCS, RAYJOBS, SECRETS, Kube, KubeError
 from aitb.clusters.kuberay.bundle import ProjectSpec, project_bundle
-from aitb.clusters.kuberay.manifests import AttemptMeta, attempt_objects
+from aitb.clusters.kuberay.manifests import CHECKPOINT_VOLUME, AttemptMeta, attempt_objects, checkpoint_claim
 from aitb.clusters.kuberay.options import ClusterOptions
 from aitb.clusters.kuberay.watch import RayJobWatch, attempt_of
 from aitb.tracking.runner import CREDENTIALS_ENV, read_credentials
@@ -50,6 +53,8 @@ def credentials_in_env(req: DispatchRequest) -> DispatchRequest:
         log.warning("runner credentials of %s not readable: %s", req.job_id, exc)
     return dataclasses.replace(req, env=env)
 DASHBOARD_PORT = 8265
+#: every checkpoint claim aitb made on a cluster (found again after a restart by this)
+CHECKPOINT_SELECTOR = f"{names.MANAGED_SELECTOR},{names.LABEL_COMPONENT}={CHECKPOINT_VOLUME}"
 
 
 class PackageUrls:
@@ -114,6 +119,8 @@ class KubeRayBackend:
         self._namespaces: dict[str, str] = {}  # attempt id -> namespace (dispatched here)
         self._secrets_done: set[str] = set()
         self._deleted: set[str] = set()  # attempts whose RayJob this process deleted (stop)
+        self._claims: dict[str, str] = {}  # job id -> namespace of its checkpoint claim
+        self._claims_listed_at: float | None = None  # monotonic time of the last full listing
         self.bundle_writes = 0
 
     # -- connection ---------------------------------------------------------------------------
@@ -174,6 +181,7 @@ class KubeRayBackend:
             self._namespaces[req.job_id] = namespace
             return  # this attempt is on the cluster already: never a second run
         req = credentials_in_env(req)
+        self.ensure_checkpoints(meta)
         url = None
         if meta.package:
             if self.package_urls is None:
@@ -206,6 +214,66 @@ class KubeRayBackend:
                              {"metadata": {"ownerReferences": [owner]}})
         except (KubeError, BackendUnavailable) as exc:
             log.warning("attempt %s: Secret not owned by its RayJob (%s); stop deletes it", req.job_id, exc)
+
+    # -- the job's checkpoint volume -----------------------------------------------------------
+    #: how often the claims on the cluster are listed again (orphans of a restarted control
+    #: plane, claims made by another replica before a leadership change)
+    CLAIM_RELIST_S = 600.0
+
+    def ensure_checkpoints(self, meta: AttemptMeta) -> None:
+        """Create the job's checkpoint claim unless it exists (one POST; 409 is success), so
+        the first attempt makes it and every later attempt finds the same one, data and all."""
+        claim = checkpoint_claim(meta, self.options)
+        if claim is None:
+            return
+        namespace = claim["metadata"]["namespace"]
+        try:
+            self.kube.create(PVCS, claim)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise DispatchRejected(
+                    f"cluster {self.options.name} refused the job's checkpoint volume: {exc}") from exc
+        with self._lock:
+            self._claims[meta.job_id] = namespace
+
+    def _list_claims(self) -> None:
+        """Every checkpoint claim aitb has on the cluster, namespace by namespace (the chart
+        grants `list` on claims inside project namespaces only)."""
+        found: dict[str, str] = {}
+        for ns in self.kube.list(NAMESPACES, None, names.MANAGED_SELECTOR).get("items", []):
+            namespace = ns["metadata"]["name"]
+            for claim in self.kube.list(PVCS, namespace, CHECKPOINT_SELECTOR).get("items", []):
+                job = (claim["metadata"].get("labels") or {}).get(names.LABEL_JOB)
+                if job:
+                    found[job] = namespace
+        with self._lock:
+            self._claims.update(found)
+            self._claims_listed_at = time.monotonic()
+
+    def sweep_checkpoints(self, finished: Callable[[Collection[str]], Collection[str]]) -> int:
+        """Delete the checkpoint claims of jobs that will not run again; returns how many.
+
+        `finished(job_ids)` names those of the given jobs that are over (SUCCEEDED, FAILED for
+        good, CANCELLED, REJECTED) or unknown to the store (purged). Claims this process made
+        are checked every call without a request to the cluster; the cluster is listed again
+        every `CLAIM_RELIST_S` (and on the first call), which finds what an earlier control
+        plane left. A preempted or retried job is not finished: its claim stays. Deleting a
+        claim that is gone already is fine (404)."""
+        if not self.options.checkpoints.enabled and self._claims_listed_at is not None and not self._claims:
+            return 0
+        if self._claims_listed_at is None or time.monotonic() - self._claims_listed_at >= self.CLAIM_RELIST_S:
+            self._list_claims()
+        with self._lock:
+            claims = dict(self._claims)
+        if not claims:
+            return 0
+        swept = 0
+        for job in sorted(set(finished(list(claims))) & set(claims)):
+            if self.kube.delete(PVCS, claims[job], names.checkpoint_claim_name(job)):
+                swept += 1
+            with self._lock:
+                self._claims.pop(job, None)
+        return swept
 
     # -- reads (no side effects) --------------------------------------------------------------
     def _read(self, attempt_id: str) -> dict[str, Any] | None:
@@ -265,7 +333,8 @@ class KubeRayBackend:
     # -- control ------------------------------------------------------------------------------
     def stop(self, job_id: str) -> bool:
         """Delete the attempt's RayJob (KubeRay tears its Ray cluster down; the Secret is
-        garbage-collected with it). True when it was still active."""
+        garbage-collected with it). The job's checkpoint claim stays: a preempted job resumes
+        from it. True when it was still active."""
         obj = self._read(job_id)
         if obj is None:
             return False
@@ -330,6 +399,9 @@ class KubeRayBackend:
         namespaces = self.kube.list(NAMESPACES, None, selector).get("items", [])
         for namespace in namespaces:
             self.kube.delete(NAMESPACES, None, namespace["metadata"]["name"])
+        gone = {namespace["metadata"]["name"] for namespace in namespaces}
+        with self._lock:  # their checkpoint claims went with them
+            self._claims = {job: ns for job, ns in self._claims.items() if ns not in gone}
         self._bundles.pop(project, None)
         return len(namespaces)
 

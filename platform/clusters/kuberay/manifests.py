@@ -6,7 +6,8 @@ the built-in Kubernetes schemas.
 
 Per attempt: a Secret with the job's environment (never inline in a pod spec) and one
 `ray.io/v1` RayJob whose RayCluster is the job's gang — the head replica is the Ray head
-pod (and runs the entrypoint), each worker replica one worker pod.
+pod (and runs the entrypoint), each worker replica one worker pod. Per job (shared by its
+attempts): a PersistentVolumeClaim mounted on every replica as `AITB_CHECKPOINT_DIR`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from aitb.domain.testbed import Pool
 
 RAYJOB_API = "ray.io/v1"
 CODE_DIR = "/aitb/code"
+#: where every replica of a job mounts its checkpoint volume (the value of AITB_CHECKPOINT_DIR)
+CHECKPOINT_DIR = "/aitb/checkpoints"
+CHECKPOINT_ENV = "AITB_CHECKPOINT_DIR"
+CHECKPOINT_VOLUME = "checkpoints"
 PACKAGE_URL_KEY = "AITB_PACKAGE_URL"
 SUBMISSION_MODE = "K8sJobMode"
 SUBMITTER_CPU = "200m"
@@ -135,9 +140,16 @@ def pool_tolerations(pool: Pool) -> list[dict[str, str]]:
 
 
 # -- the Secret ------------------------------------------------------------------------------
-def job_environment(req: DispatchRequest, meta: AttemptMeta) -> dict[str, str]:
-    """The variables every Ray container of the attempt gets (through the Secret)."""
+def job_environment(req: DispatchRequest, meta: AttemptMeta, opts: ClusterOptions) -> dict[str, str]:
+    """The variables every Ray container of the attempt gets (through the Secret).
+
+    AITB_CHECKPOINT_DIR names the job's volume where there is one; the control plane's own
+    folder for the job (which the embedded platform hands every backend) means nothing in
+    a pod, so without a volume the variable is not set at all."""
     env = dict(req.env)
+    env.pop(CHECKPOINT_ENV, None)
+    if opts.checkpoints.enabled:
+        env[CHECKPOINT_ENV] = CHECKPOINT_DIR
     env["AITB_JOB_ID"] = meta.job_id
     env["AITB_ATTEMPT_ID"] = meta.attempt_id
     if req.workers and req.workers.count:
@@ -149,8 +161,9 @@ def job_environment(req: DispatchRequest, meta: AttemptMeta) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def env_secret(req: DispatchRequest, meta: AttemptMeta, package_url: str | None) -> dict[str, Any]:
-    data = job_environment(req, meta)
+def env_secret(req: DispatchRequest, meta: AttemptMeta, opts: ClusterOptions, package_url: str | None
+               ) -> dict[str, Any]:
+    data = job_environment(req, meta, opts)
     if package_url:
         data[PACKAGE_URL_KEY] = package_url
     return {
@@ -172,6 +185,41 @@ def _secret_env(secret: str, keys: list[str]) -> list[dict[str, Any]]:
     return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in keys]
 
 
+# -- the job's checkpoint volume -------------------------------------------------------------
+def job_labels(meta: AttemptMeta) -> dict[str, str]:
+    """Labels of what belongs to the job rather than to one attempt (no `aitb.io/attempt`)."""
+    return {k: v for k, v in attempt_labels(meta).items() if k != names.LABEL_ATTEMPT}
+
+
+def checkpoint_claim(meta: AttemptMeta, opts: ClusterOptions) -> dict[str, Any] | None:
+    """The job's checkpoint PersistentVolumeClaim, or None when the cluster has them off.
+
+    Owned by nothing: deleting an attempt's RayJob (preemption, cancel, retry) leaves it,
+    so the next attempt mounts the same data. The control plane deletes it once the job is
+    finished (KubeRayBackend.sweep_checkpoints)."""
+    ckpt = opts.checkpoints
+    if not ckpt.enabled:
+        return None
+    spec: dict[str, Any] = {
+        "accessModes": [ckpt.access_mode],
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": ckpt.size}},
+    }
+    if ckpt.storage_class:
+        spec["storageClassName"] = ckpt.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": names.checkpoint_claim_name(meta.job_id),
+            "namespace": names.project_namespace(meta.project, opts.namespace),
+            "labels": {**job_labels(meta), names.LABEL_COMPONENT: CHECKPOINT_VOLUME},
+            "annotations": {names.ANNOTATION_CLUSTER: meta.cluster, names.ANNOTATION_NODE: meta.node},
+        },
+        "spec": spec,
+    }
+
+
 # -- pods ------------------------------------------------------------------------------------
 def _container_security() -> dict[str, Any]:
     return {
@@ -188,6 +236,9 @@ def _pod_security() -> dict[str, Any]:
         "runAsUser": RAY_UID,
         "runAsGroup": RAY_GID,
         "fsGroup": RAY_GID,
+        # the checkpoint volume is made group-writable for the Ray user once, not re-chowned
+        # file by file at every start of every replica (a big volume would delay each start)
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -242,6 +293,12 @@ def _pod_template(
         "containers": [container],
         "volumes": [{"name": "shared-mem", "emptyDir": {"medium": "Memory"}}],
     }
+    if opts.checkpoints.enabled:
+        # the same claim on the head and on every worker: a gang's replicas share one
+        # checkpoint directory (what the embedded platform's folder is on one host)
+        container["volumeMounts"].append({"name": CHECKPOINT_VOLUME, "mountPath": CHECKPOINT_DIR})
+        spec["volumes"].append({"name": CHECKPOINT_VOLUME, "persistentVolumeClaim": {
+            "claimName": names.checkpoint_claim_name(meta.job_id)}})
     tolerations = pool_tolerations(pool)
     if tolerations:
         spec["tolerations"] = tolerations
@@ -287,7 +344,7 @@ def _submitter_template(meta: AttemptMeta, opts: ClusterOptions) -> dict[str, An
 
 # -- the RayJob ------------------------------------------------------------------------------
 def rayjob(req: DispatchRequest, meta: AttemptMeta, opts: ClusterOptions) -> dict[str, Any]:
-    env_keys = list(job_environment(req, meta))
+    env_keys = list(job_environment(req, meta, opts))
     head = req.head
     entrypoint = req.entrypoint
     if meta.package is None:
@@ -347,7 +404,7 @@ def attempt_objects(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Secret, RayJob) of one attempt, in the project's namespace."""
     namespace = names.project_namespace(meta.project, opts.namespace)
-    return (for_namespace(env_secret(req, meta, package_url), namespace),
+    return (for_namespace(env_secret(req, meta, opts, package_url), namespace),
             for_namespace(rayjob(req, meta, opts), namespace))
 
 

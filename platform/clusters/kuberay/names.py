@@ -67,3 +67,9 @@ def rayjob_name(attempt_id: str) -> str:
 
 def env_secret_name(attempt_id: str) -> str:
     return f"{rayjob_name(attempt_id)}-env"
+
+
+def checkpoint_claim_name(job_id: str) -> str:
+    """The job's checkpoint PersistentVolumeClaim: named after the job, not the attempt, so
+    every attempt of the job (retries, re-admissions after preemption) mounts the same one."""
+    return f"{rayjob_name(job_id)}-checkpoints"

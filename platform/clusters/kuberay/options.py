@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aitb.clusters.kuberay.names import DEFAULT_NAMESPACE_PREFIX
 from aitb.domain.testbed import Cluster, Pool
@@ -27,6 +28,45 @@ class EgressTarget(BaseModel):
         if self.namespace:
             out.append({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}}})
         return out
+
+
+#: a Kubernetes storage quantity (`10Gi`, `500Gi`, `1Ti`, `1e12`)
+_QUANTITY = re.compile(r"^(?P<n>[0-9]+(\.[0-9]+)?)(?P<unit>Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|[eE][0-9]+)?$")
+#: a StorageClass name (an RFC 1123 subdomain)
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class CheckpointOptions(BaseModel):
+    """The per-job checkpoint volume (`AITB_CHECKPOINT_DIR`): one PersistentVolumeClaim per
+    job in its project's namespace, mounted on every replica of every attempt, deleted when
+    the job ends (docs/kubernetes.md, "Checkpoint volumes")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: false: no volume, no AITB_CHECKPOINT_DIR; a preempted job restarts from scratch
+    enabled: bool = True
+    #: None: the cluster's default StorageClass (it must offer `access_mode`)
+    storage_class: str | None = None
+    size: str = "10Gi"
+    #: ReadWriteMany: a multi-host gang writes from several pods on several hosts.
+    #: ReadWriteOnce only where every pod of a job lands on one host (a one-node test cluster)
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = "ReadWriteMany"
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        found = _QUANTITY.match(value)
+        if not found or float(found.group("n")) <= 0:
+            raise ValueError(f"{value!r} is not a positive Kubernetes storage quantity (e.g. 10Gi, 500Gi, 1Ti)")
+        return value
+
+    @field_validator("storage_class")
+    @classmethod
+    def _storage_class(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not _SUBDOMAIN.match(value)):
+            raise ValueError(f"{value!r} is not a StorageClass name (lowercase letters, digits, '-' and '.'; "
+                             "leave it out for the cluster's default class)")
+        return value
 
 
 class ProjectRole(BaseModel):
@@ -66,11 +106,19 @@ class ClusterOptions(BaseModel):
     project_role: ProjectRole | None = None
     mlflow: EgressTarget = EgressTarget()
     control_plane: EgressTarget = EgressTarget()
+    #: the per-job checkpoint volume; `checkpoints: false` turns it off
+    checkpoints: CheckpointOptions = CheckpointOptions()
     #: seconds the watch waits for events before it re-opens (resuming from its version)
     watch_timeout_s: int = Field(default=60, ge=1, le=3600)
     request_timeout_s: float = Field(default=10.0, gt=0)
     pools: tuple[Pool, ...] = ()
     name: str = ""
+
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _checkpoints_switch(cls, value: Any) -> Any:
+        """`checkpoints: false` (or true) is short for `{enabled: false}`."""
+        return {"enabled": value} if isinstance(value, bool) else value
 
     @classmethod
     def from_cluster(cls, cluster: Cluster, defaults: dict[str, Any] | None = None) -> ClusterOptions:
