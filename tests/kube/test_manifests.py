@@ -181,3 +181,94 @@ def test_project_bundle_matches_golden_and_validates():
     assert kinds[:2] == ["Namespace", "RoleBinding"], "the RoleBinding grants the rest: it comes first"
     assert all(o["metadata"]["labels"]["aitb.io/managed"] == "true" for o in bundle)
     check_golden("bundle", bundle)
+
+
+# -- the job's checkpoint volume ----------------------------------------------------------------
+def _templates(job):
+    cluster = job["spec"]["rayClusterSpec"]
+    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster.get("workerGroupSpecs", [])]
+
+
+def test_every_replica_mounts_the_jobs_checkpoint_claim_and_gets_its_path():
+    req, m, cluster, url = cases()["gang_secure"]
+    opts = options(cluster).model_copy(update={"checkpoints": ClusterOptions(
+        checkpoints={"storage_class": "cephfs", "size": "200Gi"}).checkpoints})
+    # the embedded platform hands every backend its own folder for the job: meaningless in a pod
+    req = DispatchRequest(**{**req.__dict__, "env": {**ENV, "AITB_CHECKPOINT_DIR": "/var/lib/aitb/checkpoints/x"}})
+    secret, job = attempt_objects(req, m, opts, url)
+    claim = manifests.checkpoint_claim(m, opts)
+    validate(claim)
+    check_golden("gang_secure.checkpoints", claim)
+    # one claim per job: attempt 2 of job j-000000000002 mounts the job's claim
+    assert claim["metadata"]["name"] == "j-000000000002-checkpoints"
+    assert claim["metadata"]["namespace"] == job["metadata"]["namespace"] == "aitb-jobs-climate"
+    assert claim["metadata"]["labels"]["aitb.io/job"] == "j-000000000002"
+    assert "aitb.io/attempt" not in claim["metadata"]["labels"], "the claim outlives the attempt"
+    assert "ownerReferences" not in claim["metadata"], "owned by nothing a preemption deletes"
+    assert claim["spec"] == {"accessModes": ["ReadWriteMany"], "volumeMode": "Filesystem",
+                             "storageClassName": "cephfs", "resources": {"requests": {"storage": "200Gi"}}}
+    templates = _templates(job)
+    assert len(templates) == 2  # the head and the worker group (both replicas share its template)
+    for template in templates:
+        pod = template["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "checkpoints")
+        assert volume == {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "j-000000000002-checkpoints"}}
+        container = pod["containers"][0]
+        assert {"name": "checkpoints", "mountPath": "/aitb/checkpoints"} in container["volumeMounts"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["AITB_CHECKPOINT_DIR"] == {"name": "AITB_CHECKPOINT_DIR", "valueFrom": {
+            "secretKeyRef": {"name": "j-000000000002-2-env", "key": "AITB_CHECKPOINT_DIR"}}}
+    assert secret["stringData"]["AITB_CHECKPOINT_DIR"] == "/aitb/checkpoints"
+    validate(job)
+    validate(secret)
+
+
+def test_without_checkpoint_volumes_there_is_no_claim_no_mount_and_no_variable():
+    req, m, cluster, url = cases()["gang_secure"]
+    req = DispatchRequest(**{**req.__dict__, "env": {**ENV, "AITB_CHECKPOINT_DIR": "/var/lib/aitb/checkpoints/x"}})
+    off = options(cluster).model_copy(update={"checkpoints": ClusterOptions(checkpoints=False).checkpoints})
+    secret, job = attempt_objects(req, m, off, url)
+    assert manifests.checkpoint_claim(m, off) is None
+    assert "AITB_CHECKPOINT_DIR" not in secret["stringData"]
+    for template in _templates(job):
+        pod = template["spec"]
+        assert [v["name"] for v in pod["volumes"]] == ["shared-mem"]
+        assert "AITB_CHECKPOINT_DIR" not in {e["name"] for e in pod["containers"][0]["env"]}
+    validate(job)
+
+
+def test_a_claim_with_the_default_storage_class_names_none():
+    req, m, cluster, url = cases()["cpu_job"]
+    claim = manifests.checkpoint_claim(m, options(cluster))
+    validate(claim)
+    assert "storageClassName" not in claim["spec"] and claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    once = ClusterOptions(checkpoints={"access_mode": "ReadWriteOnce"})
+    assert manifests.checkpoint_claim(m, once)["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"size": "0Gi"}, "positive Kubernetes storage quantity"),
+    ({"size": "10 GB"}, "positive Kubernetes storage quantity"),
+    ({"storage_class": "Fast_SSD"}, "not a StorageClass name"),
+    ({"access_mode": "ReadOnlyMany"}, "ReadWriteMany"),
+    ({"sise": "10Gi"}, "Extra inputs are not permitted"),
+])
+def test_checkpoint_options_are_refused_with_a_clear_error(bad, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message) as caught:
+        ClusterOptions(checkpoints=bad)
+    assert "checkpoints" in str(caught.value)
+    assert ClusterOptions(checkpoints={"size": "1.5Ti", "storage_class": "nfs.csi.k8s.io"}).checkpoints.size == "1.5Ti"
+
+
+def test_a_wrong_field_in_the_claim_fails_schema_validation():
+    _, m, cluster, _ = cases()["cpu_job"]
+    claim = manifests.checkpoint_claim(m, options(cluster))
+    claim["spec"]["accessMode"] = claim["spec"].pop("accessModes")
+    with pytest.raises(UnknownFields):
+        validate(claim)
+    claim = manifests.checkpoint_claim(m, options(cluster))
+    claim["spec"]["accessModes"] = "ReadWriteMany"
+    with pytest.raises(SchemaInvalid):
+        validate(claim)

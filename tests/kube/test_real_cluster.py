@@ -4,7 +4,9 @@ Run with `AITB_TEST_KUBECONFIG=~/.kube/config pytest -m kubernetes tests/kube/te
 (`-m k8s` works too)
 after setting one up as docs/kubernetes.md ("A real cluster for the opt-in tests") says:
 kind or k3d, KubeRay's Helm chart, one node labelled `aitb.io/pool=cpu`. Optional:
-`AITB_TEST_KUBE_CONTEXT` (default: the kubeconfig's current context), `AITB_TEST_RAY_IMAGE`.
+`AITB_TEST_KUBE_CONTEXT` (default: the kubeconfig's current context), `AITB_TEST_RAY_IMAGE`,
+`AITB_TEST_CHECKPOINT_ACCESS_MODE` (default ReadWriteOnce: kind's and k3d's local-path
+provisioner offers no ReadWriteMany; one node, so the job's pods share it anyway).
 Each test works in its own project namespace and deletes it afterwards.
 """
 
@@ -53,8 +55,10 @@ def backend():
         context = active["name"]
     image = os.environ.get("AITB_TEST_RAY_IMAGE")
     extra = {"image": image} if image else {}
+    checkpoints = {"access_mode": os.environ.get("AITB_TEST_CHECKPOINT_ACCESS_MODE", "ReadWriteOnce"), "size": "1Gi"}
     options = ClusterOptions(context=context, name="real", namespace="aitb-test", ttl_after_finished_s=60,
-                             pools=(Pool(name="cpu", hosts=1, cpu=4, memory_gib=8),), **extra)
+                             pools=(Pool(name="cpu", hosts=1, cpu=4, memory_gib=8),), checkpoints=checkpoints,
+                             **extra)
     b = KubeRayBackend(options, config_file=os.path.expanduser(KUBECONFIG))
     project = f"t{uuid.uuid4().hex[:8]}"
     yield b, project
@@ -62,10 +66,11 @@ def backend():
     b.close()
 
 
-def request(job_id: str, project: str, entrypoint: str) -> DispatchRequest:
-    return DispatchRequest(job_id=job_id, entrypoint=entrypoint,
+def request(job_id: str, project: str, entrypoint: str, attempt: int = 1) -> DispatchRequest:
+    attempt_id = job_id if attempt == 1 else f"{job_id}-{attempt}"
+    return DispatchRequest(job_id=attempt_id, entrypoint=entrypoint,
                            head=ReplicaResources(cpu=1, memory_gib=2, pool="cpu"),
-                           context=JobContext(job_id=job_id, attempt=1, project=project, partner="test",
+                           context=JobContext(job_id=job_id, attempt=attempt, project=project, partner="test",
                                               node="real", quota_limits={"cpu": 4, "memory_gib": 8}))
 
 
@@ -96,3 +101,24 @@ def test_cancel_deletes_the_rayjob(backend):
     namespace = project_namespace(project, "aitb-test")
     wait_for(lambda: b.kube.get(RAYJOBS, namespace, job_id) is None, 120, "the RayJob to go")
     assert b.status(job_id).state == BackendState.UNKNOWN
+
+
+def test_the_next_attempt_finds_what_the_last_one_checkpointed(backend):
+    """The job's claim outlives its first attempt's RayJob (deleted as a preemption does) and
+    is writable by the Ray user; the second attempt reads what the first wrote."""
+    b, project = backend
+    job_id = f"j-{uuid.uuid4().hex[:12]}"
+    write = ("python -c \"import os, pathlib; d = pathlib.Path(os.environ['AITB_CHECKPOINT_DIR']); "
+             "(d / 'step').write_text('7'); print('saved', d)\"")
+    b.dispatch(request(job_id, project, write))
+    status = wait_for(lambda: (s := b.status(job_id)).state.terminal and s, 600, "the first attempt")
+    assert status.state == BackendState.SUCCEEDED, status.message
+    assert b.stop(job_id) is False  # finished already; its RayJob goes as a preempted one's would
+    read = ("python -c \"import os, pathlib; "
+            "print('resumed at', (pathlib.Path(os.environ['AITB_CHECKPOINT_DIR']) / 'step').read_text())\"")
+    b.dispatch(request(job_id, project, read, attempt=2))
+    second = f"{job_id}-2"
+    status = wait_for(lambda: (s := b.status(second)).state.terminal and s, 600, "the second attempt")
+    assert status.state == BackendState.SUCCEEDED, status.message
+    assert "resumed at 7" in b.logs(second)
+    assert b.sweep_checkpoints(lambda ids: {job_id} & set(ids)) == 1  # the job is over: its volume goes

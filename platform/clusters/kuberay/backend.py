@@ -29,9 +29,23 @@ from aitb.clusters.base import (
     DispatchRequest,
 )
 from aitb.clusters.kuberay import names
-from aitb.clusters.kuberay.api import BY_KIND, NAMESPACES, PODS, PVCS, RAYJOBS, SECRETS, Kube, KubeError
+from aitb.clusters.kuberay.api import (
+    BY_KIND,
+    NAMESPACES,
+    PODS,
+    PVCS,
+    RAYJOBS,
+    SECRETS,
+    Kube,
+    KubeError,
+)
 from aitb.clusters.kuberay.bundle import ProjectSpec, project_bundle
-from aitb.clusters.kuberay.manifests import CHECKPOINT_VOLUME, AttemptMeta, attempt_objects, checkpoint_claim
+from aitb.clusters.kuberay.manifests import (
+    CHECKPOINT_VOLUME,
+    AttemptMeta,
+    attempt_objects,
+    checkpoint_claim,
+)
 from aitb.clusters.kuberay.options import ClusterOptions
 from aitb.clusters.kuberay.watch import RayJobWatch, attempt_of
 from aitb.tracking.runner import CREDENTIALS_ENV, read_credentials
