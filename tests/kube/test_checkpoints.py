@@ -133,11 +133,17 @@ def test_a_restarted_control_plane_sweeps_what_the_last_one_left(plane, kube_ser
     purged["metadata"]["labels"] = {**purged["metadata"]["labels"], "aitb.io/job": "j-purged"}
     purged.pop("status", None)
     kube_server.store.create(("", "v1", CLAIMS), "aitb-owner", purged)
+    # another federation on the same cluster (another namespace prefix): not ours to judge
+    kube_server.store.create(("", "v1", "namespaces"), "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "elsewhere-owner", "labels": {"aitb.io/managed": "true", "aitb.io/project": "owner"}}})
+    kube_server.store.create(("", "v1", CLAIMS), "elsewhere-owner", {**purged, "metadata": {
+        **purged["metadata"], "namespace": "elsewhere-owner"}})
     assert finished_jobs(db, [done, running, "j-purged"]) == {done, "j-purged"}
     fresh = KubeRayBackend(ClusterOptions.from_cluster(CLUSTER), config_file=kubeconfig)  # no memory
     try:
         assert fresh.sweep_checkpoints(lambda ids: finished_jobs(db, ids)) == 2
-        assert claims(kube_server) == {f"{running}-checkpoints"}
+        assert claims(kube_server) == {f"{running}-checkpoints", "j-purged-checkpoints"}
+        assert claims(kube_server, "elsewhere-owner") == {"j-purged-checkpoints"}
         # without listing again, it knows the running job's claim and deletes it once it ends
         lists = sum(1 for m, p in kube_server.requests if m == "GET" and p.endswith(f"/{CLAIMS}"))
         kube_server.controller.finish("aitb-borrower", running, "SUCCEEDED")
@@ -146,7 +152,7 @@ def test_a_restarted_control_plane_sweeps_what_the_last_one_left(plane, kube_ser
         assert lists == sum(1 for m, p in kube_server.requests if m == "GET" and p.endswith(f"/{CLAIMS}"))
     finally:
         fresh.close()
-    assert claims(kube_server) == set()
+    assert claims(kube_server) == {"j-purged-checkpoints"} == claims(kube_server, "elsewhere-owner")
 
 
 def test_turned_off_there_is_no_volume_and_no_variable(kube_server, kubeconfig, db, tmp_path):

@@ -252,10 +252,14 @@ class KubeRayBackend:
 
     def _list_claims(self) -> None:
         """Every checkpoint claim aitb has on the cluster, namespace by namespace (the chart
-        grants `list` on claims inside project namespaces only)."""
+        grants `list` on claims inside project namespaces only). Only this backend's project
+        namespaces: another federation's (another prefix) jobs are not in this store."""
         found: dict[str, str] = {}
         for ns in self.kube.list(NAMESPACES, None, names.MANAGED_SELECTOR).get("items", []):
             namespace = ns["metadata"]["name"]
+            project = (ns["metadata"].get("labels") or {}).get(names.LABEL_PROJECT)
+            if project is None or namespace != names.project_namespace(project, self.options.namespace):
+                continue
             for claim in self.kube.list(PVCS, namespace, CHECKPOINT_SELECTOR).get("items", []):
                 job = (claim["metadata"].get("labels") or {}).get(names.LABEL_JOB)
                 if job:
