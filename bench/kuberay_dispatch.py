@@ -171,7 +171,7 @@ def dispatch_figures(jobs: int) -> None:
     print(f"\n## Dispatch, {jobs} jobs admitted in one cycle, dispatched by one reconciler pass\n")
     print("| | median | p90 | max | n |\n|---|---|---|---|---|")
     print(row("baseline: bare `POST rayjobs` (same client, same manifest)", bare))
-    print(row("`KubeRayBackend.dispatch` (Secret + RayJob + owner patch)", timings))
+    print(row("`KubeRayBackend.dispatch` (checkpoint claim + Secret + RayJob + owner patch)", timings))
     print(row("admitted -> RayJob created (job k waits for k-1 before it)", latency))
     print(f"\nthroughput: {jobs / (max(made.values()) - admitted):.0f} dispatches/s")
 
