@@ -31,6 +31,8 @@ from aitb.store.db import Database
 log = logging.getLogger("aitb.governance")
 
 ACTOR = "governance"
+#: The baseline's tenancy rules for plain Ray (baseline.cedar), named in pending reasons.
+TENANCY_RULES = "baseline.ray-"
 
 
 def constraints_of(decision: Decision) -> Constraints:
@@ -46,7 +48,17 @@ def constraints_of(decision: Decision) -> Constraints:
         note += " (secure pools)"
     elif any(not v.allowed and v.candidate.node in nodes for v in decision.verdicts):
         note += "; not every pool there"
-    return Constraints(frozenset(nodes), labels, note)
+    return Constraints(frozenset(nodes), labels, note + _tenancy_note(decision))
+
+
+def _tenancy_note(decision: Decision) -> str:
+    """Why `ray` clusters are closed to the job (the tenancy rule), for its pending reason:
+    a job that waits for capacity it may not use should say so. Once per decision."""
+    why = sorted({r.message for v in decision.verdicts if not v.allowed for r in v.reasons
+                  if r.policy.startswith(TENANCY_RULES)})
+    if len(why) > 3:  # a large federation: name a few
+        why = [*why[:3], f"and {len(why) - 3} more ray clusters closed to it"]
+    return "; " + "; ".join(why) if why else ""
 
 
 class GovernanceGate:

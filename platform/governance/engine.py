@@ -151,7 +151,7 @@ class PolicyEngine:
             ents += [
                 {"uid": {"type": "Pool", "id": c.key},
                  "attrs": {"node": c.node, "cluster": c.cluster, "pool": c.pool, "secure": c.secure,
-                           "gpu_type": c.gpu_type or ""},
+                           "gpu_type": c.gpu_type or "", **c.trust_attrs()},
                  "parents": [{"type": "Node", "id": c.node}]}
                 for c in candidates
             ]
@@ -249,9 +249,10 @@ class PolicyEngine:
         runs = [
             _Req("run", {"type": "Pool", "id": c.key}, run_ctx,
                  self._slices_for("run", job, c.node, c.key, data_partners),
-                 dict(facts, node=c.node, cluster=c.cluster, pool=c.pool),
+                 dict(facts, node=c.node, cluster=c.cluster, pool=c.pool, cluster_owners=", ".join(c.owners)),
                  {"node": c.node, "cluster": c.cluster, "pool": c.pool, "secure": c.secure,
-                  "gpu_type": c.gpu_type or ""})
+                  "gpu_type": c.gpu_type or "", "backend": c.backend, "owners": c.owners,
+                  "shared_trusted": c.shared_trusted})
             for c in candidates
         ]
         use_results = self._evaluate(uses, job, entities)

@@ -27,7 +27,7 @@ ACTIONS = frozenset({"use", "run", "egress", "install"})
 PLACEHOLDERS = frozenset({
     "project", "partner", "submitter", "dataset", "dataset_partner", "dataset_purposes",
     "purpose", "grant_purpose", "grant_expires_at", "node", "cluster", "pool",
-    "requested_nodes", "strict_homes", "strict_datasets", "classification", "job",
+    "requested_nodes", "strict_homes", "strict_datasets", "classification", "job", "cluster_owners",
 })
 
 

@@ -52,11 +52,16 @@ def test_bad_trust_fields_are_refused(connection) -> None:
         _cluster(**connection)
 
 
-def test_local_testbed_is_one_shared_trusted_domain() -> None:
+def test_local_testbed_gives_stockholm_to_the_demo_partner_and_shares_goteborg() -> None:
+    from aitb.cli.commands.demo import PARTNER
     from aitb.domain.testbed import load_testbed
 
     fed = load_testbed("testbeds/local.yaml")
-    assert all(c.shared_trusted for _, c in fed.clusters())
+    owned = {c.name: c.owner_partners for _, c in fed.clusters()}
+    assert owned == {"sthlm-local": frozenset({PARTNER}), "gbg-local": frozenset()}
+    assert fed.cluster("gbg-local")[1].shared_trusted  # type: ignore[index]
+    # the demo's confidential job (strict residency at the first node) has a place to run
+    assert tenancy_refusal(fed.cluster("sthlm-local")[1], PARTNER, "confidential") is None  # type: ignore[index]
 
 
 @pytest.fixture(scope="module")
