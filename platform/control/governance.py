@@ -37,9 +37,13 @@ TENANCY_RULES = "baseline.ray-"
 
 def constraints_of(decision: Decision) -> Constraints:
     """What the scheduler snapshot can hold of a decision: the allowed nodes, `secure: true`
-    when every allowed pool is secure, and a note that pending reasons start with."""
+    when every allowed pool is secure, the allowed clusters when a whole cluster at an allowed
+    node is closed (a partner's Ray cluster), and a note that pending reasons start with."""
     nodes = decision.allowed_nodes
     allowed = [v.candidate for v in decision.verdicts if v.allowed]
+    clusters = frozenset(c.cluster for c in allowed)
+    if clusters == {v.candidate.cluster for v in decision.verdicts if v.candidate.node in nodes}:
+        clusters = None  # every cluster there is open: narrowing by node says it all
     labels: dict[str, object] = {}
     if decision.constraints.secure_pool or (allowed and all(c.secure for c in allowed)):
         labels["secure"] = True
@@ -48,7 +52,7 @@ def constraints_of(decision: Decision) -> Constraints:
         note += " (secure pools)"
     elif any(not v.allowed and v.candidate.node in nodes for v in decision.verdicts):
         note += "; not every pool there"
-    return Constraints(frozenset(nodes), labels, note + _tenancy_note(decision))
+    return Constraints(frozenset(nodes), labels, note + _tenancy_note(decision), clusters)
 
 
 def _tenancy_note(decision: Decision) -> str:

@@ -99,21 +99,22 @@ def db(database_url):
     database.dispose()
 
 
-def _scheduler(db: Database, tmp_path) -> tuple[SchedulingCycle, dict[str, SimBackend]]:
+def _scheduler(db: Database, tmp_path, fed=FED) -> SchedulingCycle:
+    """The control plane's scheduling cycle and governance gate; every cluster a SimBackend."""
     clock = lambda: float(int(time.time()))  # noqa: E731
     events = TrackingEvents(tracking=True)
-    sims = {c.name: SimBackend(clock, start_delay_s=1) for _, c in FED.clusters()}
-    gate = GovernanceGate(db, FED, events)
-    reconciler = Reconciler(db, FED, sims, events, tmp_path, env_for=lambda job: {}, clock=clock)
+    sims = {c.name: SimBackend(clock, start_delay_s=1) for _, c in fed.clusters()}
+    gate = GovernanceGate(db, fed, events)
+    reconciler = Reconciler(db, fed, sims, events, tmp_path, env_for=lambda job: {}, clock=clock)
     reconciler.governance = gate
-    return SchedulingCycle(db, FED, events, Policy(), clock=clock, on_preempt=reconciler.stop_now,
-                           governance=gate), sims
+    return SchedulingCycle(db, fed, events, Policy(), clock=clock, on_preempt=reconciler.stop_now,
+                           governance=gate)
 
 
-def _submit(db: Database, project: str, **kw) -> str:
+def _submit(db: Database, project: str, fed=FED, **kw) -> str:
     spec = JobSpec(project=project, entrypoint="train", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)), **kw)
     with db.session() as s:
-        return job_service.submit(s, ADMIN, FED, spec, TrackingEvents(tracking=True)).id
+        return job_service.submit(s, ADMIN, fed, spec, TrackingEvents(tracking=True)).id
 
 
 def _job(db: Database, job_id: str):
@@ -122,7 +123,7 @@ def _job(db: Database, job_id: str):
 
 
 def test_a_partners_job_is_never_placed_on_a_ray_cluster_of_another_partner(db, tmp_path) -> None:
-    scheduler, _ = _scheduler(db, tmp_path)
+    scheduler = _scheduler(db, tmp_path)
     theirs = _submit(db, "s1")  # scania: stockholm has room and quota, but its Ray cluster is volvo's
     ours = _submit(db, "v1")
     for _ in range(3):
@@ -227,3 +228,30 @@ def test_confidential_job_is_admitted_where_its_partner_owns_the_ray_cluster(tmp
         assert f"ray cluster sthlm-ray belongs to {partner}" in r.json()["detail"]
     finally:
         api.close()
+
+
+def test_a_closed_ray_cluster_does_not_starve_the_job_of_the_other_clusters_at_its_node(database_url, tmp_path):
+    """stockholm has volvo's Ray cluster and a sim cluster: scania's jobs go to the sim one (the
+    scheduler is told which clusters are open, not only which nodes), never to volvo's."""
+    fed = parse_testbed({"federation": "t", "nodes": [{"name": "stockholm", "clusters": [
+        {"name": "sthlm-ray", "backend": "ray", "connection": {"partners": ["volvo"]}, "pools": [OPEN]},
+        {"name": "sthlm-sim", "backend": "sim", "pools": [dict(OPEN, name="cpu2")]}]}]})  # fmt: skip
+    database = Database(database_url)
+    try:
+        with database.session() as s:
+            s.add_all([PartnerRow(name="volvo", weight=1), PartnerRow(name="scania", weight=1)])
+            s.flush()
+            s.add(ProjectRow(name="s1", partner="scania"))
+            s.flush()
+            s.add(QuotaRow(project="s1", node="stockholm", nominal={"cpu": 16, "memory_gib": 64}))
+        scheduler = _scheduler(database, tmp_path, fed)
+        ids = [_submit(database, "s1", fed) for _ in range(5)]  # 4 fit the sim cluster's pool
+        for _ in range(2):
+            scheduler.run_once()
+        jobs = [_job(database, i) for i in ids]
+        assert [j.cluster for j in jobs if j.state == JobState.ADMITTED] == ["sthlm-sim"] * 4
+        (left,) = [j for j in jobs if j.state == JobState.QUEUED]
+        assert "ray cluster sthlm-ray belongs to volvo" in left.pending_reason, left.pending_reason
+        assert "no room at stockholm" in left.pending_reason
+    finally:
+        database.dispose()
