@@ -19,6 +19,7 @@ from aitb.domain.lifecycle import AttemptOutcome
 from aitb.domain.models import Attempt, Dataset, Grant, Job
 from aitb.domain.testbed import Federation
 from aitb.governance import Decision, JobFacts, RuntimeConstraints
+from aitb.governance.policies import TENANCY
 from aitb.scheduler.snapshot import Constraints
 from aitb.services import governance as gov
 from aitb.services.tracking_events import TrackingEvents
@@ -31,8 +32,6 @@ from aitb.store.db import Database
 log = logging.getLogger("aitb.governance")
 
 ACTOR = "governance"
-#: The baseline's tenancy rules for plain Ray (baseline.cedar), named in pending reasons.
-TENANCY_RULES = "baseline.ray-"
 
 
 def constraints_of(decision: Decision) -> Constraints:
@@ -59,7 +58,7 @@ def _tenancy_note(decision: Decision) -> str:
     """Why `ray` clusters are closed to the job (the tenancy rule), for its pending reason:
     a job that waits for capacity it may not use should say so. Once per decision."""
     why = sorted({r.message for v in decision.verdicts if not v.allowed for r in v.reasons
-                  if r.policy.startswith(TENANCY_RULES)})
+                  if r.policy.startswith(TENANCY)})
     if len(why) > 3:  # a large federation: name a few
         why = [*why[:3], f"and {len(why) - 3} more ray clusters closed to it"]
     return "; " + "; ".join(why) if why else ""

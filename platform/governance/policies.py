@@ -22,6 +22,9 @@ import cedarpy
 SCOPE = re.compile(r"^(node|partner):[a-z0-9][a-z0-9._-]{0,62}$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ACTIONS = frozenset({"use", "run", "egress", "install"})
+#: Id prefix of the baseline's tenancy rules for plain Ray (baseline.cedar): forbids that read
+#: only the candidate's cluster trust facts (and the data's level).
+TENANCY = "baseline.ray-"
 
 #: Placeholders a `@reason("...")` annotation may use; filled from the request's facts.
 PLACEHOLDERS = frozenset({
