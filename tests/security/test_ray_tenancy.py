@@ -255,3 +255,33 @@ def test_a_closed_ray_cluster_does_not_starve_the_job_of_the_other_clusters_at_i
         assert "no room at stockholm" in left.pending_reason
     finally:
         database.dispose()
+
+
+def test_every_demo_job_is_allowed_on_the_embedded_default(tmp_path) -> None:
+    """`aitb demo`'s tenants on testbeds/local.yaml: each of its jobs may run somewhere, and the
+    one on the confidential dataset only on the secure pool of stockholm's cluster, its partner's."""
+    import io
+
+    from rich.console import Console
+
+    from aitb.cli.commands import demo
+
+    api = in_process_api(tmp_path)
+    try:
+        with api.client() as admin:
+            token = demo._setup_tenants(admin, Console(file=io.StringIO()))
+        with api.client(token) as user:
+            for job in demo.JOBS:
+                body = {"project": job.project, "name": job.name, "entrypoint": job.entrypoint,
+                        "resources": {"cpu": 1, "memory_gib": 1}, "datasets": list(job.datasets),
+                        "nodes": list(job.nodes)}
+                d = user.post("/v1/policies/test", json=body).json()
+                assert d["allowed"], (job.name, d)
+                if job.datasets:
+                    assert {(x["cluster"], x["pool"]) for x in d["candidates"] if x["allowed"]} == {
+                        ("sthlm-local", "gpu")}
+                    gbg = [x for x in d["candidates"] if x["cluster"] == "gbg-local"]
+                    assert all("baseline.ray-shared-confidential" in {r["policy"] for r in x["reasons"]}
+                               for x in gbg)
+    finally:
+        api.close()
