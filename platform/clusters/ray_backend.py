@@ -34,6 +34,12 @@ _STATUS_CODE = re.compile(r"status code (\d{3})")
 _TIMEOUT_PREFIX = "timeout --kill-after=30 "
 
 
+#: What a job's log says when its node cannot read the credentials file (no secret in it).
+_NO_CREDENTIALS = (f'echo "aitb: MLflow credentials file ${CREDENTIALS_ENV} is not readable on this Ray node '
+                   '(it does not share the control plane\'s disk): the job\'s own MLflow logging will be refused; '
+                   'aitb still records its run" >&2')
+
+
 def _loopback(address: str) -> bool:
     host = urlparse(address if "://" in address else f"http://{address}").hostname
     return host in ("127.0.0.1", "localhost", "::1")
@@ -154,8 +160,11 @@ class RayBackend:
             # Secrets travel as a 0600 file whose path alone is in the (publicly listed)
             # runtime env: load it into the driver's environment and delete it before user
             # code runs (aitb.tracking.runner).
+            # A node that does not mount the control plane's disk cannot read the file (no
+            # other channel exists for plain Ray): the job runs, and its log says why MLflow
+            # refuses it (docs/tracking.md).
             load = f'set -a; . "${CREDENTIALS_ENV}"; set +a; rm -f "${CREDENTIALS_ENV}"'
-            entrypoint = f'if [ -r "${CREDENTIALS_ENV}" ]; then {load}; fi; {entrypoint}'
+            entrypoint = f'if [ -r "${CREDENTIALS_ENV}" ]; then {load}; else {_NO_CREDENTIALS}; fi; {entrypoint}'
         if req.working_dir is None:
             # No code: run in a fresh empty directory on the node. Cheaper than shipping an
             # empty working_dir, which Ray hashes and checks for on every submission.

@@ -19,6 +19,7 @@ from aitb.domain.lifecycle import AttemptOutcome
 from aitb.domain.models import Attempt, Dataset, Grant, Job
 from aitb.domain.testbed import Federation
 from aitb.governance import Decision, JobFacts, RuntimeConstraints
+from aitb.governance.policies import TENANCY
 from aitb.scheduler.snapshot import Constraints
 from aitb.services import governance as gov
 from aitb.services.tracking_events import TrackingEvents
@@ -35,9 +36,13 @@ ACTOR = "governance"
 
 def constraints_of(decision: Decision) -> Constraints:
     """What the scheduler snapshot can hold of a decision: the allowed nodes, `secure: true`
-    when every allowed pool is secure, and a note that pending reasons start with."""
+    when every allowed pool is secure, the allowed clusters when a whole cluster at an allowed
+    node is closed (a partner's Ray cluster), and a note that pending reasons start with."""
     nodes = decision.allowed_nodes
     allowed = [v.candidate for v in decision.verdicts if v.allowed]
+    clusters = frozenset(c.cluster for c in allowed)
+    if clusters == {v.candidate.cluster for v in decision.verdicts if v.candidate.node in nodes}:
+        clusters = None  # every cluster there is open: narrowing by node says it all
     labels: dict[str, object] = {}
     if decision.constraints.secure_pool or (allowed and all(c.secure for c in allowed)):
         labels["secure"] = True
@@ -46,7 +51,17 @@ def constraints_of(decision: Decision) -> Constraints:
         note += " (secure pools)"
     elif any(not v.allowed and v.candidate.node in nodes for v in decision.verdicts):
         note += "; not every pool there"
-    return Constraints(frozenset(nodes), labels, note)
+    return Constraints(frozenset(nodes), labels, note + _tenancy_note(decision), clusters)
+
+
+def _tenancy_note(decision: Decision) -> str:
+    """Why `ray` clusters are closed to the job (the tenancy rule), for its pending reason:
+    a job that waits for capacity it may not use should say so. Once per decision."""
+    why = sorted({r.message for v in decision.verdicts if not v.allowed for r in v.reasons
+                  if r.policy.startswith(TENANCY)})
+    if len(why) > 3:  # a large federation: name a few
+        why = [*why[:3], f"and {len(why) - 3} more ray clusters closed to it"]
+    return "; " + "; ".join(why) if why else ""
 
 
 class GovernanceGate:

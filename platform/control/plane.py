@@ -11,6 +11,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlparse
 
 from sqlalchemy.orm import Session
 
@@ -35,6 +36,19 @@ log = logging.getLogger("aitb.control")
 
 #: How long dispatch waits for the job's MLflow run before starting without one.
 RUN_WAIT = timedelta(seconds=20)
+
+
+def warn_remote_ray(federation: Federation, secrets_dir: Path) -> None:
+    """Say once, at start, which `ray` clusters are not on this machine: a per-attempt MLflow
+    credentials file reaches their jobs only where `secrets_dir` is mounted at the same path
+    (plain Ray has no other channel that other tenants cannot read; docs/tracking.md)."""
+    for _, cluster in federation.clusters():
+        address = str(cluster.connection.get("address") or "")
+        host = urlparse(address if "://" in address else f"http://{address}").hostname
+        if cluster.backend == "ray" and address and host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("cluster %s (%s) is not on this machine: its jobs get MLflow credentials only "
+                        "if %s is on a filesystem its nodes mount at that path; otherwise they run "
+                        "without (their log says so)", cluster.name, address, secrets_dir)
 
 
 def runner_secret(settings: Settings) -> str:
@@ -142,6 +156,8 @@ class ControlPlane:
         admin = MlflowAccount(t.admin_user, t.admin_password or "")
         access = MlflowAccess(t.tracking_uri, admin) if t.admin_password else None
         self.runners = RunnerCredentials(access, self.settings.data_dir / "secrets" / "mlflow-runners") if access else None
+        if self.runners is not None:
+            warn_remote_ray(self.federation, self.runners.secrets_dir)
         return OutboxProcessor(
             self.db.sessions,
             Tracker(t.tracking_uri, admin, seal_key=runner_secret(self.settings)),

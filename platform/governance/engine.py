@@ -30,6 +30,7 @@ from aitb.governance.model import (
     Verdict,
 )
 from aitb.governance.policies import (
+    TENANCY,
     PolicyDoc,
     Statement,
     baseline,
@@ -115,10 +116,16 @@ class PolicyEngine:
         (it holds the permits), then one forbid-only slice per partner whose data the job uses.
         Kept apart so each slice is shared by many jobs (and its parsed policy set cached)."""
         primary = self._memo(("p", action, job.project, job.partner, node, pool_key), lambda: (
-            *(s for s in self.baseline if action in s.actions),
+            *(s for s in self.baseline if action in s.actions and not s.id.startswith(TENANCY)),
             *self._matching(self.by_node.get(node, []) if node else [], action, job, node, pool_key),
         ))
         out = [primary]
+        # the tenancy rules read only the cluster's trust facts: in a slice of their own they
+        # are evaluated once per distinct cluster marking in a batch, not once per pool
+        tenancy = self._memo(("t", action), lambda: (
+            s for s in self.baseline if action in s.actions and s.id.startswith(TENANCY)))
+        if tenancy:
+            out.append(tenancy)
         for partner in sorted(partners):
             extra = self._memo(("d", action, job.project, job.partner, partner, node, pool_key), lambda p=partner: (
                 tuple(self._matching(self.by_partner.get(p, []), action, job, node, pool_key))))
@@ -151,7 +158,7 @@ class PolicyEngine:
             ents += [
                 {"uid": {"type": "Pool", "id": c.key},
                  "attrs": {"node": c.node, "cluster": c.cluster, "pool": c.pool, "secure": c.secure,
-                           "gpu_type": c.gpu_type or ""},
+                           "gpu_type": c.gpu_type or "", **c.trust_attrs()},
                  "parents": [{"type": "Node", "id": c.node}]}
                 for c in candidates
             ]
@@ -249,9 +256,10 @@ class PolicyEngine:
         runs = [
             _Req("run", {"type": "Pool", "id": c.key}, run_ctx,
                  self._slices_for("run", job, c.node, c.key, data_partners),
-                 dict(facts, node=c.node, cluster=c.cluster, pool=c.pool),
+                 dict(facts, node=c.node, cluster=c.cluster, pool=c.pool, cluster_owners=", ".join(c.owners)),
                  {"node": c.node, "cluster": c.cluster, "pool": c.pool, "secure": c.secure,
-                  "gpu_type": c.gpu_type or ""})
+                  "gpu_type": c.gpu_type or "", "backend": c.backend, "owners": c.owners,
+                  "shared_trusted": c.shared_trusted})
             for c in candidates
         ]
         use_results = self._evaluate(uses, job, entities)

@@ -73,22 +73,32 @@ class JobFacts:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One place a job could run: a pool of a cluster at a node."""
+    """One place a job could run: a pool of a cluster at a node, with its cluster's trust facts
+    (`backend`, `owners` from `connection.partners`, `shared_trusted`) for the tenancy rule."""
 
     node: str
     cluster: str
     pool: str
     secure: bool = False
     gpu_type: str | None = None
+    backend: str = ""
+    owners: tuple[str, ...] = ()  # sorted; empty: a shared cluster
+    shared_trusted: bool = False
 
     @property
     def key(self) -> str:
         return f"{self.cluster}/{self.pool}"
 
+    def trust_attrs(self) -> dict:
+        """The Cedar attributes of the cluster's trust facts (`owners` as Partner entities)."""
+        return {"backend": self.backend, "shared_trusted": self.shared_trusted,
+                "owners": [{"__entity": {"type": "Partner", "id": p}} for p in self.owners]}
+
 
 def candidates_of(federation: Federation) -> list[Candidate]:
     return [
-        Candidate(node.name, cluster.name, pool.name, pool.secure, pool.gpu_type)
+        Candidate(node.name, cluster.name, pool.name, pool.secure, pool.gpu_type, cluster.backend,
+                  tuple(sorted(cluster.owner_partners)), cluster.shared_trusted)
         for node, cluster in federation.clusters()
         for pool in cluster.pools
     ]

@@ -22,12 +22,15 @@ import cedarpy
 SCOPE = re.compile(r"^(node|partner):[a-z0-9][a-z0-9._-]{0,62}$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ACTIONS = frozenset({"use", "run", "egress", "install"})
+#: Id prefix of the baseline's tenancy rules for plain Ray (baseline.cedar): forbids that read
+#: only the candidate's cluster trust facts (and the data's level).
+TENANCY = "baseline.ray-"
 
 #: Placeholders a `@reason("...")` annotation may use; filled from the request's facts.
 PLACEHOLDERS = frozenset({
     "project", "partner", "submitter", "dataset", "dataset_partner", "dataset_purposes",
     "purpose", "grant_purpose", "grant_expires_at", "node", "cluster", "pool",
-    "requested_nodes", "strict_homes", "strict_datasets", "classification", "job",
+    "requested_nodes", "strict_homes", "strict_datasets", "classification", "job", "cluster_owners",
 })
 
 

@@ -3,7 +3,7 @@
 Within a cycle capacity only shrinks and quota usage only grows (except
 through a preemption or a released reservation), so when a job fails, every
 later job of its class fails too, with the same reason. The class is
-``equivalence_key``: shape, allowed nodes, pool labels, project (and priority
+``equivalence_key``: shape, allowed nodes (and clusters), pool labels, project (and priority
 when jobs may preempt inside their project; the declared runtime's bucket with
 backfill; whether it was preempted too often to borrow). The simulator's backlog
 (``sim/backlog.py``) groups pending jobs by the same key.
@@ -39,7 +39,7 @@ def labels_key(labels: Mapping[str, object]) -> tuple:
     return tuple(sorted((k, str(v).lower()) for k, v in labels.items()))
 
 
-def class_key(shape: Shape, nodes: frozenset[str] | None, labels: tuple, project: str,
+def class_key(shape: Shape, nodes: frozenset[str] | tuple | None, labels: tuple, project: str,
               priority: int | bool, runtime: int | None = None, thrash: bool = False) -> tuple:
     """The equivalence key from its parts (the core's hot loop has them at hand)."""
     return (shape, nodes, labels, project, priority, runtime, thrash)
@@ -55,7 +55,8 @@ def runtime_bucket(runtime_s: float | None) -> int | None:
 
 def equivalence_key(job: PendingJob, policy: Policy, shape: Shape | None = None) -> tuple:
     """Jobs with equal keys fit or fail alike at any moment of a cycle."""
-    return class_key(shape or job.shape, job.nodes, labels_key(job.pool_labels), job.project,
+    where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
+    return class_key(shape or job.shape, where, labels_key(job.pool_labels), job.project,
                      policy.within_project_preemption and job.priority,
                      runtime_bucket(job.runtime_s) if policy.backfill else None,
                      bool(policy.thrash_limit) and job.preemptions >= policy.thrash_limit)

@@ -186,7 +186,8 @@ class _Cycle:
             lk = labels_key(job.pool_labels) if job.pool_labels else ()
             rb = runtime_bucket(job.runtime_s) if backfill else None
             window.ends_by = now + 2.0 ** rb if rb is not None else float("inf")
-            key = class_key(shape, job.nodes, lk, job.project, prio_key and job.priority, rb,
+            where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
+            key = class_key(shape, where, lk, job.project, prio_key and job.priority, rb,
                             bool(thrash) and job.preemptions >= thrash)
             cause = cache.lookup(key) if job.id not in self.reserved else None
             if cause is None:
@@ -232,14 +233,15 @@ class _Cycle:
 
     # -- step 3: narrow ----------------------------------------------------------
     def _eligible(self, job: PendingJob) -> list[tuple[str, list[str]]]:
-        key = (job.nodes, labels_key(job.pool_labels))
+        key = (job.nodes, job.clusters, labels_key(job.pool_labels))
         found = self.cache.eligible.get(key)
         if found is None:
             found = []
             for node, clusters in self.cap.node_clusters.items():
                 if job.nodes is not None and node not in job.nodes:
                     continue
-                ok = [c for c in clusters if self.cap.eligible_pools(c, job.pool_labels)]
+                ok = [c for c in clusters if (job.clusters is None or c in job.clusters)
+                      and self.cap.eligible_pools(c, job.pool_labels)]
                 found.append((node, ok))
             self.cache.eligible[key] = found
         return found

@@ -96,6 +96,9 @@ class PendingJob:
     reservation: tuple[str, ...] = ()  # hosts held for it by an earlier cycle
     preemptions: int = 0  # times it was preempted so far
     runtime_s: float | None = None  # declared maximum runtime (None: unknown)
+    #: allowed clusters; None: any at the allowed nodes (governance closes a whole cluster, e.g.
+    #: a partner's Ray cluster, at a node whose other clusters the job may use)
+    clusters: frozenset[str] | None = None
 
     @cached_property
     def shape(self) -> Shape:
@@ -202,6 +205,7 @@ class Constraints:
     nodes: frozenset[str] | None
     pool_labels: dict[str, object]
     note: str
+    clusters: frozenset[str] | None = None  # allowed clusters at those nodes; None: any
 
 
 def governance_constraints(

@@ -93,7 +93,7 @@ def load_snapshot(
             PendingJob(
                 id=job.id, project=job.project, partner=job.partner, priority=job.spec.priority,
                 submitted_at=job.created_at.timestamp(), gang=job.spec.gang, nodes=c.nodes,
-                pool_labels=c.pool_labels, constraint_note=c.note,
+                pool_labels=c.pool_labels, constraint_note=c.note, clusters=c.clusters,
                 reservation=reservations.get(job.id, ()),
             )
         )

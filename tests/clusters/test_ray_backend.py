@@ -58,6 +58,30 @@ def test_job_runs_with_its_env_and_working_dir(ray_head: LocalRayCluster, tmp_pa
     assert "env-job" in backend.list_jobs()
 
 
+def test_credentials_file_the_node_cannot_read_is_said_in_the_log(ray_head: LocalRayCluster, tmp_path: Path) -> None:
+    """A Ray node that does not share the control plane's disk (here: a path that is not there)
+    runs the job without MLflow credentials, and its log says so; a readable file is loaded
+    into the driver's environment and deleted before the job's code runs."""
+    from aitb.tracking.runner import CREDENTIALS_ENV
+
+    backend = RayBackend(ray_head.address)
+    show = "python -c \"import os; print('user', os.environ.get('MLFLOW_TRACKING_USERNAME'))\""
+    backend.dispatch(DispatchRequest(job_id="remote-creds", entrypoint=show, head=CPU,
+                                     env={CREDENTIALS_ENV: str(tmp_path / "elsewhere" / "mlflow.env")}))
+    secret = tmp_path / "mlflow.env"
+    secret.write_text("MLFLOW_TRACKING_USERNAME='aitb-run/x'\n")
+    backend.dispatch(DispatchRequest(job_id="local-creds", entrypoint=show, head=CPU,
+                                     env={CREDENTIALS_ENV: str(secret)}))
+    for job_id in ("remote-creds", "local-creds"):
+        assert wait_for(backend, job_id, {BackendState.SUCCEEDED, BackendState.FAILED}).state == BackendState.SUCCEEDED
+    remote, local = backend.logs("remote-creds"), backend.logs("local-creds")
+    # (Ray's log repeats the entrypoint: the expanded path shows the message was printed)
+    assert f"file {tmp_path / 'elsewhere' / 'mlflow.env'} is not readable on this Ray node" in remote
+    assert "user None" in remote
+    assert "user aitb-run/x" in local and f"file {secret} is not readable" not in local
+    assert not secret.exists()
+
+
 def test_failing_example_ends_failed_with_its_output(ray_head: LocalRayCluster) -> None:
     backend = RayBackend(ray_head.address)
     backend.dispatch(

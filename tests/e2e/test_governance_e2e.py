@@ -22,8 +22,9 @@ ADMIN_USER, ADMIN_PASSWORD = "aitb-admin", "governance-e2e-password"
 
 @pytest.fixture(scope="module")
 def gp(tmp_path_factory, ray_head):
-    """stockholm: the real Ray cluster (an open cpu pool, a secure gpu pool); lulea: a sim cluster
-    with more room, so that only governance keeps jobs away from it."""
+    """stockholm: the real Ray cluster (an open cpu pool, a secure gpu pool), which belongs to
+    partner `lab` (sensitive data never runs on a shared Ray cluster); lulea: a sim cluster with
+    more room, so that only governance keeps jobs away from it."""
     from aitb.tracking.server import start_mlflow_server
     from tests.support.mlflow import server_dir
 
@@ -35,9 +36,10 @@ def gp(tmp_path_factory, ray_head):
         "AITB_TRACKING__ADMIN_USER": ADMIN_USER,
         "AITB_TRACKING__ADMIN_PASSWORD": ADMIN_PASSWORD,
     })
-    # the same platform, restarted on a two-node testbed
-    cluster = e2e_cluster().model_dump(mode="json")
-    cluster["connection"] = {"address": ray_head.address}
+    # the same platform, restarted on a two-node testbed whose Ray cluster is lab's
+    lab = f"lab-{uuid.uuid4().hex[:6]}"
+    cluster = e2e_cluster([lab]).model_dump(mode="json")
+    cluster["connection"] = {**cluster["connection"], "address": ray_head.address}
     platform_.testbed.write_text(yaml.safe_dump({"federation": "e2e", "nodes": [
         {"name": "stockholm", "clusters": [cluster]},
         {"name": "lulea", "clusters": [{"name": "lulea-sim", "backend": "sim", "pools": [
@@ -48,13 +50,15 @@ def gp(tmp_path_factory, ray_head):
     with platform_.api.client() as c:
         c.post("/v1/partners", json={"name": owner}).raise_for_status()
     owner_admin = platform_.api.make_user(f"oa-{owner}", partner=owner, roles=(f"partner-admin:{owner}",))
-    yield {"p": platform_, "mlflow": mlflow, "owner": owner, "owner_admin": owner_admin, "ray": ray_head}
+    yield {"p": platform_, "mlflow": mlflow, "owner": owner, "owner_admin": owner_admin, "ray": ray_head,
+           "lab": lab}
     stop_process(platform_.api.process)
     mlflow.stop()
 
 
-def researcher(g) -> tuple[str, str]:
-    token, project = g["p"].researcher()
+def researcher(g, partner: str | None = None) -> tuple[str, str]:
+    """A fresh project of partner lab (whose the Ray cluster is), or of `partner`."""
+    token, project = g["p"].researcher(partner or g["lab"])
     with g["p"].api.client() as c:
         c.put(f"/v1/quotas/{project}/lulea", json={"nominal": {"cpu": 32, "memory_gib": 64}}).raise_for_status()
     return token, project
@@ -198,3 +202,20 @@ def test_a_grant_expiring_while_queued_keeps_the_job_from_starting(gp):
     assert actions == ["job.submit", "job.reject"]
     with gp["p"].api.client(token) as c:
         c.post(f"/v1/jobs/{blocker.json()['id']}/cancel")
+
+
+def test_another_partners_job_never_shares_the_labs_ray_cluster(gp):
+    outsider = f"out-{uuid.uuid4().hex[:6]}"
+    with gp["p"].api.client() as c:
+        c.post("/v1/partners", json={"name": outsider}).raise_for_status()
+    token, project = researcher(gp, outsider)
+    pinned = post_job(gp, token, project, nodes=["stockholm"])
+    assert pinned.status_code == 403, pinned.text
+    assert f"ray cluster e2e-ray belongs to {gp['lab']}" in pinned.json()["detail"]
+    assert "baseline.ray-owned" in pinned.json()["detail"]
+    r = post_job(gp, token, project, "echo elsewhere")
+    assert r.status_code == 201, r.text
+    done = gp["p"].wait_for(r.json()["id"], {"SUCCEEDED", "FAILED"}, token)
+    assert done["state"] == "SUCCEEDED" and done["cluster"] == "lulea-sim", done
+    ray_ids = {j.submission_id or "" for j in JobSubmissionClient(gp["ray"].address).list_jobs()}
+    assert not any(i.startswith(r.json()["id"]) for i in ray_ids)

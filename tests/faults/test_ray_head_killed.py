@@ -46,7 +46,7 @@ def test_ray_head_killed_while_jobs_run(tmp_path: Path):
     data.mkdir()
     testbed = data / "testbed.yaml"
     described = cluster.model_dump(mode="json")
-    described["connection"] = {"address": head.address}
+    described["connection"] = {"address": head.address, "shared_trusted": True}  # partners of any name
     testbed.write_text(yaml.safe_dump({"federation": "faults", "nodes": [{"name": "stockholm", "clusters": [described]}]}))
     api = start_api_server(data, testbed=str(testbed), extra_env={
         "AITB_SCHEDULER__ENABLED": "true", "AITB_SCHEDULER__INTERVAL_S": "0.3"})

@@ -8,6 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from aitb.domain.testbed import load_testbed
+
+#: local.yaml's stockholm Ray cluster belongs to one partner: only its jobs may use the secure
+#: pool there (no partner's sensitive data runs on a shared Ray cluster), so the researcher is one.
+STOCKHOLM_OWNER = min(load_testbed("testbeds/local.yaml").cluster("sthlm-local")[1].owner_partners)
+
 
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -24,7 +30,7 @@ def future(days: int = 30) -> str:
 @pytest.fixture(scope="module")
 def world(api_server):
     s = api_server
-    owner, user = uid("region"), uid("astra")
+    owner, user = uid("region"), STOCKHOLM_OWNER
     project = uid("proj")
     w = {
         "s": s, "owner": owner, "partner": user, "project": project,

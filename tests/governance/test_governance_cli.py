@@ -41,6 +41,8 @@ def test_people_manage_data_and_policies_and_dry_run_a_job(api_server, tmp_path)
     # local.yaml has no secure pool at goteborg: confidential + strict there is refused everywhere
     out = run(env, researcher, "policy", "test", str(job), code=1).output
     assert "REFUSED everywhere" in out and "baseline.secure-pool" in out and "baseline.residency-strict" in out
+    # and goteborg's Ray cluster is shared: confidential data never runs there, per pool
+    assert "baseline.ray-shared-confidential" in out
     assert "egress denied" in out
 
     policy = tmp_path / "p.cedar"

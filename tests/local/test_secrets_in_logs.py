@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
 TESTBED = {
     "federation": "secrets",
-    "nodes": [{"name": "stockholm", "clusters": [{"name": "s-local", "backend": "ray", "connection": {},
+    "nodes": [{"name": "stockholm", "clusters": [{"name": "s-local", "backend": "ray", "connection": {"shared_trusted": True},
                "pools": [{"name": "cpu", "hosts": 1, "cpu": 2, "memory_gib": 2}]}]}],
 }  # fmt: skip
 # Files that hold a secret on purpose (mode 0600), and databases that keep only hashes.

@@ -22,9 +22,9 @@ from aitb.settings import Settings
 TESTBED = {
     "federation": "test",
     "nodes": [
-        {"name": "stockholm", "clusters": [{"name": "a-local", "backend": "ray", "connection": {},
+        {"name": "stockholm", "clusters": [{"name": "a-local", "backend": "ray", "connection": {"shared_trusted": True},
           "pools": [{"name": "cpu", "hosts": 1, "cpu": 2, "memory_gib": 2}]}]},
-        {"name": "goteborg", "clusters": [{"name": "b-local", "backend": "ray", "connection": {},
+        {"name": "goteborg", "clusters": [{"name": "b-local", "backend": "ray", "connection": {"shared_trusted": True},
           "pools": [{"name": "cpu", "hosts": 1, "cpu": 2, "memory_gib": 2}]}]},
     ],
 }  # fmt: skip

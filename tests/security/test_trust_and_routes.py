@@ -52,11 +52,16 @@ def test_bad_trust_fields_are_refused(connection) -> None:
         _cluster(**connection)
 
 
-def test_local_testbed_is_one_shared_trusted_domain() -> None:
+def test_local_testbed_gives_stockholm_to_the_demo_partner_and_shares_goteborg() -> None:
+    from aitb.cli.commands.demo import PARTNER
     from aitb.domain.testbed import load_testbed
 
     fed = load_testbed("testbeds/local.yaml")
-    assert all(c.shared_trusted for _, c in fed.clusters())
+    owned = {c.name: c.owner_partners for _, c in fed.clusters()}
+    assert owned == {"sthlm-local": frozenset({PARTNER}), "gbg-local": frozenset()}
+    assert fed.cluster("gbg-local")[1].shared_trusted  # type: ignore[index]
+    # the demo's confidential job (strict residency at the first node) has a place to run
+    assert tenancy_refusal(fed.cluster("sthlm-local")[1], PARTNER, "confidential") is None  # type: ignore[index]
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +88,24 @@ def test_tracking_info_gives_the_run_page_address(api) -> None:
         info = c.get("/v1/tracking").json()
     assert info["tracking_uri"] == "http://127.0.0.1:9"
     assert info["run_url_template"].format(experiment_id="3", run_id="abc") == "http://127.0.0.1:9/#/experiments/3/runs/abc"
+
+
+def test_a_ray_cluster_off_this_machine_is_warned_about_once_at_start(caplog) -> None:
+    """Per-attempt MLflow credentials are a file on the control plane's disk: a remote Ray
+    cluster's jobs read it only where that directory is mounted, and the operator is told."""
+    import logging
+    from pathlib import Path
+
+    from aitb.control.plane import warn_remote_ray
+
+    fed = parse_testbed({"federation": "t", "nodes": [{"name": "lund", "clusters": [
+        {"name": "far", "backend": "ray", "connection": {"address": "http://10.0.0.5:8265", "partners": ["volvo"]},
+         "pools": POOLS},
+        {"name": "near", "backend": "ray", "connection": {"address": "http://127.0.0.1:8265",
+                                                          "shared_trusted": True}, "pools": POOLS},
+        {"name": "kube", "backend": "kuberay", "connection": {"namespace_prefix": "x"}, "pools": POOLS}]}]})  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="aitb.control"):
+        warn_remote_ray(fed, Path("/srv/aitb/secrets/mlflow-runners"))
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "cluster far (http://10.0.0.5:8265)" in warned[0]
+    assert "/srv/aitb/secrets/mlflow-runners" in warned[0]

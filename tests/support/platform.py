@@ -17,10 +17,13 @@ from tests.support.api import ApiServer, start_api_server
 from tests.support.processes import stop_process
 
 
-def e2e_cluster() -> Cluster:
+def e2e_cluster(partners: list[str] | None = None) -> Cluster:
+    """The e2e Ray cluster. Tests make partners of fresh names, so it is shared_trusted (no
+    confidential or sensitive data) unless it is given to `partners` (governance's rule)."""
     return Cluster(
         name="e2e-ray",
         backend="ray",
+        connection={"partners": partners} if partners else {"shared_trusted": True},
         pools=[
             Pool(name="cpu", hosts=1, cpu=4, memory_gib=4),
             Pool(name="gpu", hosts=1, cpu=2, memory_gib=2, gpus=2, gpu_type="t4", labels={"secure": True}),
@@ -30,7 +33,7 @@ def e2e_cluster() -> Cluster:
 
 def write_testbed(path: Path, head: LocalRayCluster) -> Path:
     cluster = e2e_cluster().model_dump(mode="json")
-    cluster["connection"] = {"address": head.address}
+    cluster["connection"] = {**cluster["connection"], "address": head.address}
     path.write_text(yaml.safe_dump({"federation": "e2e", "nodes": [{"name": "stockholm", "clusters": [cluster]}]}))
     return path
 
@@ -55,11 +58,12 @@ class Platform:
         self.api = start_api_server(self.data_dir, testbed=str(self.testbed), extra_env=self.extra_env,
                                     admin_token=self.api.admin_token)
 
-    def researcher(self) -> tuple[str, str]:
-        """A fresh partner/project with a quota at stockholm; returns (token, project)."""
+    def researcher(self, partner: str | None = None) -> tuple[str, str]:
+        """A fresh project (of a fresh partner unless `partner`) with a quota at stockholm;
+        returns (token, project)."""
         suffix = uuid.uuid4().hex[:6]
         project = f"proj-{suffix}"
-        token = self.api.make_user(f"res-{suffix}", partner=f"partner-{suffix}", project=project)
+        token = self.api.make_user(f"res-{suffix}", partner=partner or f"partner-{suffix}", project=project)
         with self.api.client() as c:
             c.put(f"/v1/quotas/{project}/stockholm",
                   json={"nominal": {"cpu": 6, "memory_gib": 6, "gpu": 2}, "borrowing_limit": {}}).raise_for_status()

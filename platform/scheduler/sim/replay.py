@@ -438,7 +438,7 @@ def _pending(job: TraceJob) -> PendingJob:
 
 def _with_reservation(p: PendingJob, hosts: tuple[str, ...]) -> PendingJob:
     return PendingJob(p.id, p.project, p.partner, p.priority, p.submitted_at, p.gang, p.nodes,
-                      p.pool_labels, p.constraint_note, hosts, p.preemptions, p.runtime_s)
+                      p.pool_labels, p.constraint_note, hosts, p.preemptions, p.runtime_s, p.clusters)
 
 
 def jain(values: list[float]) -> float:
