@@ -37,6 +37,9 @@ class ServerSettings(BaseModel):
     # failed authentications a client may make per window before it gets 429 (per process)
     auth_max_failures: int = Field(default=10, ge=1)
     auth_window_s: float = Field(default=60.0, gt=0)
+    # how long a valid token's caller is reused without reading the store (0: never); changes
+    # committed by this process apply at once, those of other workers/replicas within this time
+    auth_cache_s: float = Field(default=2.0, ge=0, le=60)
 
 
 class PackageSettings(BaseModel):

@@ -57,7 +57,8 @@ class AppState:
         self.control = NoControlPlane(self.federation, self.policy)
         server = self.settings.server
         self.auth = AuthGuard(self.db, FailedLogins(max_failures=server.auth_max_failures,
-                                                    window_s=server.auth_window_s))
+                                                    window_s=server.auth_window_s),
+                              cache_s=server.auth_cache_s)
 
 
 def get_state(request: Request) -> AppState:
