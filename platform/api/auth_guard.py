@@ -110,13 +110,18 @@ class AuthGuard:
             return None
         return principal
 
-    def authenticate(self, token: str | None, client: str) -> Principal:
+    def cached(self, token: str | None, client: str) -> Principal | None:
+        """The caller if ``token`` is in the cache (no I/O: the event loop may call it), else
+        None; 429 for a blocked client, cached or not."""
         wait = self.limits.retry_after(client)
         if wait is not None:
             raise RateLimited(f"too many failed authentications from {client}; retry in {wait} s", wait)
-        key = accounts.hash_token(token) if token and self.cache_s > 0 else None
-        if key is not None and (cached := self._cached(key)) is not None:
+        return self._cached(accounts.hash_token(token)) if token and self.cache_s > 0 else None
+
+    def authenticate(self, token: str | None, client: str) -> Principal:
+        if (cached := self.cached(token, client)) is not None:
             return cached
+        key = accounts.hash_token(token) if token and self.cache_s > 0 else None
         try:
             generation = account_changes.generation()
             with self.db.read() as session:
