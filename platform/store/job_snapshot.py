@@ -30,6 +30,9 @@ _CHUNK = 500  # ids per IN (...) when fetching specs
 class JobLoader:
     def __init__(self) -> None:
         self._specs: dict[str, JobSpec] = {}
+        # job id -> (its row as last loaded, the Job built from it): a job whose row has
+        # not changed since the last cycle (most of a long queue) is not built again
+        self._built: dict[str, tuple[tuple, Job]] = {}
 
     def jobs_in_states(self, session: Session, states: Iterable[JobState]) -> list[Job]:
         """As ``store.jobs.jobs_in_states`` (oldest first), without ``reasons``."""
@@ -43,12 +46,22 @@ class JobLoader:
             chunk = unknown[start : start + _CHUNK]
             for job_id, spec in session.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(chunk))):
                 self._specs[job_id] = JobSpec.model_validate(spec)
-        return [self._job(r) for r in rows]
+        return [self._cached_job(r) for r in rows]
 
     def forget_except(self, keep: Iterable[str]) -> None:
         """Drop specs of jobs no longer loaded (call after all loads of one snapshot)."""
         wanted = set(keep)
         self._specs = {k: v for k, v in self._specs.items() if k in wanted}
+        self._built = {k: v for k, v in self._built.items() if k in wanted}
+
+    def _cached_job(self, r) -> Job:
+        values = tuple(r)
+        built = self._built.get(r.id)
+        if built is not None and built[0] == values:
+            return built[1]
+        job = self._job(r)
+        self._built[r.id] = (values, job)
+        return job
 
     def _job(self, r) -> Job:
         # Every value comes from our own table, already typed by SQLAlchemy: build without

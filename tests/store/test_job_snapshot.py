@@ -45,3 +45,34 @@ def test_loader_matches_the_store(database_url):
     loader.forget_except(ids[1:])
     assert set(loader._specs) == set(ids[1:])
     db.dispose()
+
+
+def test_unchanged_rows_are_not_rebuilt_and_changed_ones_are(database_url):
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(PartnerRow(name="scania", weight=1))
+        s.flush()
+        s.add(ProjectRow(name="q", partner="scania"))
+        s.flush()
+        spec = JobSpec(project="q", entrypoint="true", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
+        a, b = (job_store.create_job(s, spec, "scania", "bo").id for _ in range(2))
+    loader = JobLoader()
+    with db.read() as s:
+        before = {j.id: j for j in loader.jobs_in_states(s, [JobState.QUEUED])}
+    with db.session() as s:
+        job_store.update_fields(s, b, pending_reason="waiting for quota")  # no version bump
+    with db.read() as s:
+        after = {j.id: j for j in loader.jobs_in_states(s, [JobState.QUEUED])}
+    assert after[a] is before[a]  # the same object: its row did not change
+    assert after[b] is not before[b] and after[b].pending_reason == "waiting for quota"
+    with db.session() as s:
+        job = job_store.get_job(s, a)
+        attempt_store.open_attempt(s, job, cluster="c", node="lund")
+        job_store.transition(s, job, JobState.ADMITTED, node="lund", cluster="c",
+                             placement=Placement(node="lund", cluster="c", hosts=["h0"]))
+    with db.read() as s:
+        (admitted,) = loader.jobs_in_states(s, ACTIVE_STATES)
+        queued = loader.jobs_in_states(s, [JobState.QUEUED])
+    assert admitted.id == a and admitted.state == JobState.ADMITTED and admitted.attempts == 1
+    assert [j.id for j in queued] == [b]
+    db.dispose()
