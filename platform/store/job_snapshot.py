@@ -10,6 +10,7 @@ load only, so memory follows the queue.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 from sqlalchemy import select
@@ -25,6 +26,26 @@ from aitb.store.tables import JobRow
 _COLUMNS = [c for c in JobRow.__table__.columns if c.name not in ("spec", "name", "reasons")]
 _COLUMNS.append(JobRow.attempts.expression.label("attempts"))
 _CHUNK = 500  # ids per IN (...) when fetching specs
+
+# Specs of the jobs this process has just stored, by job id, for its own control loop to take
+# instead of reading and parsing them back (each submission's spec was parsed once already, by
+# the API). Bounded: entries of transactions that rolled back are never taken and age out.
+_FRESH_MAX = 100_000
+_fresh: dict[str, JobSpec] = {}
+_fresh_lock = threading.Lock()
+
+
+def remember_fresh(items: Iterable[tuple[str, JobSpec]]) -> None:
+    with _fresh_lock:
+        for job_id, spec in items:
+            if len(_fresh) >= _FRESH_MAX:
+                del _fresh[next(iter(_fresh))]  # the oldest
+            _fresh[job_id] = spec
+
+
+def _take_fresh(job_ids: Iterable[str]) -> dict[str, JobSpec]:
+    with _fresh_lock:
+        return {job_id: spec for job_id in job_ids if (spec := _fresh.pop(job_id, None)) is not None}
 
 
 class JobLoader:
@@ -42,6 +63,9 @@ class JobLoader:
             .order_by(JobRow.created_at, JobRow.id)
         ).all()
         unknown = [r.id for r in rows if r.id not in self._specs]
+        if unknown:
+            self._specs.update(_take_fresh(unknown))
+            unknown = [job_id for job_id in unknown if job_id not in self._specs]
         for start in range(0, len(unknown), _CHUNK):
             chunk = unknown[start : start + _CHUNK]
             for job_id, spec in session.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(chunk))):

@@ -9,6 +9,7 @@ from aitb.domain.resources import GangSpec, ReplicaSpec
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
+from aitb.store import job_snapshot
 from aitb.store.job_snapshot import JobLoader
 from aitb.store.tables import PartnerRow, ProjectRow
 
@@ -75,4 +76,24 @@ def test_unchanged_rows_are_not_rebuilt_and_changed_ones_are(database_url):
         queued = loader.jobs_in_states(s, [JobState.QUEUED])
     assert admitted.id == a and admitted.state == JobState.ADMITTED and admitted.attempts == 1
     assert [j.id for j in queued] == [b]
+    db.dispose()
+
+
+def test_specs_this_process_stored_are_taken_not_parsed_again(database_url):
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(PartnerRow(name="saab", weight=1))
+        s.flush()
+        s.add(ProjectRow(name="r", partner="saab"))
+        s.flush()
+        spec = JobSpec(project="r", entrypoint="true", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
+        ours = job_store.create_job(s, spec, "saab", "al").id
+        theirs = job_store.create_job(s, spec, "saab", "al").id
+    job_snapshot._take_fresh([theirs])  # as if another process (an API worker) had stored it
+    loader = JobLoader()
+    with db.read() as s:
+        jobs = {j.id: j for j in loader.jobs_in_states(s, [JobState.QUEUED])}
+    assert jobs[ours].spec is spec  # handed over by create_job, not read back
+    assert jobs[theirs].spec is not spec and jobs[theirs].spec == spec  # read and parsed
+    assert job_snapshot._take_fresh([ours, theirs]) == {}  # taken once, not kept
     db.dispose()
