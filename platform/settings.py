@@ -26,10 +26,16 @@ from pydantic_settings import (
 DEFAULT_TESTBED = "testbeds/local.yaml"
 
 
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8600, ge=0, le=65535)
-    workers: int = Field(default=1, ge=1, le=64)
+    #: uvicorn worker processes; unset: one per CPU, at most 4 (a worker runs Python on one
+    #: core at a time; the control loop runs in one of them, chosen by leader election)
+    workers: int | None = Field(default=None, ge=1, le=64)
     log_level: str = "info"
     #: the control plane's URL as job pods on Kubernetes clusters reach it (signed package
     #: downloads); None: jobs with code cannot run on kuberay clusters
