@@ -26,10 +26,16 @@ from pydantic_settings import (
 DEFAULT_TESTBED = "testbeds/local.yaml"
 
 
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8600, ge=0, le=65535)
-    workers: int = Field(default=1, ge=1, le=64)
+    #: uvicorn worker processes; unset: one per CPU, at most 4 (a worker runs Python on one
+    #: core at a time; the control loop runs in one of them, chosen by leader election)
+    workers: int | None = Field(default=None, ge=1, le=64)
     log_level: str = "info"
     #: the control plane's URL as job pods on Kubernetes clusters reach it (signed package
     #: downloads); None: jobs with code cannot run on kuberay clusters
@@ -37,6 +43,9 @@ class ServerSettings(BaseModel):
     # failed authentications a client may make per window before it gets 429 (per process)
     auth_max_failures: int = Field(default=10, ge=1)
     auth_window_s: float = Field(default=60.0, gt=0)
+    # how long a valid token's caller is reused without reading the store (0: never); changes
+    # committed by this process apply at once, those of other workers/replicas within this time
+    auth_cache_s: float = Field(default=2.0, ge=0, le=60)
 
 
 class PackageSettings(BaseModel):

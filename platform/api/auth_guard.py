@@ -9,7 +9,11 @@ entry (no token or part of one is recorded), and the moment a client is blocked 
 own (a client gets at most workers × max_failures tries per window).
 
 The token is checked in a short read transaction of its own, before the route's
-transaction begins, so an authentication never holds SQLite's write lock.
+transaction begins, so an authentication never holds SQLite's write lock. A valid token's
+caller is kept for ``cache_s`` seconds (a submission burst does not read the same user and
+memberships hundreds of times a second): any change to users, tokens, partners, projects or
+memberships committed in this process drops the cache at once; one committed by another
+worker or replica is seen within ``cache_s``; an expired token is refused at its expiry.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 
 from aitb.services import accounts
 from aitb.services.authz import Principal
 from aitb.services.errors import ServiceError, Unauthenticated
-from aitb.store import audit
+from aitb.store import account_changes, audit
 from aitb.store.db import Database
+from aitb.timeutil import utcnow
 
 log = logging.getLogger("aitb.api.auth")
 
@@ -83,17 +89,48 @@ class FailedLogins:
 
 
 class AuthGuard:
-    def __init__(self, db: Database, limits: FailedLogins | None = None):
+    def __init__(self, db: Database, limits: FailedLogins | None = None, cache_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic, max_cached: int = 10_000):
         self.db = db
         self.limits = limits or FailedLogins()
+        self.cache_s = cache_s
+        self.clock = clock
+        self.max_cached = max_cached
+        # token hash -> (caller, token expiry or None, accounts generation, cached at)
+        self._cache: dict[str, tuple[Principal, datetime | None, int, float]] = {}
 
-    def authenticate(self, token: str | None, client: str) -> Principal:
+    def _cached(self, key: str) -> Principal | None:
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        principal, expires, generation, at = entry
+        if (generation != account_changes.generation() or self.clock() - at > self.cache_s
+                or (expires is not None and expires <= utcnow())):
+            self._cache.pop(key, None)
+            return None
+        return principal
+
+    def cached(self, token: str | None, client: str) -> Principal | None:
+        """The caller if ``token`` is in the cache (no I/O: the event loop may call it), else
+        None; 429 for a blocked client, cached or not."""
         wait = self.limits.retry_after(client)
         if wait is not None:
             raise RateLimited(f"too many failed authentications from {client}; retry in {wait} s", wait)
+        return self._cached(accounts.hash_token(token)) if token and self.cache_s > 0 else None
+
+    def authenticate(self, token: str | None, client: str) -> Principal:
+        if (cached := self.cached(token, client)) is not None:
+            return cached
+        key = accounts.hash_token(token) if token and self.cache_s > 0 else None
         try:
+            generation = account_changes.generation()
             with self.db.read() as session:
-                return accounts.authenticate(session, token)
+                principal, expires = accounts.authenticate_with_expiry(session, token)
+            if key is not None:
+                if len(self._cache) >= self.max_cached:
+                    self._cache.clear()
+                self._cache[key] = (principal, expires, generation, self.clock())
+            return principal
         except Unauthenticated as exc:
             if token:  # a request without any token is not a guess
                 self._failed(client, exc.detail)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -57,7 +58,8 @@ class AppState:
         self.control = NoControlPlane(self.federation, self.policy)
         server = self.settings.server
         self.auth = AuthGuard(self.db, FailedLogins(max_failures=server.auth_max_failures,
-                                                    window_s=server.auth_window_s))
+                                                    window_s=server.auth_window_s),
+                              cache_s=server.auth_cache_s)
 
 
 def get_state(request: Request) -> AppState:
@@ -74,15 +76,20 @@ def get_session(request: Request, state: Annotated[AppState, Depends(get_state)]
 _bearer = HTTPBearer(auto_error=False, description="token from `POST /v1/users`")
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     state: Annotated[AppState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller, checked in a short read transaction of its own (never the route's write
-    transaction); failed attempts are limited per client and audited (api/auth_guard.py)."""
+    transaction); failed attempts are limited per client and audited (api/auth_guard.py).
+    A cached caller is answered on the event loop: no hop to a worker thread."""
     client = request.client.host if request.client else "unknown"
-    return state.auth.authenticate(credentials.credentials if credentials else None, client)
+    token = credentials.credentials if credentials else None
+    principal = state.auth.cached(token, client)
+    if principal is not None:
+        return principal
+    return await run_in_threadpool(state.auth.authenticate, token, client)
 
 
 # Authentication never uses the route's transaction, so one dependency serves both: routes

@@ -20,6 +20,7 @@ from aitb.clusters.registry import backends_for, warn_undriven
 from aitb.control.governance import GovernanceGate
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
+from aitb.control.wake import WakeChannel
 from aitb.control.scheduling import SchedulingCycle
 from aitb.domain.models import Job
 from aitb.domain.testbed import Federation
@@ -95,6 +96,8 @@ class ControlPlane:
         self._wake_control = threading.Event()
         self._wake_tracking = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._wake_channel: WakeChannel | None = None  # opened by start()
+        self._leading_before = False
         for backend in self.backends.values():
             if isinstance(backend, ChangeSource):  # e.g. KubeRay's watch: wake on every change
                 backend.subscribe(self._wake_control.set)
@@ -261,6 +264,12 @@ class ControlPlane:
     PACE_FLOOR_S = 0.005  # cycles shorter than this need no pacing
 
     def wake(self) -> None:
+        self._wake_local()
+        channel = self._wake_channel
+        if channel is not None and not self.leader.is_leader:
+            channel.send()  # the leader is another worker of this server
+
+    def _wake_local(self) -> None:
         self._wake_control.set()
         self._wake_tracking.set()
 
@@ -269,11 +278,15 @@ class ControlPlane:
         try:
             leading = self.leader.try_acquire()
         except Exception as exc:  # the database is gone: act on nothing until it is back
-            self.leader.is_leader = False
+            self.leader.is_leader = self._leading_before = False
             log.warning("scheduler paused: cannot reach the database (%s)", type(exc).__name__)
             return False
         if not leading:
+            self._leading_before = False
             return False
+        if not self._leading_before and self._wake_channel is not None:
+            self._wake_channel.publish()
+        self._leading_before = True
         steps = [self.scheduler.run_once, self.reconciler.run_once]
         if time.monotonic() >= self._next_bundle_sync:
             self._next_bundle_sync = time.monotonic() + self.BUNDLE_SYNC_S
@@ -320,6 +333,7 @@ class ControlPlane:
             self._wake_tracking.clear()
 
     def start(self) -> None:
+        self._wake_channel = WakeChannel(self.settings.data_dir / "control-wake.port", self._wake_local)
         self._threads = [threading.Thread(target=self._control_loop, name="aitb-control", daemon=True),
                          threading.Thread(target=self._retention_loop, name="aitb-retention", daemon=True)]
         if self.outbox is not None:
@@ -339,3 +353,6 @@ class ControlPlane:
             self.leader.release()
         except Exception:
             pass
+        if self._wake_channel is not None:
+            self._wake_channel.close()
+            self._wake_channel = None

@@ -211,6 +211,10 @@ def _start_api(settings: Settings, state: dict[str, Part]) -> Part:
         AITB_TESTBED=str(generated_testbed_path(settings)),
         AITB_SERVER__HOST=HOST,
         AITB_SERVER__PORT=str(port),
+        # One worker unless configured: the embedded platform shares its machine with its Ray
+        # clusters and MLflow, and one process keeps the control loop's views (the queue as the
+        # last cycle left it) in the process that answers. `aitb server` defaults to one per CPU.
+        AITB_SERVER__WORKERS=str(settings.server.workers or 1),
         AITB_BOOTSTRAP_ADMIN_TOKEN=secret_file(admin_token_path(settings)),
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -33,6 +33,11 @@ def new_token() -> str:
 
 
 def authenticate(session: Session, token: str | None) -> Principal:
+    return authenticate_with_expiry(session, token)[0]
+
+
+def authenticate_with_expiry(session: Session, token: str | None) -> tuple[Principal, datetime | None]:
+    """The caller and when their token expires (None: never)."""
     if not token:
         raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
     user = account_store.user_by_token_hash(session, hash_token(token))
@@ -43,7 +48,7 @@ def authenticate(session: Session, token: str | None) -> Principal:
         raise Unauthenticated(
             f"token expired at {expires.isoformat()}: ask an admin for a new one"
         )
-    return principal_for(session, user)
+    return principal_for(session, user), expires
 
 
 def principal_for(session: Session, user: User) -> Principal:

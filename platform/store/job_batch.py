@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from aitb.domain.lifecycle import JobState
 from aitb.domain.models import Job, JobSpec
 from aitb.store.base import utcnow
+from aitb.store.job_snapshot import remember_fresh
 from aitb.store.jobs import new_job_id
 from aitb.store.tables import JobEventRow, JobRow
 
@@ -40,6 +41,7 @@ def create_jobs(
     if not rows:
         return []
     session.execute(insert(JobRow), rows)
+    remember_fresh(zip(ids, (spec for spec, _ in specs), strict=True))
     session.execute(
         insert(JobEventRow),
         [{"job_id": job_id, "from_state": None, "to_state": JobState.QUEUED.value, "at": now, "reason": None}

@@ -10,6 +10,7 @@ load only, so memory follows the queue.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 from sqlalchemy import select
@@ -26,10 +27,33 @@ _COLUMNS = [c for c in JobRow.__table__.columns if c.name not in ("spec", "name"
 _COLUMNS.append(JobRow.attempts.expression.label("attempts"))
 _CHUNK = 500  # ids per IN (...) when fetching specs
 
+# Specs of the jobs this process has just stored, by job id, for its own control loop to take
+# instead of reading and parsing them back (each submission's spec was parsed once already, by
+# the API). Bounded: entries of transactions that rolled back are never taken and age out.
+_FRESH_MAX = 100_000
+_fresh: dict[str, JobSpec] = {}
+_fresh_lock = threading.Lock()
+
+
+def remember_fresh(items: Iterable[tuple[str, JobSpec]]) -> None:
+    with _fresh_lock:
+        for job_id, spec in items:
+            if len(_fresh) >= _FRESH_MAX:
+                del _fresh[next(iter(_fresh))]  # the oldest
+            _fresh[job_id] = spec
+
+
+def _take_fresh(job_ids: Iterable[str]) -> dict[str, JobSpec]:
+    with _fresh_lock:
+        return {job_id: spec for job_id in job_ids if (spec := _fresh.pop(job_id, None)) is not None}
+
 
 class JobLoader:
     def __init__(self) -> None:
         self._specs: dict[str, JobSpec] = {}
+        # job id -> (its row as last loaded, the Job built from it): a job whose row has
+        # not changed since the last cycle (most of a long queue) is not built again
+        self._built: dict[str, tuple[tuple, Job]] = {}
 
     def jobs_in_states(self, session: Session, states: Iterable[JobState]) -> list[Job]:
         """As ``store.jobs.jobs_in_states`` (oldest first), without ``reasons``."""
@@ -39,16 +63,29 @@ class JobLoader:
             .order_by(JobRow.created_at, JobRow.id)
         ).all()
         unknown = [r.id for r in rows if r.id not in self._specs]
+        if unknown:
+            self._specs.update(_take_fresh(unknown))
+            unknown = [job_id for job_id in unknown if job_id not in self._specs]
         for start in range(0, len(unknown), _CHUNK):
             chunk = unknown[start : start + _CHUNK]
             for job_id, spec in session.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(chunk))):
                 self._specs[job_id] = JobSpec.model_validate(spec)
-        return [self._job(r) for r in rows]
+        return [self._cached_job(r) for r in rows]
 
     def forget_except(self, keep: Iterable[str]) -> None:
         """Drop specs of jobs no longer loaded (call after all loads of one snapshot)."""
         wanted = set(keep)
         self._specs = {k: v for k, v in self._specs.items() if k in wanted}
+        self._built = {k: v for k, v in self._built.items() if k in wanted}
+
+    def _cached_job(self, r) -> Job:
+        values = tuple(r)
+        built = self._built.get(r.id)
+        if built is not None and built[0] == values:
+            return built[1]
+        job = self._job(r)
+        self._built[r.id] = (values, job)
+        return job
 
     def _job(self, r) -> Job:
         # Every value comes from our own table, already typed by SQLAlchemy: build without

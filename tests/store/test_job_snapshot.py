@@ -9,6 +9,7 @@ from aitb.domain.resources import GangSpec, ReplicaSpec
 from aitb.store import attempts as attempt_store
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
+from aitb.store import job_snapshot
 from aitb.store.job_snapshot import JobLoader
 from aitb.store.tables import PartnerRow, ProjectRow
 
@@ -44,4 +45,55 @@ def test_loader_matches_the_store(database_url):
     assert all(loader._specs[k] is specs[k] for k in ids[1:])  # not parsed again
     loader.forget_except(ids[1:])
     assert set(loader._specs) == set(ids[1:])
+    db.dispose()
+
+
+def test_unchanged_rows_are_not_rebuilt_and_changed_ones_are(database_url):
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(PartnerRow(name="scania", weight=1))
+        s.flush()
+        s.add(ProjectRow(name="q", partner="scania"))
+        s.flush()
+        spec = JobSpec(project="q", entrypoint="true", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
+        a, b = (job_store.create_job(s, spec, "scania", "bo").id for _ in range(2))
+    loader = JobLoader()
+    with db.read() as s:
+        before = {j.id: j for j in loader.jobs_in_states(s, [JobState.QUEUED])}
+    with db.session() as s:
+        job_store.update_fields(s, b, pending_reason="waiting for quota")  # no version bump
+    with db.read() as s:
+        after = {j.id: j for j in loader.jobs_in_states(s, [JobState.QUEUED])}
+    assert after[a] is before[a]  # the same object: its row did not change
+    assert after[b] is not before[b] and after[b].pending_reason == "waiting for quota"
+    with db.session() as s:
+        job = job_store.get_job(s, a)
+        attempt_store.open_attempt(s, job, cluster="c", node="lund")
+        job_store.transition(s, job, JobState.ADMITTED, node="lund", cluster="c",
+                             placement=Placement(node="lund", cluster="c", hosts=["h0"]))
+    with db.read() as s:
+        (admitted,) = loader.jobs_in_states(s, ACTIVE_STATES)
+        queued = loader.jobs_in_states(s, [JobState.QUEUED])
+    assert admitted.id == a and admitted.state == JobState.ADMITTED and admitted.attempts == 1
+    assert [j.id for j in queued] == [b]
+    db.dispose()
+
+
+def test_specs_this_process_stored_are_taken_not_parsed_again(database_url):
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(PartnerRow(name="saab", weight=1))
+        s.flush()
+        s.add(ProjectRow(name="r", partner="saab"))
+        s.flush()
+        spec = JobSpec(project="r", entrypoint="true", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
+        ours = job_store.create_job(s, spec, "saab", "al").id
+        theirs = job_store.create_job(s, spec, "saab", "al").id
+    job_snapshot._take_fresh([theirs])  # as if another process (an API worker) had stored it
+    loader = JobLoader()
+    with db.read() as s:
+        jobs = {j.id: j for j in loader.jobs_in_states(s, [JobState.QUEUED])}
+    assert jobs[ours].spec is spec  # handed over by create_job, not read back
+    assert jobs[theirs].spec is not spec and jobs[theirs].spec == spec  # read and parsed
+    assert job_snapshot._take_fresh([ours, theirs]) == {}  # taken once, not kept
     db.dispose()

@@ -73,6 +73,7 @@ def start_api_server(
         "AITB_SERVER__PORT": str(port),
         "AITB_SERVER__LOG_LEVEL": "warning",
         "AITB_SCHEDULER__ENABLED": "false",
+        "AITB_SERVER__WORKERS": "1",  # per-process limits (failed logins) counted in one place
         **(extra_env or {}),
     }
     if database_url:
