@@ -35,8 +35,25 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_load import percentile, process_tree, start_server  # noqa: E402
 
-#: operation -> weight
-MIX = {"submit": 30, "sweep": 3, "cancel": 8, "list": 30, "get": 17, "logs": 12}
+#: operation -> weight, but for submissions and sweeps (their weights follow --job-rate)
+MIX = {"cancel": 8, "list": 30, "get": 17, "logs": 12}
+SWEEP_POINTS = 3
+#: the soak's partner: on `up` it owns sthlm-local (testbeds/local.yaml), so its jobs may run
+#: on both local Ray clusters (a shared one takes any partner's non-confidential jobs)
+PARTNER = "demo-lab"
+
+
+def mix(rate: float, job_rate: float) -> dict[str, float]:
+    """MIX with submit and sweep weights such that ``job_rate`` jobs/s arrive at ``rate``
+    operations/s, a third of them from sweeps: a soak runs what the platform can run (a queue
+    that grows for 30 minutes measures the queue, not the platform)."""
+    j = job_rate / rate  # jobs per operation
+    others = sum(MIX.values())
+    if not 0 < j < 9 / (3 + SWEEP_POINTS * 2):
+        raise SystemExit(f"--job-rate {job_rate} does not fit in --rate {rate}")
+    # x submits and y sweeps per `others`: (x + 3y) / (others + x + y) = j, with 3y a third of it
+    y = others * j / (9 - 7 * j)
+    return {"submit": 6 * y, "sweep": y, **MIX}
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"}
 ENTRYPOINTS = {"up": "python -c \"import time; time.sleep(1); print('soak ok')\"",
                "sim": "sleep 1"}  # the sim backend "runs" `sleep N` for N seconds
@@ -95,8 +112,8 @@ class Platform:
 
 def setup(p: Platform, clients: int) -> tuple[list[str], str]:
     with httpx.Client(base_url=p.url, headers={"Authorization": f"Bearer {p.admin}"}, timeout=60) as c:
-        c.post("/v1/partners", json={"name": "soak"}).raise_for_status()
-        c.post("/v1/projects", json={"name": "soak", "partner": "soak"}).raise_for_status()
+        c.post("/v1/partners", json={"name": PARTNER}).raise_for_status()
+        c.post("/v1/projects", json={"name": "soak", "partner": PARTNER}).raise_for_status()
         testbed = c.get("/v1/testbeds").json()
         for node in testbed["nodes"]:
             cap = node["capacity"]
@@ -104,7 +121,7 @@ def setup(p: Platform, clients: int) -> tuple[list[str], str]:
                 "nominal": {"cpu": cap["cpu"], "memory_gib": cap["memory_gib"]}, "borrowing_limit": {}})
         tokens = []
         for i in range(clients):
-            r = c.post("/v1/users", json={"name": f"soak{i}", "partner": "soak"})
+            r = c.post("/v1/users", json={"name": f"soak{i}", "partner": PARTNER})
             r.raise_for_status()
             tokens.append(r.json()["token"])
             c.put(f"/v1/projects/soak/members/soak{i}", json={"role": "researcher"}).raise_for_status()
@@ -112,8 +129,9 @@ def setup(p: Platform, clients: int) -> tuple[list[str], str]:
 
 
 class Load:
-    def __init__(self, url: str, tokens: list[str], rate: float, entrypoint: str):
+    def __init__(self, url: str, tokens: list[str], rate: float, entrypoint: str, weights: dict[str, float]):
         self.url = url
+        self.weights = weights
         self.entrypoint = entrypoint
         self.tokens = tokens
         self.interval = len(tokens) / rate  # per client
@@ -141,7 +159,7 @@ class Load:
                 with self.lock:
                     self.jobs.append(r.json()["id"])
         elif kind == "sweep":
-            points = [{"lr": lr} for lr in ("0.1", "0.01", "0.001")]
+            points = [{"lr": lr} for lr in ("0.1", "0.01", "0.001")][:SWEEP_POINTS]
             r = c.post("/v1/sweeps", json={"job": self.body("sweep"), "points": points}, headers=key)
             ok = r.status_code == 201
             if ok:
@@ -174,7 +192,7 @@ class Load:
 
     def client(self, i: int) -> None:
         rnd = random.Random(i)
-        kinds, weights = list(MIX), list(MIX.values())
+        kinds, weights = list(self.weights), list(self.weights.values())
         mine: list[str] = []
         with httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.tokens[i]}"},
                           timeout=60) as c:
@@ -193,9 +211,14 @@ class Load:
 
 def drain(url: str, admin: str, jobs: list[str], timeout: float) -> dict:
     """Cancel what still waits, wait for every job to end, count terminal events per job."""
+    cancelled = 0
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60) as c:
-        for job in c.get("/v1/jobs", params={"project": "soak", "state": "QUEUED", "limit": 1000}).json():
-            c.post(f"/v1/jobs/{job['id']}/cancel")
+        while True:  # page after page: each pass cancels up to 1,000 waiting jobs
+            waiting = c.get("/v1/jobs", params={"project": "soak", "state": "QUEUED", "limit": 1000}).json()
+            if not waiting:
+                break
+            for job in waiting:
+                cancelled += c.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
         deadline = time.time() + timeout
         while time.time() < deadline:
             active = [j for j in c.get("/v1/jobs", params={"project": "soak", "limit": 1000,
@@ -210,7 +233,7 @@ def drain(url: str, admin: str, jobs: list[str], timeout: float) -> dict:
             states[j["state"]] += 1
             ends[job_id] = sum(1 for e in j.get("events") or [] if e["to_state"] in TERMINAL)
     once = sum(1 for n in ends.values() if n == 1)
-    return {"jobs": len(jobs), "ended_once": once, "not_ended": sum(1 for n in ends.values() if n == 0),
+    return {"jobs": len(jobs), "ended_once": once, "cancelled_at_drain": cancelled, "not_ended": sum(1 for n in ends.values() if n == 0),
             "ended_twice": sum(1 for n in ends.values() if n > 1), "states": dict(states)}
 
 
@@ -220,6 +243,9 @@ def main() -> int:
     ap.add_argument("--platform", choices=("up", "sim"), default="up")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rate", type=float, default=20.0, help="operations per second, all clients together")
+    ap.add_argument("--job-rate", type=float, default=None,
+                    help="jobs submitted per second (default: 0.3 on `up`, what its two local Ray clusters "
+                         "run on a 2-core machine; 3 on `sim`)")
     ap.add_argument("--drain-s", type=float, default=300.0)
     ap.add_argument("--warmup-s", type=float, default=60.0,
                     help="memory is also taken after this much load; flatness is judged from there")
@@ -233,7 +259,8 @@ def main() -> int:
         tokens, _ = setup(p, args.clients)
         time.sleep(2)
         mem_start = p.memory()
-        load = Load(p.url, tokens, args.rate, ENTRYPOINTS[args.platform])
+        job_rate = args.job_rate if args.job_rate is not None else (0.3 if args.platform == "up" else 3.0)
+        load = Load(p.url, tokens, args.rate, ENTRYPOINTS[args.platform], mix(args.rate, job_rate))
         threads = [threading.Thread(target=load.client, args=(i,), daemon=True) for i in range(args.clients)]
         t0 = time.perf_counter()
         for t in threads:
@@ -255,7 +282,7 @@ def main() -> int:
     print(f"\n{total} operations in {elapsed:.0f} s: {total / elapsed:.1f}/s; "
           f"p50 {percentile(every, 0.5) * 1000:.1f} ms, p99 {percentile(every, 0.99) * 1000:.1f} ms")
     print(f"{'operation':<10} {'count':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for kind in list(MIX) + (["transport"] if load.errors.get("transport") else []):
+    for kind in list(load.weights) + (["transport"] if load.errors.get("transport") else []):
         v = load.lat.get(kind, [])
         print(f"{kind:<10} {len(v):>7} {percentile(v, 0.5) * 1000:>8.1f} {percentile(v, 0.99) * 1000:>8.1f} "
               f"{len(load.errors.get(kind, [])):>7}")
@@ -266,7 +293,8 @@ def main() -> int:
         a, w, b = mem_start[name], mem_warm.get(name, 0.0), mem_end.get(name, 0.0)
         print(f"{name:<22} {a:>14.0f} {w:>14.0f} {b:>8.0f} {((b - w) / w * 100 if w else 0):>7.1f}%")
     print(f"(* from the end of the {warmup:.0f} s warm-up to the end)")
-    print(f"\njobs: {result['jobs']} submitted ({len(load.sweeps)} sweeps); states {result['states']}")
+    print(f"\njobs: {result['jobs']} submitted ({len(load.sweeps)} sweeps); states {result['states']}; "
+          f"{result['cancelled_at_drain']} still waiting at the end, cancelled by the drain")
     ok = result["ended_once"] == result["jobs"]
     print(f"every job ended exactly once: {'yes' if ok else 'NO'} "
           f"(not ended {result['not_ended']}, ended twice {result['ended_twice']})")
