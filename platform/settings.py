@@ -27,7 +27,12 @@ DEFAULT_TESTBED = "testbeds/local.yaml"
 
 
 def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 4))
+    """One per CPU this process may run on, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
 
 
 class ServerSettings(BaseModel):
