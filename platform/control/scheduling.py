@@ -179,5 +179,4 @@ class SchedulingCycle:
         if not changed:
             return
         with self.db.session() as session:
-            for job_id, reason in changed.items():
-                job_store.update_fields(session, job_id, pending_reason=reason)
+            job_store.set_pending_reasons(session, changed)

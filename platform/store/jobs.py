@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aitb.domain.accounting import ATTEMPT_ENDS
@@ -243,6 +243,20 @@ def update_fields(session: Session, job_id: str, **fields: Any) -> None:
         .values(**fields)
         .execution_options(synchronize_session=False)
     )
+
+
+_SET_PENDING_REASON = (
+    update(JobRow.__table__)
+    .where(JobRow.__table__.c.id == bindparam("job_id"))
+    .values(pending_reason=bindparam("reason"))
+)
+
+
+def set_pending_reasons(session: Session, reasons: dict[str, str]) -> None:
+    """Each job's pending reason, in one statement executed for many rows (a cycle over a long
+    queue changes thousands; one UPDATE each held the write lock for seconds)."""
+    if reasons:
+        session.execute(_SET_PENDING_REASON, [{"job_id": k, "reason": v} for k, v in reasons.items()])
 
 
 def requeue(session: Session, job: Job, rule: Requeue, *, reason: str, at: datetime | None = None) -> Job:

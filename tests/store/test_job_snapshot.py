@@ -97,3 +97,22 @@ def test_specs_this_process_stored_are_taken_not_parsed_again(database_url):
     assert jobs[theirs].spec is not spec and jobs[theirs].spec == spec  # read and parsed
     assert job_snapshot._take_fresh([ours, theirs]) == {}  # taken once, not kept
     db.dispose()
+
+
+def test_pending_reasons_of_many_jobs_in_one_statement(database_url):
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(PartnerRow(name="ericsson", weight=1))
+        s.flush()
+        s.add(ProjectRow(name="t", partner="ericsson"))
+        s.flush()
+        spec = JobSpec(project="t", entrypoint="true", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
+        a, b, c = (job_store.create_job(s, spec, "ericsson", "al").id for _ in range(3))
+    with db.session() as s:
+        job_store.set_pending_reasons(s, {a: "no quota left at lund", b: "waiting for 8 gpu"})
+        job_store.set_pending_reasons(s, {})
+    with db.read() as s:
+        reasons = {j: job_store.get_job(s, j).pending_reason for j in (a, b, c)}
+    assert reasons[a] == "no quota left at lund" and reasons[b] == "waiting for 8 gpu"
+    assert reasons[c] not in (reasons[a], reasons[b])  # untouched
+    db.dispose()
