@@ -21,6 +21,7 @@ from aitb.services import jobs as job_service
 from aitb.services.authz import PLATFORM_ADMIN, Principal
 from aitb.services.tracking_events import TrackingEvents
 from aitb.store import audit
+from aitb.store import jobs as job_store
 from aitb.store.db import Database
 from aitb.store.tables import PartnerRow, ProjectRow
 from aitb.timeutil import utcnow
@@ -126,3 +127,33 @@ def test_a_policy_added_by_another_process_applies_at_once(db):
                    gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
     with db.session() as s:
         assert job_service.submit(s, ADMIN, FEDERATION, spec, EVENTS).state == JobState.REJECTED
+
+
+def test_the_scheduling_gate_answers_the_same_with_the_shapes_the_loader_stored(db):
+    """The gate groups the queue by the shape the snapshot loader stored for each job: the
+    same constraints and refusals as building each job's shape anew."""
+    from aitb.control.governance import GovernanceGate
+    from aitb.store.job_snapshot import JobLoader
+
+    ids = []
+    for datasets, nodes in (([], []), (["notes"], []), ([], ["lulea"]), ([], []), (["notes"], [])):
+        spec = JobSpec(project="p1", entrypoint="x", datasets=datasets, nodes=nodes,
+                       gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
+        with db.session() as s:  # straight into the store: governance refuses notes at the gate
+            ids.append(job_store.create_job(s, spec, "astra", "admin").id)
+    loader = JobLoader()
+    with db.read() as s:
+        queued = loader.jobs_in_states(s, [JobState.QUEUED])
+    assert len(set(loader.shapes.values())) == 3
+    answers = []
+    for shapes in ({}, loader.shapes):
+        gate = GovernanceGate(db, FEDERATION, EVENTS)
+        gate.shapes = shapes
+        with db.read() as s:
+            allowed, refused = gate.pending(s, queued)
+        answers.append(({k: (sorted(c.nodes), c.pool_labels) for k, c in allowed.items()},
+                        sorted(j.id for j, _ in refused)))
+    assert answers[0] == answers[1]
+    allowed, refused = answers[1]
+    assert set(allowed) == {ids[0], ids[2], ids[3]} and refused == sorted([ids[1], ids[4]])
+    assert allowed[ids[2]][0] == ["lulea"] and len(allowed[ids[0]][0]) > 1
