@@ -89,6 +89,8 @@ class PolicyEngine:
         self._lock = threading.Lock()
         self._slices: dict[tuple, tuple[Statement, ...]] = {}
         self._slice_reads: dict[tuple[str, ...], frozenset[str]] = {}
+        self._interned: dict[tuple[str, ...], tuple[Statement, ...]] = {}
+        self._slice_context_reads: dict[tuple[str, ...], frozenset[str]] = {}
         self._base_entities: dict[tuple[Candidate, ...], cedarpy.Entities] = {}
         self._decisions: dict[tuple, Decision] = {}
         self._cacheable = not any(_reads_clock_or_id(s) for s in added)
@@ -139,7 +141,9 @@ class PolicyEngine:
             with self._lock:
                 if len(self._slices) > 200_000:
                     self._slices.clear()
-                self._slices[key] = found
+                    self._interned.clear()
+                # equal slices are one tuple: `_evaluate` groups requests by the slice object
+                found = self._slices[key] = self._interned.setdefault(tuple(s.id for s in found), found)
         return found
 
     # -- entities --------------------------------------------------------------------------
@@ -296,31 +300,42 @@ class PolicyEngine:
         permits: list[list[str]] = [[] for _ in reqs]
         forbids: list[list[str]] = [[] for _ in reqs]
         errors: list[list[str]] = [[] for _ in reqs]
-        groups: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+        # grouped by the slice object (`_memo` interns them: equal slices are one tuple); its key
+        # of statement ids is built once per group, not per request
+        groups: dict[int, list[tuple[int, int]]] = {}
         for i, r in enumerate(reqs):
             for position, statements in enumerate(r.slices):
-                groups.setdefault(tuple(s.id for s in statements), []).append((i, position))
+                members = groups.get(id(statements))
+                if members is None:
+                    groups[id(statements)] = [(i, position)]
+                else:
+                    members.append((i, position))
         principal = {"type": "Project", "id": job.project}
-        contexts: dict[int, str] = {}
-        for key, members in groups.items():
+        contexts: dict[tuple, str] = {}
+        for members in groups.values():
             i0, p0 = members[0]
             statements = reqs[i0].slices[p0]
+            key = tuple(s.id for s in statements)
             reads = self._reads(key, statements)
+            context_reads = self._context_reads(key, statements)
             cases: dict[tuple, list[tuple[int, int]]] = {}
             for i, position in members:
                 cases.setdefault(self._signature(reqs[i], reads), []).append((i, position))
             batch = []
             for case in cases.values():
                 r = reqs[case[0][0]]
-                text = contexts.get(id(r.context))
+                # only the context attributes this slice reads: parsing it is most of a request's cost
+                text = contexts.get((id(r.context), context_reads))
                 if text is None:
-                    text = contexts[id(r.context)] = json.dumps(r.context)
+                    text = contexts[(id(r.context), context_reads)] = json.dumps(
+                        r.context if "*" in context_reads
+                        else {k: v for k, v in r.context.items() if k in context_reads})
                 batch.append({"principal": principal, "action": {"type": "Action", "id": r.action},
                               "resource": r.resource, "context": text})
             results = cedarpy.is_authorized_batch(batch, self._policy_set(statements), entities)
             for case, res in zip(cases.values(), results, strict=True):
                 allow = res.decision == cedarpy.Decision.Allow
-                ids = list(res.diagnostics.reasons)
+                ids = sorted(res.diagnostics.reasons)  # Cedar gives a set: one order, always
                 errs = [str(e) for e in res.diagnostics.errors]
                 for i, position in case:
                     if position == 0:
@@ -346,6 +361,12 @@ class PolicyEngine:
         if found is None:
             found = frozenset().union(*(s.resource_reads for s in statements))
             self._slice_reads[key] = found
+        return found
+
+    def _context_reads(self, key: tuple[str, ...], statements: tuple[Statement, ...]) -> frozenset[str]:
+        found = self._slice_context_reads.get(key)
+        if found is None:
+            found = self._slice_context_reads[key] = frozenset().union(*(s.context_reads for s in statements))
         return found
 
     @staticmethod
