@@ -90,6 +90,8 @@ class PolicyEngine:
         self._slices: dict[tuple, tuple[Statement, ...]] = {}
         self._slice_reads: dict[tuple[str, ...], frozenset[str]] = {}
         self._interned: dict[tuple[str, ...], tuple[Statement, ...]] = {}
+        self._tuples: dict[int, tuple[list, tuple[Candidate, ...]]] = {}
+        self._interned_candidates: dict[tuple[Candidate, ...], tuple[Candidate, ...]] = {}
         self._slice_context_reads: dict[tuple[str, ...], frozenset[str]] = {}
         self._base_entities: dict[tuple[Candidate, ...], cedarpy.Entities] = {}
         self._decisions: dict[tuple, Decision] = {}
@@ -183,7 +185,7 @@ class PolicyEngine:
     def decide(self, job: JobFacts, candidates: Sequence[Candidate]) -> Decision:
         """Decide, reusing the answer for a job with the same facts (a sweep's hundred
         submissions share one evaluation). Only safe facts enter the key: see `_cache_key`."""
-        candidates = tuple(candidates)
+        candidates = self._as_tuple(candidates)
         key = self._cache_key(job, candidates)
         if key is not None:
             hit = self._decisions.get(key)
@@ -196,6 +198,20 @@ class PolicyEngine:
                     self._decisions.pop(next(iter(self._decisions)))
                 self._decisions[key] = decision
         return decision
+
+    def _as_tuple(self, candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
+        """The candidates as a tuple, the same interned tuple for the same list (no re-hashing)."""
+        found = self._tuples.get(id(candidates))
+        if found is not None and found[0] is candidates:
+            return found[1]
+        as_tuple = tuple(candidates)
+        with self._lock:
+            interned = self._interned_candidates.setdefault(as_tuple, as_tuple)
+            if isinstance(candidates, list):  # a caller's list, kept alive here: its id stays its own
+                if len(self._tuples) > 16:
+                    self._tuples.clear()
+                self._tuples[id(candidates)] = (candidates, interned)
+        return interned
 
     @property
     def cacheable(self) -> bool:
@@ -210,7 +226,10 @@ class PolicyEngine:
             return None
         expired = tuple(sorted(d for d, g in job.grants.items() if g.expires_at <= job.now))
         grants = tuple(sorted((d, g.purpose, g.expires_at.isoformat()) for d, g in job.grants.items()))
-        return (candidates, job.project, job.partner,
+        # the candidates by the id of their interned tuple (`_as_tuple`, kept for the engine's
+        # life): a tuple's hash is not cached, and hashing 17 dataclasses per lookup cost more
+        # than the rest of a hit
+        return (id(candidates), job.project, job.partner,
                 job.submitter, job.datasets, grants, expired, job.requested_nodes, job.purpose, job.priority,
                 job.gpus)
 

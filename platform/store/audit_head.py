@@ -36,6 +36,7 @@ _START = "aitb.audit.start"  # the head first read in this transaction
 _EPOCH = "aitb.audit.epoch"  # the facts epoch this transaction decided with
 _DIRTY = "aitb.governance.changed"  # a policy, dataset or grant was written in this transaction
 LOCKED = "aitb.audit.locked"  # PostgreSQL: the append lock is held (audit.py)
+_CURSOR = "aitb.audit.cursor"  # SQLite: a cursor of this transaction's driver connection
 
 _LAST = select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
 _LAST_SQL = f"SELECT seq, hash FROM {AuditRow.__tablename__} ORDER BY seq DESC LIMIT 1"
@@ -63,10 +64,12 @@ def sqlite_cursor(session: Session):
     On SQLite the audit's one-row reads and writes go straight to the driver: SQLAlchemy's
     statement machinery cost ten times the SQLite work itself, and a submission pays it
     twice (the head, the entry). Values are bound with the columns' own bind processors."""
-    conn = session.connection()
-    if conn.dialect.name != "sqlite":
-        return None
-    return conn.connection.driver_connection.cursor()
+    found = session.info.get(_CURSOR, False)
+    if found is False:
+        conn = session.connection()
+        found = None if conn.dialect.name != "sqlite" else conn.connection.driver_connection.cursor()
+        session.info[_CURSOR] = found  # for this transaction only (dropped at its end)
+    return found
 
 
 def head(session: Session) -> tuple[int, str]:
@@ -132,7 +135,7 @@ def _committed(session: Session) -> None:
 @event.listens_for(Session, "after_transaction_end")
 def _ended(session: Session, transaction) -> None:
     if transaction.parent is None:
-        for key in (_HEAD, _START, _EPOCH, _DIRTY, LOCKED):
+        for key in (_HEAD, _START, _EPOCH, _DIRTY, LOCKED, _CURSOR):
             session.info.pop(key, None)
 
 
