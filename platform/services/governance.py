@@ -46,7 +46,7 @@ _engines_lock = threading.Lock()
 _candidates: dict[int, list[Candidate]] = {}
 #: per database: (facts epoch, its engine, {(project, datasets): (datasets, grants)}); see
 #: store/audit_head.py for why the audit chain's head tells when these are stale
-_current: dict[str, tuple[int, PolicyEngine, dict]] = {}
+_current: dict[object, tuple[int, PolicyEngine, dict]] = {}
 _FACTS_CACHED = 10_000
 
 
@@ -55,7 +55,7 @@ def _cached(session: Session) -> tuple[int, PolicyEngine, dict] | None:
     ep = audit_head.epoch(session)
     if ep is None:
         return None
-    found = _current.get(str(session.get_bind().url))
+    found = _current.get(audit_head.database_key(session))
     return found if found is not None and found[0] == ep else None
 
 
@@ -66,8 +66,8 @@ def engine(session: Session) -> PolicyEngine:
     if current is not None:
         return current[1]
     rev = policy_store.revision(session)
-    url = str(session.get_bind().url)
-    key = (url, rev)
+    url = audit_head.database_key(session)
+    key = (str(url), rev)
     found = _engines.get(key)
     if found is None:
         docs = [policy_store.to_doc(r) for r in policy_store.active(session)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import threading
 
-from sqlalchemy import event, select
+from sqlalchemy import URL, event, select
 from sqlalchemy.orm import Session
 
 from aitb.store.tables import AuditRow, DatasetRow, GrantRow, PolicyRow
@@ -41,12 +41,14 @@ _CURSOR = "aitb.audit.cursor"  # SQLite: a cursor of this transaction's driver c
 _LAST = select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
 _LAST_SQL = f"SELECT seq, hash FROM {AuditRow.__tablename__} ORDER BY seq DESC LIMIT 1"
 _lock = threading.Lock()
-_known: dict[str, tuple[int, int]] = {}  # database url -> (head seq, epoch)
+_known: dict[URL, tuple[int, int]] = {}  # database url -> (head seq, epoch)
 _epochs = itertools.count(1)
 
 
-def _url(session: Session) -> str:
-    return str(session.get_bind().url)
+def database_key(session: Session) -> URL:
+    """Which database a session talks to (its URL object: rendering it as text costs more
+    than a cache hit it keys)."""
+    return session.get_bind().url
 
 
 def read_head(session: Session) -> tuple[int, str]:
@@ -107,7 +109,7 @@ def epoch(session: Session) -> int | None:
     found = info.get(_EPOCH)
     if found is None:
         seq, _ = head(session)
-        url = _url(session)
+        url = database_key(session)
         with _lock:
             known = _known.get(url)
             if known is None or known[0] != seq:
@@ -121,7 +123,7 @@ def _committed(session: Session) -> None:
     info = session.info
     if _HEAD not in info and not info.get(_DIRTY):
         return
-    url = _url(session)
+    url = database_key(session)
     with _lock:
         known = _known.get(url)
         if info.get(_DIRTY):  # facts changed here: the next transaction starts a new epoch
