@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import string
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -88,18 +89,18 @@ class PolicyEngine:
         self._sets: OrderedDict[tuple[str, ...], cedarpy.PolicySet] = OrderedDict()
         self._lock = threading.Lock()
         self._slices: dict[tuple, tuple[Statement, ...]] = {}
-        self._slice_reads: dict[tuple[str, ...], frozenset[str]] = {}
+        self._slice_infos: dict[int, tuple[tuple[Statement, ...], tuple]] = {}
+        self._reason_fields: dict[str, tuple[str, ...]] = {}
+        self._reasons: dict[tuple, Reason] = {}
         self._interned: dict[tuple[str, ...], tuple[Statement, ...]] = {}
         self._tuples: dict[int, tuple[list, tuple[Candidate, ...]]] = {}
         self._interned_candidates: dict[tuple[Candidate, ...], tuple[Candidate, ...]] = {}
-        self._slice_context_reads: dict[tuple[str, ...], frozenset[str]] = {}
         self._base_entities: dict[tuple[Candidate, ...], cedarpy.Entities] = {}
         self._decisions: dict[tuple, Decision] = {}
         self._cacheable = not any(_reads_clock_or_id(s) for s in added)
 
     # -- policy slices ---------------------------------------------------------------------
-    def _policy_set(self, statements: tuple[Statement, ...]) -> cedarpy.PolicySet:
-        key = tuple(s.id for s in statements)
+    def _policy_set(self, statements: tuple[Statement, ...], key: tuple[str, ...]) -> cedarpy.PolicySet:
         with self._lock:
             found = self._sets.get(key)
             if found is not None:
@@ -334,9 +335,7 @@ class PolicyEngine:
         for members in groups.values():
             i0, p0 = members[0]
             statements = reqs[i0].slices[p0]
-            key = tuple(s.id for s in statements)
-            reads = self._reads(key, statements)
-            context_reads = self._context_reads(key, statements)
+            key, reads, context_reads = self._slice_info(statements)
             cases: dict[tuple, list[tuple[int, int]]] = {}
             for i, position in members:
                 cases.setdefault(self._signature(reqs[i], reads), []).append((i, position))
@@ -351,7 +350,7 @@ class PolicyEngine:
                         else {k: v for k, v in r.context.items() if k in context_reads})
                 batch.append({"principal": principal, "action": {"type": "Action", "id": r.action},
                               "resource": r.resource, "context": text})
-            results = cedarpy.is_authorized_batch(batch, self._policy_set(statements), entities)
+            results = cedarpy.is_authorized_batch(batch, self._policy_set(statements, key), entities)
             for case, res in zip(cases.values(), results, strict=True):
                 allow = res.decision == cedarpy.Decision.Allow
                 ids = sorted(res.diagnostics.reasons)  # Cedar gives a set: one order, always
@@ -375,18 +374,24 @@ class PolicyEngine:
             out.append((allowed, reasons))
         return out
 
-    def _reads(self, key: tuple[str, ...], statements: tuple[Statement, ...]) -> frozenset[str]:
-        found = self._slice_reads.get(key)
-        if found is None:
-            found = frozenset().union(*(s.resource_reads for s in statements))
-            self._slice_reads[key] = found
-        return found
+    def _slice_info(self, statements: tuple[Statement, ...]) -> tuple[tuple[str, ...], frozenset[str], frozenset[str]]:
+        """A slice's key (its statement ids), the resource attributes and the context attributes
+        it reads: computed once per slice (by the interned tuple's id; the entry holds the tuple,
+        so that id is never another slice's while the entry lives)."""
+        found = self._slice_infos.get(id(statements))
+        if found is not None and found[0] is statements:
+            return found[1]
+        key = tuple(s.id for s in statements)
+        info = (key, frozenset().union(*(s.resource_reads for s in statements)),
+                self._context_reads(key, statements))
+        with self._lock:
+            if len(self._slice_infos) > 200_000:
+                self._slice_infos.clear()
+            self._slice_infos[id(statements)] = (statements, info)
+        return info
 
     def _context_reads(self, key: tuple[str, ...], statements: tuple[Statement, ...]) -> frozenset[str]:
-        found = self._slice_context_reads.get(key)
-        if found is None:
-            found = self._slice_context_reads[key] = frozenset().union(*(s.context_reads for s in statements))
-        return found
+        return frozenset().union(*(s.context_reads for s in statements))
 
     @staticmethod
     def _signature(req: _Req, reads: frozenset[str]) -> tuple:
@@ -396,14 +401,32 @@ class PolicyEngine:
                 tuple(attrs.get(a) for a in sorted(reads - {"id"})))
 
     def _reason(self, policy_id: str, facts: dict) -> Reason:
+        """The policy's @reason with the request's facts filled in; kept per policy and the
+        values of the placeholders it uses (most reasons name a node or a dataset: a job's
+        denied pools share a handful of sentences)."""
         s = self.statements.get(policy_id)
         if s is None:
             return Reason(policy_id, f"policy {policy_id}")
-        try:
-            message = s.reason.format_map(_Defaults(facts))
-        except (ValueError, IndexError, KeyError):
-            message = s.reason
-        return Reason(policy_id, message)
+        fields = self._reason_fields.get(policy_id)
+        if fields is None:
+            try:
+                fields = tuple(f for _, f, _, _ in string.Formatter().parse(s.reason) if f is not None)
+            except ValueError:
+                fields = ()
+            self._reason_fields[policy_id] = fields
+        key = (policy_id, *(facts.get(f) for f in fields))
+        found = self._reasons.get(key)
+        if found is None:
+            try:
+                message = s.reason.format_map(_Defaults(facts))
+            except (ValueError, IndexError, KeyError, AttributeError):
+                message = s.reason
+            found = Reason(policy_id, message)
+            with self._lock:
+                if len(self._reasons) > 50_000:
+                    self._reasons.clear()
+                self._reasons[key] = found
+        return found
 
 
 _DEFAULT = None
