@@ -91,6 +91,8 @@ class PolicyEngine:
         self._slices: dict[tuple, tuple[Statement, ...]] = {}
         self._slice_infos: dict[int, tuple[tuple[Statement, ...], tuple]] = {}
         self._reason_fields: dict[str, tuple[str, ...]] = {}
+        self._principal_slices: dict[tuple, list[Statement]] = {}
+        self._bodies: dict[str, str] = {}
         self._reasons: dict[tuple, Reason] = {}
         self._interned: dict[tuple[str, ...], tuple[Statement, ...]] = {}
         self._tuples: dict[int, tuple[list, tuple[Candidate, ...]]] = {}
@@ -106,13 +108,22 @@ class PolicyEngine:
             if found is not None:
                 self._sets.move_to_end(key)
                 return found
-        doc = {"staticPolicies": {s.id: s.body for s in statements}, "templates": {}, "templateLinks": []}
-        ps = cedarpy.PolicySet.from_json_str(json.dumps(doc))
+        # the document from each statement's JSON, encoded once per statement (encoding the
+        # bodies anew was a third of a new slice's cost)
+        bodies = ",".join(self._body_json(s) for s in statements)
+        ps = cedarpy.PolicySet.from_json_str(
+            '{"staticPolicies":{' + bodies + '},"templates":{},"templateLinks":[]}')
         with self._lock:
             self._sets[key] = ps
             while len(self._sets) > _SETS_CACHED:
                 self._sets.popitem(last=False)
         return ps
+
+    def _body_json(self, s: Statement) -> str:
+        found = self._bodies.get(s.id)
+        if found is None:
+            found = self._bodies[s.id] = json.dumps(s.id) + ":" + json.dumps(s.body)
+        return found
 
     def _slices_for(self, action: str, job: JobFacts, node: str | None, pool_key: str | None,
                     partners: frozenset[str]) -> tuple[tuple[Statement, ...], ...]:
@@ -121,21 +132,35 @@ class PolicyEngine:
         Kept apart so each slice is shared by many jobs (and its parsed policy set cached)."""
         primary = self._memo(("p", action, job.project, job.partner, node, pool_key), lambda: (
             *(s for s in self.baseline if action in s.actions),
-            *self._matching(self.by_node.get(node, []) if node else [], action, job, node, pool_key),
+            *self._matching(self._for_principal("node", node, action, job) if node else [], node, pool_key),
         ))
         out = [primary]
         for partner in sorted(partners):
             extra = self._memo(("d", action, job.project, job.partner, partner, node, pool_key), lambda p=partner: (
-                tuple(self._matching(self.by_partner.get(p, []), action, job, node, pool_key))))
+                tuple(self._matching(self._for_principal("partner", p, action, job), node, pool_key))))
             if extra:
                 out.append(extra)
         return tuple(out)
 
+    def _for_principal(self, kind: str, owner: str, action: str, job: JobFacts) -> list[Statement]:
+        """An owner's statements for this action that may apply to the job's project: once per
+        (owner, action, project), then narrowed per pool (a new job shape otherwise scanned
+        every statement of the node for each of its pools)."""
+        key = (kind, owner, action, job.project, job.partner)
+        found = self._principal_slices.get(key)
+        if found is None:
+            source = (self.by_node if kind == "node" else self.by_partner).get(owner, [])
+            found = [s for s in source
+                     if action in s.actions and s.may_apply_to_principal(job.project, job.partner)]
+            with self._lock:
+                if len(self._principal_slices) > 100_000:
+                    self._principal_slices.clear()
+                self._principal_slices[key] = found
+        return found
+
     @staticmethod
-    def _matching(statements, action, job, node, pool_key):
-        return [s for s in statements
-                if action in s.actions and s.may_apply_to_principal(job.project, job.partner)
-                and (node is None or s.may_apply_to_node(node, pool_key))]
+    def _matching(statements, node, pool_key):
+        return [s for s in statements if node is None or s.may_apply_to_node(node, pool_key)]
 
     def _memo(self, key: tuple, build) -> tuple[Statement, ...]:
         found = self._slices.get(key)
