@@ -232,5 +232,7 @@ class Decision:
                 "constraints": asdict(self.constraints),
                 "reasons": self.explain(),
             }
+        # a copy (callers may change it): flat lists and one dict of scalars
         return {"policy_version": self.version, "input_digest": self.input_digest,
-                **json.loads(json.dumps(derived))}
+                **{k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+                   for k, v in derived.items()}}

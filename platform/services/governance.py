@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 
 from sqlalchemy.orm import Session
 
@@ -103,13 +105,16 @@ def facts_for(session: Session, spec: JobSpec, partner: str, submitter: str, now
             (g.project, g.dataset): g
             for g in dataset_store.grants_of(session, projects=[spec.project], datasets=spec.datasets)
         }
-        loaded = (datasets, grants)
+        # kept as the facts themselves (immutable), not the rows they are made from
+        made = facts_for_loaded(spec, partner, submitter, now, job_id, datasets, grants)
+        loaded = (made.datasets, MappingProxyType(dict(made.grants)))  # shared: read-only
         if current is not None:
             with _engines_lock:
                 if len(current[2]) >= _FACTS_CACHED:
                     current[2].clear()
                 current[2][key] = loaded
-    return facts_for_loaded(spec, partner, submitter, now, job_id, *loaded)
+        return made
+    return _job_facts(spec, partner, submitter, now, job_id, *loaded)
 
 
 def facts_for_loaded(spec: JobSpec, partner: str, submitter: str, now: datetime, job_id: str,
@@ -122,6 +127,11 @@ def facts_for_loaded(spec: JobSpec, partner: str, submitter: str, now: datetime,
     )
     held = {d.name: GrantFacts(g.purpose, g.expires_at)
             for d in facts if (g := grants.get((spec.project, d.name))) is not None}
+    return _job_facts(spec, partner, submitter, now, job_id, facts, held)
+
+
+def _job_facts(spec: JobSpec, partner: str, submitter: str, now: datetime, job_id: str,
+               facts: tuple[DatasetFacts, ...], held: Mapping[str, GrantFacts]) -> JobFacts:
     gpus = spec.gang.head.gpu.count + (spec.gang.worker.gpu.count * spec.gang.workers if spec.gang.worker else 0)
     return JobFacts(
         project=spec.project, partner=partner, submitter=submitter, now=now, datasets=facts,
