@@ -21,6 +21,21 @@ class JobBatchOut(Out):
     jobs: list[JobOut]
 
 
+class RejectedJobOut(Out):
+    index: int = Field(description="the job's position in the batch")
+    job: str = Field(description="the id it is recorded under, state REJECTED")
+    reasons: list[str]
+
+
+class BatchRejectedOut(Out):
+    """A batch governance refused: 403; nothing was queued, and each job governance refused
+    is recorded as a REJECTED job with its reasons (the jobs it allowed are not stored)."""
+
+    detail: str
+    state: str = "REJECTED"
+    rejected: list[RejectedJobOut]
+
+
 class SweepIn(In):
     name: str | None = Field(default=None, max_length=100, description="default: the job's name")
     job: JobIn = Field(description="the template: every point runs this job with its parameters")

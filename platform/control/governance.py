@@ -9,8 +9,9 @@ labels, a note for the pending reason), and writes REJECTED with the reasons.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -28,8 +29,10 @@ from aitb.store import datasets as dataset_store
 from aitb.store import jobs as job_store
 from aitb.store.base import utcnow
 from aitb.store.db import Database
+from aitb.store.job_snapshot import governance_shape
 
 log = logging.getLogger("aitb.governance")
+_ID = operator.attrgetter("id")
 
 ACTOR = "governance"
 
@@ -73,6 +76,8 @@ class GovernanceGate:
         self.now = now
         self._lock = threading.Lock()
         self._refused: list[tuple[Job, Decision]] = []
+        #: job id -> its governance shape's number, kept by the snapshot loader (JobLoader.shapes)
+        self.shapes: Mapping[str, int] = {}
 
     # -- facts, in bulk --------------------------------------------------------------------
     def _facts(self, session: Session, jobs: Iterable[Job], now: datetime) -> dict[str, JobFacts]:
@@ -91,49 +96,49 @@ class GovernanceGate:
             out[job.id] = facts
         return out
 
-    def _decide_many(self, session: Session, jobs: list[Job]) -> dict[str, Decision]:
-        """Decide every job now. Jobs of one shape (project, submitter, datasets, nodes, purpose,
-        priority, GPUs: everything a decision reads but the id) share one decision, so a
-        queue of 100k jobs from a few sweeps costs a few evaluations; the engine's own cache
-        keys on the facts and on which grants have expired, so nothing stale is reused."""
+    def _decide_shapes(self, session: Session, jobs: list[Job]) -> tuple[list[str], list, dict]:
+        """Decide every job now: (the jobs' ids, each one's shape, {shape: Decision}).
+
+        Jobs of one governance shape (store/job_snapshot.py: everything a decision reads but
+        the id) share one decision, so a queue of 100k jobs from a few sweeps costs a few
+        evaluations. The shape is the number the snapshot loader stored when it first read
+        the job (`shapes`), else built here; the passes over the queue are C-level (map, zip,
+        dict), not a Python loop per job. The engine's own cache keys on the facts and on
+        which grants have expired, so nothing stale is reused."""
         now = self.now()
         engine = gov.engine(session)
         candidates = gov.candidates(self.federation)
-        shapes: dict[tuple, list[Job]] = {}
-        for job in jobs:
-            s = job.spec
-            gang = s.gang
-            gpus = gang.head.gpu.count + (gang.worker.gpu.count * gang.workers if gang.worker else 0)
-            key = ((job.project, job.partner, job.submitter, tuple(s.datasets), tuple(s.nodes), s.purpose,
-                    s.priority, gpus) if engine.cacheable else (job.id,))
-            shapes.setdefault(key, []).append(job)
-        firsts = [members[0] for members in shapes.values()]
-        facts = self._facts(session, firsts, now)
-        out: dict[str, Decision] = {}
-        for members in shapes.values():
-            decision = engine.decide(facts[members[0].id], candidates)
-            for job in members:
-                out[job.id] = decision
-        return out
+        ids = list(map(_ID, jobs))
+        if not engine.cacheable:  # some policy reads the clock or the id: every job is decided
+            keys: list = ids
+        else:
+            keys = list(map(self.shapes.get, ids))
+            if None in keys:  # not loaded by the snapshot loader (admission, dispatch, tests)
+                keys = [k if k is not None else governance_shape(j.project, j.partner, j.submitter, j.spec)
+                        for k, j in zip(keys, jobs, strict=True)]
+        first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))  # shape -> its first job
+        facts = self._facts(session, [jobs[i] for i in first.values()], now)
+        return ids, keys, {k: engine.decide(facts[ids[i]], candidates) for k, i in first.items()}
+
+    def _decide_many(self, session: Session, jobs: list[Job]) -> dict[str, Decision]:
+        ids, keys, decisions = self._decide_shapes(session, jobs)
+        return dict(zip(ids, map(decisions.__getitem__, keys), strict=True))
 
     # -- the scheduler's candidates --------------------------------------------------------
     def pending(self, session: Session, queued: list[Job]) -> tuple[dict[str, Constraints], list[tuple[Job, Decision]]]:
         """Constraints for every queued job the scheduler may consider, and the jobs governance
         now allows nowhere (their grant expired or was revoked): those are to be rejected."""
-        decisions = self._decide_many(session, queued)
-        constraints: dict[str, Constraints] = {}
-        refused: list[tuple[Job, Decision]] = []
-        mapped: dict[int, Constraints | None] = {}  # one per decision: jobs of a shape share it
-        for job in queued:
-            d = decisions[job.id]
-            key = id(d)
-            if key not in mapped:
-                mapped[key] = constraints_of(d) if d.allowed else None
-            c = mapped[key]
-            if c is not None:
-                constraints[job.id] = c
-            else:
-                refused.append((job, d))
+        ids, keys, decisions = self._decide_shapes(session, queued)
+        allowed: dict = {}
+        mapped: dict[int, Constraints] = {}  # one per decision: shapes may share one (engine cache)
+        for key, decision in decisions.items():
+            if decision.allowed:
+                c = mapped.get(id(decision))
+                allowed[key] = c if c is not None else mapped.setdefault(id(decision), constraints_of(decision))
+        if len(allowed) == len(decisions):
+            return dict(zip(ids, map(allowed.__getitem__, keys), strict=True)), []
+        constraints = {i: allowed[k] for i, k in zip(ids, keys, strict=True) if k in allowed}
+        refused = [(job, decisions[k]) for job, k in zip(queued, keys, strict=True) if k not in allowed]
         return constraints, refused
 
     def constraints_for(self, session: Session, queued: list[Job]) -> dict[str, Constraints]:

@@ -70,6 +70,8 @@ class SchedulingCycle:
         #: the pending jobs of the last cycle's snapshot, by id
         self.pending: dict[str, PendingJob] = {}
         self._loader = JobLoader()  # parses each job's spec once, not every cycle
+        if governance is not None:  # and keeps each job's governance shape, for the gate
+            governance.shapes = self._loader.shapes
 
     # -- load ---------------------------------------------------------------------------
     def snapshot(self):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import string
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -89,26 +90,41 @@ class PolicyEngine:
         self._sets: OrderedDict[tuple[str, ...], cedarpy.PolicySet] = OrderedDict()
         self._lock = threading.Lock()
         self._slices: dict[tuple, tuple[Statement, ...]] = {}
-        self._slice_reads: dict[tuple[str, ...], frozenset[str]] = {}
+        self._slice_infos: dict[int, tuple[tuple[Statement, ...], tuple]] = {}
+        self._reason_fields: dict[str, tuple[str, ...]] = {}
+        self._principal_slices: dict[tuple, list[Statement]] = {}
+        self._bodies: dict[str, str] = {}
+        self._reasons: dict[tuple, Reason] = {}
+        self._interned: dict[tuple[str, ...], tuple[Statement, ...]] = {}
+        self._tuples: dict[int, tuple[list, tuple[Candidate, ...]]] = {}
+        self._interned_candidates: dict[tuple[Candidate, ...], tuple[Candidate, ...]] = {}
         self._base_entities: dict[tuple[Candidate, ...], cedarpy.Entities] = {}
         self._decisions: dict[tuple, Decision] = {}
         self._cacheable = not any(_reads_clock_or_id(s) for s in added)
 
     # -- policy slices ---------------------------------------------------------------------
-    def _policy_set(self, statements: tuple[Statement, ...]) -> cedarpy.PolicySet:
-        key = tuple(s.id for s in statements)
+    def _policy_set(self, statements: tuple[Statement, ...], key: tuple[str, ...]) -> cedarpy.PolicySet:
         with self._lock:
             found = self._sets.get(key)
             if found is not None:
                 self._sets.move_to_end(key)
                 return found
-        doc = {"staticPolicies": {s.id: s.body for s in statements}, "templates": {}, "templateLinks": []}
-        ps = cedarpy.PolicySet.from_json_str(json.dumps(doc))
+        # the document from each statement's JSON, encoded once per statement (encoding the
+        # bodies anew was a third of a new slice's cost)
+        bodies = ",".join(self._body_json(s) for s in statements)
+        ps = cedarpy.PolicySet.from_json_str(
+            '{"staticPolicies":{' + bodies + '},"templates":{},"templateLinks":[]}')
         with self._lock:
             self._sets[key] = ps
             while len(self._sets) > _SETS_CACHED:
                 self._sets.popitem(last=False)
         return ps
+
+    def _body_json(self, s: Statement) -> str:
+        found = self._bodies.get(s.id)
+        if found is None:
+            found = self._bodies[s.id] = json.dumps(s.id) + ":" + json.dumps(s.body)
+        return found
 
     def _slices_for(self, action: str, job: JobFacts, node: str | None, pool_key: str | None,
                     partners: frozenset[str]) -> tuple[tuple[Statement, ...], ...]:
@@ -117,7 +133,7 @@ class PolicyEngine:
         Kept apart so each slice is shared by many jobs (and its parsed policy set cached)."""
         primary = self._memo(("p", action, job.project, job.partner, node, pool_key), lambda: (
             *(s for s in self.baseline if action in s.actions and not s.id.startswith(TENANCY)),
-            *self._matching(self.by_node.get(node, []) if node else [], action, job, node, pool_key),
+            *self._matching(self._for_principal("node", node, action, job) if node else [], node, pool_key),
         ))
         out = [primary]
         # the tenancy rules read only the cluster's trust facts: in a slice of their own they
@@ -128,16 +144,30 @@ class PolicyEngine:
             out.append(tenancy)
         for partner in sorted(partners):
             extra = self._memo(("d", action, job.project, job.partner, partner, node, pool_key), lambda p=partner: (
-                tuple(self._matching(self.by_partner.get(p, []), action, job, node, pool_key))))
+                tuple(self._matching(self._for_principal("partner", p, action, job), node, pool_key))))
             if extra:
                 out.append(extra)
         return tuple(out)
 
+    def _for_principal(self, kind: str, owner: str, action: str, job: JobFacts) -> list[Statement]:
+        """An owner's statements for this action that may apply to the job's project: once per
+        (owner, action, project), then narrowed per pool (a new job shape otherwise scanned
+        every statement of the node for each of its pools)."""
+        key = (kind, owner, action, job.project, job.partner)
+        found = self._principal_slices.get(key)
+        if found is None:
+            source = (self.by_node if kind == "node" else self.by_partner).get(owner, [])
+            found = [s for s in source
+                     if action in s.actions and s.may_apply_to_principal(job.project, job.partner)]
+            with self._lock:
+                if len(self._principal_slices) > 100_000:
+                    self._principal_slices.clear()
+                self._principal_slices[key] = found
+        return found
+
     @staticmethod
-    def _matching(statements, action, job, node, pool_key):
-        return [s for s in statements
-                if action in s.actions and s.may_apply_to_principal(job.project, job.partner)
-                and (node is None or s.may_apply_to_node(node, pool_key))]
+    def _matching(statements, node, pool_key):
+        return [s for s in statements if node is None or s.may_apply_to_node(node, pool_key)]
 
     def _memo(self, key: tuple, build) -> tuple[Statement, ...]:
         found = self._slices.get(key)
@@ -146,7 +176,9 @@ class PolicyEngine:
             with self._lock:
                 if len(self._slices) > 200_000:
                     self._slices.clear()
-                self._slices[key] = found
+                    self._interned.clear()
+                # equal slices are one tuple: `_evaluate` groups requests by the slice object
+                found = self._slices[key] = self._interned.setdefault(tuple(s.id for s in found), found)
         return found
 
     # -- entities --------------------------------------------------------------------------
@@ -186,7 +218,7 @@ class PolicyEngine:
     def decide(self, job: JobFacts, candidates: Sequence[Candidate]) -> Decision:
         """Decide, reusing the answer for a job with the same facts (a sweep's hundred
         submissions share one evaluation). Only safe facts enter the key: see `_cache_key`."""
-        candidates = tuple(candidates)
+        candidates = self._as_tuple(candidates)
         key = self._cache_key(job, candidates)
         if key is not None:
             hit = self._decisions.get(key)
@@ -199,6 +231,20 @@ class PolicyEngine:
                     self._decisions.pop(next(iter(self._decisions)))
                 self._decisions[key] = decision
         return decision
+
+    def _as_tuple(self, candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
+        """The candidates as a tuple, the same interned tuple for the same list (no re-hashing)."""
+        found = self._tuples.get(id(candidates))
+        if found is not None and found[0] is candidates:
+            return found[1]
+        as_tuple = tuple(candidates)
+        with self._lock:
+            interned = self._interned_candidates.setdefault(as_tuple, as_tuple)
+            if isinstance(candidates, list):  # a caller's list, kept alive here: its id stays its own
+                if len(self._tuples) > 16:
+                    self._tuples.clear()
+                self._tuples[id(candidates)] = (candidates, interned)
+        return interned
 
     @property
     def cacheable(self) -> bool:
@@ -213,7 +259,10 @@ class PolicyEngine:
             return None
         expired = tuple(sorted(d for d, g in job.grants.items() if g.expires_at <= job.now))
         grants = tuple(sorted((d, g.purpose, g.expires_at.isoformat()) for d, g in job.grants.items()))
-        return (candidates, job.project, job.partner,
+        # the candidates by the id of their interned tuple (`_as_tuple`, kept for the engine's
+        # life): a tuple's hash is not cached, and hashing 17 dataclasses per lookup cost more
+        # than the rest of a hit
+        return (id(candidates), job.project, job.partner,
                 job.submitter, job.datasets, grants, expired, job.requested_nodes, job.purpose, job.priority,
                 job.gpus)
 
@@ -304,31 +353,40 @@ class PolicyEngine:
         permits: list[list[str]] = [[] for _ in reqs]
         forbids: list[list[str]] = [[] for _ in reqs]
         errors: list[list[str]] = [[] for _ in reqs]
-        groups: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+        # grouped by the slice object (`_memo` interns them: equal slices are one tuple); its key
+        # of statement ids is built once per group, not per request
+        groups: dict[int, list[tuple[int, int]]] = {}
         for i, r in enumerate(reqs):
             for position, statements in enumerate(r.slices):
-                groups.setdefault(tuple(s.id for s in statements), []).append((i, position))
+                members = groups.get(id(statements))
+                if members is None:
+                    groups[id(statements)] = [(i, position)]
+                else:
+                    members.append((i, position))
         principal = {"type": "Project", "id": job.project}
-        contexts: dict[int, str] = {}
-        for key, members in groups.items():
+        contexts: dict[tuple, str] = {}
+        for members in groups.values():
             i0, p0 = members[0]
             statements = reqs[i0].slices[p0]
-            reads = self._reads(key, statements)
+            key, reads, context_reads = self._slice_info(statements)
             cases: dict[tuple, list[tuple[int, int]]] = {}
             for i, position in members:
                 cases.setdefault(self._signature(reqs[i], reads), []).append((i, position))
             batch = []
             for case in cases.values():
                 r = reqs[case[0][0]]
-                text = contexts.get(id(r.context))
+                # only the context attributes this slice reads: parsing it is most of a request's cost
+                text = contexts.get((id(r.context), context_reads))
                 if text is None:
-                    text = contexts[id(r.context)] = json.dumps(r.context)
+                    text = contexts[(id(r.context), context_reads)] = json.dumps(
+                        r.context if "*" in context_reads
+                        else {k: v for k, v in r.context.items() if k in context_reads})
                 batch.append({"principal": principal, "action": {"type": "Action", "id": r.action},
                               "resource": r.resource, "context": text})
-            results = cedarpy.is_authorized_batch(batch, self._policy_set(statements), entities)
+            results = cedarpy.is_authorized_batch(batch, self._policy_set(statements, key), entities)
             for case, res in zip(cases.values(), results, strict=True):
                 allow = res.decision == cedarpy.Decision.Allow
-                ids = list(res.diagnostics.reasons)
+                ids = sorted(res.diagnostics.reasons)  # Cedar gives a set: one order, always
                 errs = [str(e) for e in res.diagnostics.errors]
                 for i, position in case:
                     if position == 0:
@@ -349,12 +407,24 @@ class PolicyEngine:
             out.append((allowed, reasons))
         return out
 
-    def _reads(self, key: tuple[str, ...], statements: tuple[Statement, ...]) -> frozenset[str]:
-        found = self._slice_reads.get(key)
-        if found is None:
-            found = frozenset().union(*(s.resource_reads for s in statements))
-            self._slice_reads[key] = found
-        return found
+    def _slice_info(self, statements: tuple[Statement, ...]) -> tuple[tuple[str, ...], frozenset[str], frozenset[str]]:
+        """A slice's key (its statement ids), the resource attributes and the context attributes
+        it reads: computed once per slice (by the interned tuple's id; the entry holds the tuple,
+        so that id is never another slice's while the entry lives)."""
+        found = self._slice_infos.get(id(statements))
+        if found is not None and found[0] is statements:
+            return found[1]
+        key = tuple(s.id for s in statements)
+        info = (key, frozenset().union(*(s.resource_reads for s in statements)),
+                self._context_reads(key, statements))
+        with self._lock:
+            if len(self._slice_infos) > 200_000:
+                self._slice_infos.clear()
+            self._slice_infos[id(statements)] = (statements, info)
+        return info
+
+    def _context_reads(self, key: tuple[str, ...], statements: tuple[Statement, ...]) -> frozenset[str]:
+        return frozenset().union(*(s.context_reads for s in statements))
 
     @staticmethod
     def _signature(req: _Req, reads: frozenset[str]) -> tuple:
@@ -364,14 +434,32 @@ class PolicyEngine:
                 tuple(attrs.get(a) for a in sorted(reads - {"id"})))
 
     def _reason(self, policy_id: str, facts: dict) -> Reason:
+        """The policy's @reason with the request's facts filled in; kept per policy and the
+        values of the placeholders it uses (most reasons name a node or a dataset: a job's
+        denied pools share a handful of sentences)."""
         s = self.statements.get(policy_id)
         if s is None:
             return Reason(policy_id, f"policy {policy_id}")
-        try:
-            message = s.reason.format_map(_Defaults(facts))
-        except (ValueError, IndexError, KeyError):
-            message = s.reason
-        return Reason(policy_id, message)
+        fields = self._reason_fields.get(policy_id)
+        if fields is None:
+            try:
+                fields = tuple(f for _, f, _, _ in string.Formatter().parse(s.reason) if f is not None)
+            except ValueError:
+                fields = ()
+            self._reason_fields[policy_id] = fields
+        key = (policy_id, *(facts.get(f) for f in fields))
+        found = self._reasons.get(key)
+        if found is None:
+            try:
+                message = s.reason.format_map(_Defaults(facts))
+            except (ValueError, IndexError, KeyError, AttributeError):
+                message = s.reason
+            found = Reason(policy_id, message)
+            with self._lock:
+                if len(self._reasons) > 50_000:
+                    self._reasons.clear()
+                self._reasons[key] = found
+        return found
 
 
 _DEFAULT = None

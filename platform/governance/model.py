@@ -149,6 +149,9 @@ class Decision:
     job_reasons: tuple[Reason, ...] = ()  # denials that hold everywhere (grants, purposes)
     node_constraints: Mapping[str, RuntimeConstraints] = field(default_factory=dict)
     classification: str = Classification.PUBLIC.value
+    # what summary() derives from the verdicts, computed once: the copies the engine's cache
+    # hands out (same verdicts, another input digest) share it
+    _derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def base_constraints(self) -> RuntimeConstraints:
@@ -230,12 +233,16 @@ class Decision:
 
     def summary(self) -> dict:
         """Compact form for audit entries and job records."""
-        return {
-            "allowed": self.allowed,
-            "policy_version": self.version,
-            "input_digest": self.input_digest,
-            "allowed_nodes": sorted(self.allowed_nodes),
-            "allowed_pools": sorted(self.allowed_pools),
-            "constraints": asdict(self.constraints),
-            "reasons": self.explain(),
-        }
+        derived = self._derived.get("summary")
+        if derived is None:
+            derived = self._derived["summary"] = {
+                "allowed": self.allowed,
+                "allowed_nodes": sorted(self.allowed_nodes),
+                "allowed_pools": sorted(self.allowed_pools),
+                "constraints": asdict(self.constraints),
+                "reasons": self.explain(),
+            }
+        # a copy (callers may change it): flat lists and one dict of scalars
+        return {"policy_version": self.version, "input_digest": self.input_digest,
+                **{k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+                   for k, v in derived.items()}}

@@ -76,6 +76,8 @@ class Statement:
     reason: str
     #: resource attributes the statement reads ("id" when it names or tests the entity itself)
     resource_reads: frozenset[str] = frozenset()
+    #: top-level context attributes it reads ("*": the context used whole)
+    context_reads: frozenset[str] = frozenset({"*"})
 
     def may_apply_to_principal(self, project: str, partner: str) -> bool:
         p = self.principal
@@ -155,6 +157,29 @@ def _resource_reads(body: dict) -> frozenset[str]:
     return frozenset(reads)
 
 
+def _context_reads(body: dict) -> frozenset[str]:
+    """Which top-level context attributes a statement reads: a request need carry only those
+    to be evaluated against it (Cedar parses each request's context; most of a request's cost)."""
+    reads: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in (".", "has") and isinstance(value, dict) and value.get("left") == {"Var": "context"}:
+                    reads.add(value.get("attr", "*"))
+                    continue
+                if key == "Var" and value == "context":
+                    reads.add("*")  # used whole
+                    continue
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(body.get("conditions", []))
+    return frozenset(reads)
+
+
 def _check_reason(reason: str, where: str) -> None:
     for _, field_name, _, _ in string.Formatter().parse(reason):
         if field_name is not None and field_name not in PLACEHOLDERS:
@@ -193,7 +218,7 @@ def compile_text(text: str, owner: str, name: str) -> list[Statement]:
             actions=_actions(body.get("action", {})) & ACTIONS,
             principal=_entity_scope(body.get("principal", {})),
             resource=_entity_scope(body.get("resource", {})),
-            reason=reason, resource_reads=_resource_reads(body),
+            reason=reason, resource_reads=_resource_reads(body), context_reads=_context_reads(body),
         ))
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -35,15 +36,27 @@ def new_sweep_id() -> str:
     return "s-" + uuid.uuid4().hex[:12]
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A batch governance refused: nothing was queued; the jobs it refused (index in the
+    batch, the job) are stored REJECTED with their reasons, audited and tracked."""
+
+    rejected: list[tuple[int, Job]]
+
+
 def submit_many(
     session: Session,
     who: Principal,
     federation: Federation,
     specs: Sequence[JobSpec],
     events: TrackingEvents,
-) -> list[Job]:
+    *,
+    record_refused: bool = True,
+) -> list[Job] | Refused:
     """Store every job QUEUED, or none: the first invalid job refuses the whole batch
-    (its index is in the message)."""
+    (its index is in the message). When governance refuses some jobs, none is queued and
+    those jobs are recorded REJECTED, as a single submission's would be (`Refused`);
+    without ``record_refused`` (sweeps) it is a Forbidden naming the first, nothing stored."""
     if not specs:
         raise Invalid("a batch needs at least one job")
     if len(specs) > MAX_JOBS:
@@ -62,17 +75,21 @@ def submit_many(
             if shape not in checked:
                 validate_submission(session, federation, spec)
                 checked.add(shape)
-            # governance, once per shape it can tell apart: a batch is stored whole or refused
+            # governance, once per shape it can tell apart
             governed = spec.model_dump_json(include={"project", "datasets", "nodes", "purpose", "priority",
                                                      "gang"})
             if governed not in decisions:
                 decision = governance.decide_spec(session, federation, spec, partners[spec.project], who.name)
-                if not decision.allowed:
+                if not decision.allowed and not record_refused:
                     raise Forbidden("governance refused it: " + "; ".join(decision.explain()))
                 decisions[governed] = (decision, [])
             decisions[governed][1].append(i)
         except (Invalid, Forbidden, NotFound) as exc:
             raise type(exc)(f"jobs[{i}]: {exc.detail}") from None
+    refused = sorted((i, decision) for decision, indices in decisions.values() if not decision.allowed
+                     for i in indices)
+    if refused:
+        return _reject(session, who, specs, partners, refused, events)
     jobs = job_batch.create_jobs(session, [(s, partners[s.project]) for s in specs], submitter=who.name)
     events.created_many(session, jobs)  # each job's run.create, in this transaction
     for decision, indices in decisions.values():  # one audit entry per decided shape
@@ -80,6 +97,20 @@ def submit_many(
         governance.audit_decision(session, who.name, "job.submit", first.id, decision, first.spec.datasets,
                                   partner=first.partner, jobs=[jobs[i].id for i in indices])
     return jobs
+
+
+def _reject(session: Session, who: Principal, specs: Sequence[JobSpec], partners: dict[str, str],
+            refused: list[tuple[int, object]], events: TrackingEvents) -> Refused:
+    """Record the refused jobs of a batch REJECTED (each audited and tracked like a single
+    submission governance refused); the jobs it allowed are not stored."""
+    jobs = job_batch.create_jobs(session, [(specs[i], partners[specs[i].project]) for i, _ in refused],
+                                 submitter=who.name)
+    events.created_many(session, jobs)
+    rejected = [
+        (i, governance.reject(session, job, decision.explain(), who.name, decision, events.changed))
+        for (i, decision), job in zip(refused, jobs, strict=True)
+    ]
+    return Refused(rejected)
 
 
 def _env_name(param: str) -> str:
@@ -128,7 +159,8 @@ def create_sweep(
 ) -> tuple[Sweep, list[Job]]:
     sweep_id = new_sweep_id()
     specs = sweep_specs(template, sweep_id, points)
-    jobs = submit_many(session, who, federation, specs, events)
+    jobs = submit_many(session, who, federation, specs, events, record_refused=False)
+    assert isinstance(jobs, list)
     sweep = Sweep(
         id=sweep_id, project=template.project, partner=jobs[0].partner, submitter=who.name,
         name=name or template.name, params=list(points[0]), size=len(jobs), job_ids=[j.id for j in jobs],

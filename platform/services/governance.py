@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 
 from sqlalchemy.orm import Session
 
@@ -32,7 +34,7 @@ from aitb.governance.policies import SCOPE, baseline, baseline_text
 from aitb.services.authz import Principal
 from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
 from aitb.store import accounts as account_store
-from aitb.store import audit
+from aitb.store import audit, audit_head
 from aitb.store import datasets as dataset_store
 from aitb.store import jobs as job_store
 from aitb.store import policies as policy_store
@@ -44,12 +46,30 @@ from aitb.store.policies import PolicyRevision
 _engines: dict[tuple[str, int], PolicyEngine] = {}
 _engines_lock = threading.Lock()
 _candidates: dict[int, list[Candidate]] = {}
+#: per database: (facts epoch, its engine, {(project, datasets): (datasets, grants)}); see
+#: store/audit_head.py for why the audit chain's head tells when these are stale
+_current: dict[object, tuple[int, PolicyEngine, dict]] = {}
+_FACTS_CACHED = 10_000
+
+
+def _cached(session: Session) -> tuple[int, PolicyEngine, dict] | None:
+    """This database's engine and facts cache, when the epoch this transaction sees is theirs."""
+    ep = audit_head.epoch(session)
+    if ep is None:
+        return None
+    found = _current.get(audit_head.database_key(session))
+    return found if found is not None and found[0] == ep else None
 
 
 def engine(session: Session) -> PolicyEngine:
-    """The compiled policy set of the store's current revision (cached per database)."""
+    """The compiled policy set of the store's current revision (cached per database; the
+    revision is read only when the facts epoch changed)."""
+    current = _cached(session)
+    if current is not None:
+        return current[1]
     rev = policy_store.revision(session)
-    key = (str(session.get_bind().url), rev)
+    url = audit_head.database_key(session)
+    key = (str(url), rev)
     found = _engines.get(key)
     if found is None:
         docs = [policy_store.to_doc(r) for r in policy_store.active(session)]
@@ -58,6 +78,10 @@ def engine(session: Session) -> PolicyEngine:
             for old in [k for k in _engines if k[0] == key[0]]:
                 del _engines[old]
             _engines[key] = found
+    ep = audit_head.epoch(session)
+    if ep is not None:
+        with _engines_lock:
+            _current[url] = (ep, found, {})
     return found
 
 
@@ -72,12 +96,25 @@ def facts_for(session: Session, spec: JobSpec, partner: str, submitter: str, now
               job_id: str = "") -> JobFacts:
     if not spec.datasets:  # most jobs: nothing to load
         return facts_for_loaded(spec, partner, submitter, now, job_id, {}, {})
-    datasets = {d.name: d for d in dataset_store.list_datasets(session, spec.datasets)}
-    grants = {
-        (g.project, g.dataset): g
-        for g in dataset_store.grants_of(session, projects=[spec.project], datasets=spec.datasets)
-    }
-    return facts_for_loaded(spec, partner, submitter, now, job_id, datasets, grants)
+    key = (spec.project, tuple(spec.datasets))
+    current = _cached(session)
+    loaded = current[2].get(key) if current is not None else None
+    if loaded is None:
+        datasets = {d.name: d for d in dataset_store.list_datasets(session, spec.datasets)}
+        grants = {
+            (g.project, g.dataset): g
+            for g in dataset_store.grants_of(session, projects=[spec.project], datasets=spec.datasets)
+        }
+        # kept as the facts themselves (immutable), not the rows they are made from
+        made = facts_for_loaded(spec, partner, submitter, now, job_id, datasets, grants)
+        loaded = (made.datasets, MappingProxyType(dict(made.grants)))  # shared: read-only
+        if current is not None:
+            with _engines_lock:
+                if len(current[2]) >= _FACTS_CACHED:
+                    current[2].clear()
+                current[2][key] = loaded
+        return made
+    return _job_facts(spec, partner, submitter, now, job_id, *loaded)
 
 
 def facts_for_loaded(spec: JobSpec, partner: str, submitter: str, now: datetime, job_id: str,
@@ -90,6 +127,11 @@ def facts_for_loaded(spec: JobSpec, partner: str, submitter: str, now: datetime,
     )
     held = {d.name: GrantFacts(g.purpose, g.expires_at)
             for d in facts if (g := grants.get((spec.project, d.name))) is not None}
+    return _job_facts(spec, partner, submitter, now, job_id, facts, held)
+
+
+def _job_facts(spec: JobSpec, partner: str, submitter: str, now: datetime, job_id: str,
+               facts: tuple[DatasetFacts, ...], held: Mapping[str, GrantFacts]) -> JobFacts:
     gpus = spec.gang.head.gpu.count + (spec.gang.worker.gpu.count * spec.gang.workers if spec.gang.worker else 0)
     return JobFacts(
         project=spec.project, partner=partner, submitter=submitter, now=now, datasets=facts,
@@ -100,8 +142,9 @@ def facts_for_loaded(spec: JobSpec, partner: str, submitter: str, now: datetime,
 
 def decide_spec(session: Session, federation: Federation, spec: JobSpec, partner: str, submitter: str,
                 now: datetime | None = None, job_id: str = "") -> Decision:
+    policies = engine(session)  # first: it opens this epoch's facts cache
     facts = facts_for(session, spec, partner, submitter, now or utcnow(), job_id)
-    return engine(session).decide(facts, candidates(federation))
+    return policies.decide(facts, candidates(federation))
 
 
 def decide_job(session: Session, federation: Federation, job: Job, now: datetime | None = None) -> Decision:

@@ -13,15 +13,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import AuditEntry
+from aitb.store import audit_head
+from aitb.store.audit_head import GENESIS
 from aitb.store.base import utcnow
 from aitb.store.tables import AuditRow
 
-GENESIS = "0" * 64
+__all__ = ["GENESIS", "append", "verify", "export_lines", "list_entries"]
 _PG_AUDIT_LOCK = 0x41495442  # "AITB": serialises appends across API replicas
+_INSERT = insert(AuditRow.__table__)
+_COLUMNS = [c.name for c in AuditRow.__table__.columns]
+_SQLITE_INSERT = (f"INSERT INTO {AuditRow.__tablename__} ({', '.join(_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
+_binds: list[tuple[str, Any]] = []
+
+
+def _sqlite_binds(session: Session) -> list[tuple[str, Any]]:
+    """(column, its SQLite bind processor or None), in _COLUMNS order: the values the ORM would write."""
+    if not _binds:
+        dialect = session.get_bind().dialect
+        _binds.extend((c.name, c.type.dialect_impl(dialect).bind_processor(dialect))
+                      for c in AuditRow.__table__.columns)
+    return _binds
 
 
 def entry_hash(
@@ -59,15 +75,20 @@ def append(
     result: str = "ok",
     input_digest: str | None = None,
     policy_version: str | None = None,
-) -> AuditRow:
-    """Append one entry. Its detail always carries `input_digest` (of the action's input, by
+) -> int:
+    """Append one entry; its seq. Its detail always carries `input_digest` (of the action's input, by
     default the detail given), `result` and the `policy_version` in force, inside the hash."""
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        # Serialises appends across API replicas and threads: the chain never forks.
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = session.execute(select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)).first()
-    seq = (last.seq + 1) if last else 1
-    prev = last.hash if last else GENESIS
+    if session.get_bind().dialect.name == "postgresql":
+        if not session.info.get(audit_head.LOCKED):
+            # Serialises appends across API replicas and threads: the chain never forks.
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+            session.info[audit_head.LOCKED] = True
+            last_seq, prev = audit_head.reread(session)  # under the lock: the true head
+        else:
+            last_seq, prev = audit_head.head(session)
+    else:  # SQLite: this transaction holds the write lock since BEGIN; the head it read stands
+        last_seq, prev = audit_head.head(session)
+    seq = last_seq + 1
     at = utcnow()
     detail = json.loads(json.dumps(detail or {}, default=str))
     if policy_version is None:
@@ -80,21 +101,20 @@ def append(
         "result": result,
         "policy_version": policy_version,
     }
-    row = AuditRow(
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        target=target,
-        detail=detail,
-        node=node,
-        partner=partner,
-        prev_hash=prev,
-        hash=entry_hash(prev, seq, at, actor, action, target, detail),
-    )
-    session.add(row)
-    session.flush()
-    return row
+    values = {
+        "seq": seq, "at": at, "actor": actor, "action": action, "target": target, "detail": detail,
+        "node": node, "partner": partner, "prev_hash": prev,
+        "hash": entry_hash(prev, seq, at, actor, action, target, detail),
+    }
+    # Not the ORM (its bulk path or a unit-of-work flush cost more than the rest of the append):
+    # on SQLite the driver itself, with the columns' bind processors; elsewhere a Core INSERT.
+    raw = audit_head.sqlite_cursor(session)
+    if raw is not None:
+        raw.execute(_SQLITE_INSERT, [p(values[c]) if p else values[c] for c, p in _sqlite_binds(session)])
+    else:
+        session.connection().execute(_INSERT, values)
+    audit_head.advanced(session, seq, values["hash"])
+    return seq
 
 
 @dataclass(frozen=True)

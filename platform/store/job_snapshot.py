@@ -6,10 +6,16 @@ control loop spent its time re-validating the same specs and, on one process,
 starved the API of CPU. ``JobLoader`` reads the mutable columns every time and
 the spec only for jobs it has not seen; it keeps specs of the jobs of its last
 load only, so memory follows the queue.
+
+It also keeps each job's governance shape (`governance_shape`: everything a governance
+decision reads but the job's id), computed once when the spec is first parsed, as a small
+number: the scheduling cycle's governance gate groups the queue by it, so 100k queued jobs
+of a few sweeps cost a few decisions and one dictionary pass, not 100k keys built anew.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 
@@ -48,12 +54,32 @@ def _take_fresh(job_ids: Iterable[str]) -> dict[str, JobSpec]:
         return {job_id: spec for job_id in job_ids if (spec := _fresh.pop(job_id, None)) is not None}
 
 
+def governance_shape(project: str, partner: str, submitter: str, spec: JobSpec) -> tuple:
+    """What a governance decision reads of a job, but its id (and the clock): jobs with equal
+    shapes get equal decisions (control/governance.py)."""
+    gang = spec.gang
+    gpus = gang.head.gpu.count + (gang.worker.gpu.count * gang.workers if gang.worker else 0)
+    return (project, partner, submitter, tuple(spec.datasets), tuple(spec.nodes), spec.purpose,
+            spec.priority, gpus)
+
+
 class JobLoader:
     def __init__(self) -> None:
         self._specs: dict[str, JobSpec] = {}
         # job id -> (its row as last loaded, the Job built from it): a job whose row has
         # not changed since the last cycle (most of a long queue) is not built again
         self._built: dict[str, tuple[tuple, Job]] = {}
+        #: job id -> the number of its governance shape (never reused for another shape)
+        self.shapes: dict[str, int] = {}
+        self._shape_ids: dict[tuple, int] = {}
+        self._numbers = itertools.count()
+
+    def remember_shape(self, job_id: str, project: str, partner: str, submitter: str, spec: JobSpec) -> None:
+        shape = governance_shape(project, partner, submitter, spec)
+        number = self._shape_ids.get(shape)
+        if number is None:
+            number = self._shape_ids[shape] = next(self._numbers)
+        self.shapes[job_id] = number
 
     def jobs_in_states(self, session: Session, states: Iterable[JobState]) -> list[Job]:
         """As ``store.jobs.jobs_in_states`` (oldest first), without ``reasons``."""
@@ -62,14 +88,18 @@ class JobLoader:
             .where(JobRow.state.in_([s.value for s in states]))
             .order_by(JobRow.created_at, JobRow.id)
         ).all()
-        unknown = [r.id for r in rows if r.id not in self._specs]
-        if unknown:
-            self._specs.update(_take_fresh(unknown))
-            unknown = [job_id for job_id in unknown if job_id not in self._specs]
-        for start in range(0, len(unknown), _CHUNK):
-            chunk = unknown[start : start + _CHUNK]
+        unknown = {r.id: r for r in rows if r.id not in self._specs}
+        for job_id, spec in _take_fresh(unknown).items():
+            r = unknown.pop(job_id)
+            self._specs[job_id] = spec
+            self.remember_shape(job_id, r.project, r.partner, r.submitter, spec)
+        ids = list(unknown)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
             for job_id, spec in session.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(chunk))):
-                self._specs[job_id] = JobSpec.model_validate(spec)
+                parsed = self._specs[job_id] = JobSpec.model_validate(spec)
+                r = unknown[job_id]
+                self.remember_shape(job_id, r.project, r.partner, r.submitter, parsed)
         return [self._cached_job(r) for r in rows]
 
     def forget_except(self, keep: Iterable[str]) -> None:
@@ -77,6 +107,10 @@ class JobLoader:
         wanted = set(keep)
         self._specs = {k: v for k, v in self._specs.items() if k in wanted}
         self._built = {k: v for k, v in self._built.items() if k in wanted}
+        for gone in [k for k in self.shapes if k not in wanted]:  # in place: the gate holds it
+            del self.shapes[gone]
+        used = set(self.shapes.values())
+        self._shape_ids = {k: v for k, v in self._shape_ids.items() if v in used}
 
     def _cached_job(self, r) -> Job:
         values = tuple(r)

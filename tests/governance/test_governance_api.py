@@ -201,17 +201,47 @@ def test_audit_filters(world):
         assert c.get("/v1/audit").status_code == 403
 
 
+def queued_and_rejected(c, project: str) -> tuple[set[str], set[str]]:
+    jobs = c.get("/v1/jobs", params={"project": project, "limit": 1000}).json()
+    return ({j["id"] for j in jobs if j["state"] == "QUEUED"}, {j["id"] for j in jobs if j["state"] == "REJECTED"})
+
+
 def test_a_batch_is_governed_too_and_refused_whole(world):
+    """As a single submission: 403 with the reasons, the refused jobs recorded REJECTED and
+    audited; and as a batch: all or none, so the jobs governance allowed are not queued."""
     s = world["s"]
+    key = uuid.uuid4().hex
+    batch = {"jobs": [body(world["project"], name="fine"),
+                      body(world["project"], datasets=[world["ehr"]], nodes=["goteborg"], name="pinned"),
+                      body(world["project"], name="fine-too"),
+                      body(world["project"], datasets=[world["open"]], purpose="marketing", name="no-grant")]}
     with s.client(world["researcher"]) as c:
-        before = len(c.get("/v1/jobs", params={"project": world["project"], "limit": 1000}).json())
-        refused = c.post("/v1/jobs:batch", json={"jobs": [body(world["project"]),
-                                                          body(world["project"], datasets=[world["ehr"]],
-                                                               nodes=["goteborg"])]})
-        assert refused.status_code == 403 and "jobs[1]" in refused.json()["detail"]
-        assert "baseline.residency-strict" in refused.json()["detail"]
-        after = len(c.get("/v1/jobs", params={"project": world["project"], "limit": 1000}).json())
-        assert after == before  # all or none
+        queued_before, rejected_before = queued_and_rejected(c, world["project"])
+        refused = c.post("/v1/jobs:batch", json=batch, headers={"Idempotency-Key": key})
+        assert refused.status_code == 403, refused.text
+        answer = refused.json()
+        assert "jobs[1]" in answer["detail"] and "jobs[3]" in answer["detail"] and "jobs[0]" not in answer["detail"]
+        assert "baseline.residency-strict" in answer["detail"] and world["open"] in answer["detail"]
+        assert answer["state"] == "REJECTED" and [r["index"] for r in answer["rejected"]] == [1, 3]
+        assert all(r["reasons"] for r in answer["rejected"])
+        ids = [r["job"] for r in answer["rejected"]]
+        queued_after, rejected_after = queued_and_rejected(c, world["project"])
+        assert queued_after == queued_before  # all or none: the allowed jobs were not queued
+        assert rejected_after - rejected_before == set(ids)  # the refused ones are recorded
+        pinned = c.get(f"/v1/jobs/{ids[0]}").json()
+        assert pinned["state"] == "REJECTED" and pinned["name"] == "pinned"
+        assert any("must stay at stockholm" in r for r in pinned["reasons"])
+        # the same key and body: the same answer, nothing recorded twice
+        again = c.post("/v1/jobs:batch", json=batch, headers={"Idempotency-Key": key})
+        assert again.status_code == 403 and again.headers.get("Idempotent-Replayed") == "true"
+        assert again.json()["rejected"] == answer["rejected"]
+        assert queued_and_rejected(c, world["project"])[1] == rejected_after
+    with s.client() as c:
+        for job_id in ids:
+            (entry,) = c.get("/v1/audit", params={"target": f"job/{job_id}"}).json()
+            assert entry["action"] == "job.reject" and entry["detail"]["result"] == "denied"
+            assert entry["detail"]["reasons"] and entry["detail"]["policy_version"]
+    with s.client(world["researcher"]) as c:
         ok = c.post("/v1/jobs:batch", json={"jobs": [body(world["project"]) for _ in range(3)]})
         assert ok.status_code == 201, ok.text
         ids = [j["id"] for j in ok.json()["jobs"]]

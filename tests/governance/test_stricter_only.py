@@ -153,3 +153,24 @@ def test_every_permit_is_refused(scope, text):
         assert "may only forbid" in str(exc)
     else:
         raise AssertionError("a permit was accepted")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=st.lists(st.integers(0, 10**6), min_size=1, max_size=4).flatmap(
+    lambda ids: st.tuples(*[policy_doc(i) for i in range(len(ids))])), job=job_facts())
+def test_requests_carrying_only_the_context_a_slice_reads_decide_as_the_whole_context(docs, job):
+    """The engine sends each policy slice only the context attributes its statements read
+    (a request's cost is mostly parsing its context): the decision is the one the whole
+    context gives, reasons included."""
+    accepted = []
+    for doc in docs:
+        try:
+            compile_added(doc)
+            accepted.append(doc)
+        except PolicyError:
+            continue
+    trimmed = PolicyEngine(accepted, 1)
+    whole = PolicyEngine(accepted, 1)
+    whole._context_reads = lambda key, statements: frozenset({"*"})
+    a, b = trimmed.decide(job, CANDIDATES), whole.decide(job, CANDIDATES)
+    assert a.to_dict() == b.to_dict() and a.explain() == b.explain()

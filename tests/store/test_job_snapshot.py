@@ -7,9 +7,9 @@ from aitb.domain.lifecycle import ACTIVE_STATES, JobState
 from aitb.domain.models import JobSpec, Placement
 from aitb.domain.resources import GangSpec, ReplicaSpec
 from aitb.store import attempts as attempt_store
+from aitb.store import job_snapshot
 from aitb.store import jobs as job_store
 from aitb.store.db import Database
-from aitb.store import job_snapshot
 from aitb.store.job_snapshot import JobLoader
 from aitb.store.tables import PartnerRow, ProjectRow
 
@@ -115,4 +115,33 @@ def test_pending_reasons_of_many_jobs_in_one_statement(database_url):
         reasons = {j: job_store.get_job(s, j).pending_reason for j in (a, b, c)}
     assert reasons[a] == "no quota left at lund" and reasons[b] == "waiting for 8 gpu"
     assert reasons[c] not in (reasons[a], reasons[b])  # untouched
+
+
+def test_loader_keeps_each_jobs_governance_shape_once(database_url):
+    """Equal shapes (everything a governance decision reads but the id) get one number, kept
+    while the job is loaded; a number is never given to another shape."""
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(PartnerRow(name="volvo", weight=1))
+        s.flush()
+        s.add_all([ProjectRow(name="p", partner="volvo"), ProjectRow(name="q", partner="volvo")])
+        s.flush()
+        spec = JobSpec(project="p", entrypoint="sleep 1", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
+        a, b = (job_store.create_job(s, spec.model_copy(update={"entrypoint": f"run {i}"}), "volvo", "alice").id
+                for i in range(2))
+        c = job_store.create_job(s, spec.model_copy(update={"priority": 3}), "volvo", "alice").id
+        d = job_store.create_job(s, spec.model_copy(update={"project": "q"}), "volvo", "alice").id
+    loader = JobLoader()
+    with db.read() as s:
+        loader.jobs_in_states(s, [JobState.QUEUED])
+    shapes = loader.shapes
+    given = {shapes[a], shapes[c], shapes[d]}
+    assert shapes[a] == shapes[b] and len(given) == 3
+    loader.forget_except([c])
+    assert loader.shapes is shapes and set(shapes) == {c}  # pruned in place (the gate holds it)
+    with db.session() as s:
+        e = job_store.create_job(s, spec.model_copy(update={"nodes": ["lund"]}), "volvo", "bob").id
+    with db.read() as s:
+        loader.jobs_in_states(s, [JobState.QUEUED])
+    assert shapes[e] not in given  # a new shape, a new number (even after others were pruned)
     db.dispose()

@@ -7,12 +7,21 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
 
 from aitb.api.deps import CallerDep, SessionDep, StateDep
 from aitb.api.port import wake_after_commit
 from aitb.api.routers import errors, first_error
 from aitb.api.schemas import JobOut
-from aitb.api.schemas_bulk import JobBatchIn, JobBatchOut, SweepIn, SweepJobOut, SweepOut
+from aitb.api.schemas_bulk import (
+    BatchRejectedOut,
+    JobBatchIn,
+    JobBatchOut,
+    RejectedJobOut,
+    SweepIn,
+    SweepJobOut,
+    SweepOut,
+)
 from aitb.domain.models import Job, Sweep
 from aitb.services import batch, idempotency
 from aitb.services.errors import Invalid
@@ -54,22 +63,41 @@ def idempotent(session, caller, key: str | None, route: str, body, response: Res
     "/jobs:batch",
     status_code=201,
     response_model=JobBatchOut,
-    responses=errors(401, 403, 404, 409, 422),
+    responses={**errors(401, 404, 409, 422), 403: {"model": BatchRejectedOut, "description":
+               "not a member of a job's project, or governance refused jobs: then nothing is queued "
+               "and each refused job is recorded as a REJECTED job (listed with its reasons)"}},
     summary="Submit many jobs in one transaction (all or none)",
 )
 def submit_batch(body: JobBatchIn, response: Response, session: SessionDep, caller: CallerDep,
                  state: StateDep, idempotency_key: IdempotencyKey = None) -> JobBatchOut:
     created: list[Job] = []
+    refused: list[int] = []
 
     def create() -> dict:
-        created.extend(batch.submit_many(session, caller, state.federation, _specs(body.jobs, "jobs"),
-                                         state.events))
+        outcome = batch.submit_many(session, caller, state.federation, _specs(body.jobs, "jobs"), state.events)
+        if isinstance(outcome, batch.Refused):
+            refused.extend(i for i, _ in outcome.rejected)
+            created.extend(j for _, j in outcome.rejected)
+            return {"jobs": [j.id for j in created], "rejected": refused}
+        created.extend(outcome)
         wake_after_commit(session, state.control)
         return {"jobs": [j.id for j in created]}
 
     result, replayed = idempotent(session, caller, idempotency_key, "POST /v1/jobs:batch", body, response, create)
     jobs = batch.jobs_in_order(session, result["jobs"]) if replayed else created
+    if "rejected" in result:  # committed REJECTED, answered 403 (a replay answers the same)
+        return _batch_rejected(list(zip(result["rejected"], jobs, strict=True)), response)
     return JobBatchOut(jobs=[JobOut.of(j) for j in jobs])
+
+
+def _batch_rejected(rejected: list[tuple[int, Job]], response: Response) -> JSONResponse:
+    lines = "; ".join(f"jobs[{i}] ({job.id}): " + "; ".join(job.reasons) for i, job in rejected)
+    detail = (f"governance refused {len(rejected)} job(s) of the batch; nothing was queued, the refused "
+              f"jobs are recorded as REJECTED: {lines}")
+    body = BatchRejectedOut(detail=detail, rejected=[RejectedJobOut(index=i, job=j.id, reasons=j.reasons)
+                                                     for i, j in rejected])
+    replayed = {REPLAYED: "true"} if response.headers.get(REPLAYED) else None
+    return JSONResponse(body.model_dump(), status_code=403, headers=replayed)
 
 
 @router.post(
