@@ -20,8 +20,8 @@ from aitb.clusters.registry import backends_for, warn_undriven
 from aitb.control.governance import GovernanceGate
 from aitb.control.leader import LeaderElection
 from aitb.control.reconciler import Reconciler
-from aitb.control.wake import WakeChannel
 from aitb.control.scheduling import SchedulingCycle
+from aitb.control.wake import WakeChannel
 from aitb.domain.models import Job
 from aitb.domain.testbed import Federation
 from aitb.osutil import secret_file
