@@ -15,13 +15,10 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     from aitb.settings import default_workers, get_settings
-    from aitb.store.db import upgrade
 
     settings = get_settings()
     count = workers or settings.server.workers or default_workers()
-    if count > 1:
-        # once, before the workers start: each would migrate on start, racing the others
-        upgrade(settings.resolved_database_url)
+    # every worker migrates on start; the migration itself takes a lock, so they queue
     uvicorn.run(
         "aitb.api.app:create_app",
         factory=True,

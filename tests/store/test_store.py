@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from datetime import timedelta
 
@@ -35,6 +36,30 @@ def test_migrations_upgrade_from_empty_and_downgrade_cleanly(database_url):
     assert table_names(database_url) == set()
     upgrade(database_url)  # and back again
     assert TABLES <= table_names(database_url)
+
+
+def test_workers_migrating_one_empty_database_at_once_all_succeed(database_url):
+    """`aitb server` starts several workers (and replicas start together): each migrates on
+    start, and the migration's own lock makes them queue instead of failing or doubling."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        results = pool.map(_migrate, [database_url] * 4)
+    assert results == ["ok"] * 4
+    assert TABLES <= table_names(database_url)
+    engine = create_engine(normalise_url(database_url))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def _migrate(url: str) -> str:
+    try:
+        upgrade(url)
+        return "ok"
+    except Exception as exc:  # reported, so the assertion shows which worker failed and why
+        return f"{type(exc).__name__}: {exc}"
 
 
 def spec(**kw) -> JobSpec:

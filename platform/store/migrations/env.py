@@ -14,12 +14,14 @@ import aitb.store.submissions  # noqa: F401,E402  (sweeps, idempotency keys)
 import aitb.store.usage  # noqa: F401,E402  (the accounting tables)
 
 config = context.config
+MIGRATION_LOCK_KEY = 0x61697462  # "aitb"
 target_metadata = Base.metadata
 
 
 def _sqlite_manual_transactions(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None
     dbapi_conn.execute("PRAGMA foreign_keys=OFF")
+    dbapi_conn.execute("PRAGMA busy_timeout=120000")
 
 
 def run_migrations() -> None:
@@ -30,7 +32,9 @@ def run_migrations() -> None:
         # migration is all-or-nothing, and keep foreign keys off while batch mode
         # copies tables (ON would cascade deletes during the copy).
         event.listen(connectable, "connect", _sqlite_manual_transactions)
-        event.listen(connectable, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # IMMEDIATE: a second process migrating at the same moment (API workers, replicas)
+        # waits here for the first to commit, then finds the schema at head.
+        event.listen(connectable, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     with connectable.connect() as connection:
         context.configure(
             connection=connection,
@@ -38,6 +42,9 @@ def run_migrations() -> None:
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # the same for PostgreSQL: one migrator at a time, the lock ends with the transaction
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             context.run_migrations()
 
 
