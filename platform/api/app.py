@@ -84,7 +84,8 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.state.aitb = state
     install_openapi(app)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
-    for module in (system, accounts, testbeds, quotas, datasets, sweeps, jobs, accounting, package_urls, policies,
+    # jobs first: routes are matched in order, and submissions and job reads are most requests
+    for module in (jobs, system, accounts, testbeds, quotas, datasets, sweeps, accounting, package_urls, policies,
                    audit, retention, tracking):
         app.include_router(module.router)
     _install_error_handlers(app)

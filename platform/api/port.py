@@ -86,7 +86,24 @@ class NoControlPlane:
         pass
 
 
+_WAKE = "aitb_wake_after_commit"
+
+
 def wake_after_commit(session: Session, control: ControlPort) -> None:
     """Wake the control plane once ``session``'s transaction has committed (not before:
     a loop woken early would not see the change yet)."""
-    event.listen(session, "after_commit", lambda _s: control.wake(), once=True)
+    # a flag read by one class-level listener: registering a listener per session cost
+    # more than the rest of a submission's bookkeeping
+    session.info[_WAKE] = control
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_committed(session: Session) -> None:
+    control = session.info.pop(_WAKE, None)
+    if control is not None:
+        control.wake()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_wake(session: Session) -> None:
+    session.info.pop(_WAKE, None)

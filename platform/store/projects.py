@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import MemberRole, Membership, Project
 from aitb.store.base import delete, upsert
 from aitb.store.tables import MembershipRow, ProjectRow
+
+
+_projects = ProjectRow.__table__.c
+_PROJECT_BY_NAME = select(_projects.name, _projects.partner).where(_projects.name == bindparam("name"))
 
 
 def _project(row: ProjectRow) -> Project:
@@ -21,8 +25,9 @@ def _membership(row: MembershipRow) -> Membership:
 
 
 def get_project(session: Session, name: str) -> Project | None:
-    row = session.get(ProjectRow, name)
-    return _project(row) if row else None
+    # two columns, not the ORM object: every submission reads its project
+    row = session.execute(_PROJECT_BY_NAME, {"name": name}).first()
+    return Project(name=row.name, partner=row.partner) if row else None
 
 
 def add_project(session: Session, project: Project) -> Project:

@@ -86,9 +86,11 @@ def submit(body: JobIn, response: Response, caller: CallerDep, state: StateDep,
 
         result, replayed = idempotent(session, caller, idempotency_key, "POST /v1/jobs", body, response, create)
         job = jobs.visible_job(session, caller, result["jobs"][0]) if replayed else created[0]
-    if job.state == JobState.REJECTED:
-        return rejected(job)  # 403 with the reasons; the REJECTED job is committed and audited
-    return JobOut.of(job)
+    # answered as ready JSON: FastAPI would validate the JobOut again before dumping it
+    answer = rejected(job) if job.state == JobState.REJECTED else Response(
+        JobOut.of(job).model_dump_json(), status_code=201, media_type="application/json")
+    answer.headers.update(response.headers)  # e.g. Idempotent-Replayed
+    return answer  # a REJECTED job: 403 with the reasons, the job committed and audited
 
 
 @router.get("/jobs", response_model=list[JobOut], responses=errors(401, 422))
