@@ -215,6 +215,11 @@ class ControlPlane:
                 pass
         return target
 
+    def _checkpoints_on_this_machine(self, job: Job) -> bool:
+        """KubeRay jobs get a volume instead (clusters/kuberay/manifests.py): no folder here."""
+        found = self.federation.cluster(job.cluster) if job.cluster else None
+        return found is None or found[1].backend != "kuberay"
+
     def job_env(self, job: Job) -> dict[str, str] | None:
         env = dict(job.spec.env)
         env.update({
@@ -224,8 +229,9 @@ class ControlPlane:
             "AITB_NODE": job.node or "",
             "AITB_CLUSTER": job.cluster or "",
             "AITB_ATTEMPT": str(job.attempts),
-            "AITB_CHECKPOINT_DIR": str(checkpoint_dir(self.settings.data_dir, job.id)),
         })
+        if self._checkpoints_on_this_machine(job):
+            env["AITB_CHECKPOINT_DIR"] = str(checkpoint_dir(self.settings.data_dir, job.id))
         uri = self.settings.tracking.tracking_uri
         if not uri:
             return env
