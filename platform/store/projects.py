@@ -11,7 +11,6 @@ from aitb.domain.models import MemberRole, Membership, Project
 from aitb.store.base import delete, upsert
 from aitb.store.tables import MembershipRow, ProjectRow
 
-
 _projects = ProjectRow.__table__.c
 _PROJECT_BY_NAME = select(_projects.name, _projects.partner).where(_projects.name == bindparam("name"))
 

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aitb.control.plane import checkpoint_dir
@@ -63,7 +63,7 @@ def test_only_jobs_on_plain_ray_get_a_folder_here(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'aitb.db'}")
     plane = ControlPlane(settings, db, federation, TrackingEvents(tracking=False), scheduler_policy(settings))
     spec = JobSpec(project="vision", entrypoint="x", gang=GangSpec(head=ReplicaSpec(cpu=1, memory_gib=1)))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         for job_id, cluster, local in (("j-k8s", "lund-k8s", False), ("j-ray", "lund-ray", True)):
             job = Job(id=job_id, project="vision", partner="acme", submitter="r", spec=spec,
