@@ -32,14 +32,17 @@ def run_migrations() -> None:
         # migration is all-or-nothing, and keep foreign keys off while batch mode
         # copies tables (ON would cascade deletes during the copy).
         event.listen(connectable, "connect", _sqlite_manual_transactions)
-        # IMMEDIATE: a second process migrating at the same moment (API workers, replicas)
-        # waits here for the first to commit, then finds the schema at head.
+        # IMMEDIATE, and one transaction for the whole upgrade (transactional_ddl below;
+        # alembic would otherwise commit after each revision): a second process migrating at
+        # the same moment (API workers, replicas) waits here for the first to commit, then
+        # finds the schema at head.
         event.listen(connectable, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     with connectable.connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            transactional_ddl=True,  # SQLite's DDL is transactional once BEGIN is ours
         )
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":
