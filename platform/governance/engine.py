@@ -414,22 +414,21 @@ class PolicyEngine:
         )
 
     def _evaluate(self, reqs: list[_Req], job: JobFacts, entities) -> list[tuple[bool, tuple[Reason, ...]]]:
-        """Answer (allowed, reasons) per request, in order: by `_evaluate_split` for the requests
-        about places (pools, nodes: many requests share the job's context), which gives exactly
-        what `_evaluate_plain` gives (property-tested); any evaluation error, and dataset use,
-        go the plain way."""
-        if self.split and len(reqs) > 1 and reqs[0].action != "use":
+        """Answer (allowed, reasons) per request, in order: by `_evaluate_split`, which gives
+        exactly what `_evaluate_plain` gives (property-tested); when a policy fails to
+        evaluate, the plain way answers."""
+        if self.split and reqs:
             out = self._evaluate_split(reqs, job, entities)
             if out is not None:
                 return out
         return self._evaluate_plain(reqs, job, entities)
 
-    def _plan(self, slices: tuple[tuple[Statement, ...], ...]) -> _Plan:
+    def _plan(self, slices: tuple[tuple[Statement, ...], ...], own_apart: bool) -> _Plan:
         """Split a request's slices into what depends on the resource (its permits and every
         statement reading the resource: one unit, shared by every request with the same unit)
         and the forbids that read nothing of the resource (their answer is the same for every
-        pool, or node, of the job)."""
-        key = tuple(map(id, slices))
+        pool, or node, of the job; `own_apart` False: all in the unit)."""
+        key = (own_apart, *map(id, slices))
         found = self._plans.get(key)
         if found is not None and all(a is b for a, b in zip(found.slices, slices, strict=True)):
             return found
@@ -439,7 +438,7 @@ class PolicyEngine:
         for p, statements in enumerate(slices):
             for s in statements:
                 position[s.id] = p
-                if s.effect == "forbid" and not s.resource_reads:
+                if own_apart and s.effect == "forbid" and not s.resource_reads:
                     own.add(s.id)
                 else:
                     unit.append(s)
@@ -477,15 +476,19 @@ class PolicyEngine:
         unit (its permits and the statements that read the resource, from all its slices),
         shared by the requests with the same unit and grouped by the resource facts it
         reads as before; pools of nodes without pool rules of their own then share one
-        unit, and one batch call. A request is allowed when its unit allows it and none of
+        unit, and one batch call. (Dataset `use` requests each have their own context: their
+        slices are all in the unit, so a dataset and its owner's rules are one request.)
+        A request is allowed when its unit allows it and none of
         its own resource-independent forbids fired; denied, its reasons are the forbids
         that fired, per slice in the order the plain way reports them (slices in the order
         first met in `reqs`, ids sorted within each)."""
         plans: list[_Plan] = []
         rank: dict[int, int] = {}
         distinct: dict[int, _Plan] = {}
+        # apart only where requests share a context (places); a dataset's `use` has its own
+        own_apart = len({id(r.context) for r in reqs}) < len(reqs)
         for r in reqs:
-            plan = self._plan(r.slices)
+            plan = self._plan(r.slices, own_apart)
             plans.append(plan)
             distinct.setdefault(id(plan), plan)
             for statements in r.slices:
