@@ -8,6 +8,10 @@ apply to it — the baseline, the node's own policies, the policies of the
 partners whose data the job uses, sliced further by principal and resource
 scope — which is both the stricter-only boundary and what keeps a decision
 fast with a thousand policies. Parsed policy sets are cached per slice.
+
+How the requests reach Cedar (`_evaluate_split`): the forbids that read nothing of the
+resource are evaluated once per job for all its pools, the rest of each request's slices
+as one request; the answer is exactly the per-slice one (`_evaluate_plain`, the reference).
 """
 
 from __future__ import annotations
@@ -654,7 +658,7 @@ class PolicyEngine:
         attrs = req.resource_attrs
         return (req.action, id(req.context),
                 req.resource["id"] if fields[0] else None,
-                tuple([attrs.get(a) for a in fields[1]]))
+                tuple(map(attrs.get, fields[1])))
 
     def _reason(self, policy_id: str, facts: dict) -> Reason:
         """The policy's @reason with the request's facts filled in; kept per policy and the
@@ -670,7 +674,7 @@ class PolicyEngine:
             except ValueError:
                 fields = ()
             self._reason_fields[policy_id] = fields
-        key = (policy_id, *(facts.get(f) for f in fields))
+        key = (policy_id, *map(facts.get, fields))
         found = self._reasons.get(key)
         if found is None:
             try:
