@@ -11,6 +11,10 @@
    same run, alternating batches.
 
     .venv/bin/python bench/governance.py [--jobs 2000] [--policies 1000] [--submits 400]
+    .venv/bin/python bench/governance.py --api [--api-jobs 400] [--api-rounds 4]   # end to end
+
+3. (--api) Submit end to end: a real server per mode (bench/governance_server.py; "off" is
+   bench/governance_off_app.py), 16 clients POSTing /v1/jobs, rounds alternated.
 """
 
 from __future__ import annotations
@@ -211,7 +215,17 @@ def main() -> None:
     parser.add_argument("--skip-submit", action="store_true")
     parser.add_argument("--distinct", action="store_true", help="submit bench: no two jobs alike")
     parser.add_argument("--queue", type=int, default=0, help="also time the scheduler gate for this many queued jobs")
+    parser.add_argument("--api", action="store_true",
+                        help="end to end instead: a real server per mode, 16 clients POSTing /v1/jobs")
+    parser.add_argument("--api-jobs", type=int, default=400, help="--api: jobs per round and mode")
+    parser.add_argument("--api-rounds", type=int, default=4, help="--api: rounds per mode (alternated)")
+    parser.add_argument("--clients", type=int, default=16, help="--api: concurrent clients")
+    parser.add_argument("--api-workers", default="default",
+                        help="--api: uvicorn workers ('default': as `aitb server` without settings)")
     args = parser.parse_args()
+    if args.api:
+        bench_api(args)
+        return
     lat = bench_latency(args)
     print("decision latency (sweden.yaml, every pool a candidate):")
     for k, v in lat.items():
@@ -223,6 +237,126 @@ def main() -> None:
         bench_submit(args)
     if args.queue:
         bench_queue(args)
+
+
+def bench_api(args) -> None:
+    """What a user gets: jobs/s of `POST /v1/jobs` from concurrent clients against a real server
+    (uvicorn, the default worker count, SQLite, the control loop running), governance on vs off.
+
+    Both servers run side by side (bench/api_load.py's `start_server`, testbed, users and raw
+    HTTP client); rounds alternate between them (on, off, off, on, ...), so both modes share
+    the machine's minutes. "on" serves `aitb.api.app:create_app` with the benchmark's 1,000
+    policies stored through the API; "off" serves bench/governance_off_app.py, the same app
+    with `aitb.services.jobs.governance_check` returning the job unchanged (what the
+    in-process "off" skips: the decision and its audit entry). CPU is the server's process
+    tree (workers included) during its own rounds."""
+    import asyncio
+    import json
+    import os
+    import shutil
+    import sys
+    import tempfile
+
+    import httpx
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import api_load
+
+    launcher = REPO / "bench" / "governance_server.py"
+    api_nodes = ["stockholm", "goteborg"]  # api_load.TESTBED
+    rng = random.Random(args.seed)
+    policies = make_policies(args.policies, api_nodes, rng)
+
+    def start(mode: str):
+        api_load.aitb_command = lambda: [sys.executable, str(launcher), mode]  # start_server appends "server"
+        data_dir = Path(tempfile.mkdtemp(prefix=f"aitb-gov-{mode}-"))
+        server = api_load.start_server(data_dir, None, args.api_workers)
+        tokens = api_load.setup_users(server, args.clients)
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"},
+                          timeout=60) as c:
+            for p in PARTNERS:
+                c.post("/v1/partners", json={"name": p}).raise_for_status()
+            for doc in policies:
+                c.put(f"/v1/policies/{doc.name}", json={"scope": doc.scope, "text": doc.text}).raise_for_status()
+        return server, tokens
+
+    async def client(http, c: int, first: int, count: int, lat: list[float]) -> int:
+        ok = 0
+        for seq in range(first, first + count):
+            payload = json.dumps(api_load.job_body(c, seq)).encode()
+            t0 = time.perf_counter()
+            status, data = await http.post("/v1/jobs", payload)
+            lat.append(time.perf_counter() - t0)
+            if status != 201:
+                raise RuntimeError(f"POST /v1/jobs: {status} {data[:200]!r}")
+            ok += 1
+        return ok
+
+    async def load(server, tokens, first: int, per_client: int, lat: list[float]) -> int:
+        host, port = server.url.split("://", 1)[1].rsplit(":", 1)
+        https = [api_load.RawHttp(host, int(port), tok) for tok in tokens]
+        try:
+            done = await asyncio.gather(*[client(h, i, first, per_client, lat) for i, h in enumerate(https)])
+        finally:
+            for h in https:
+                await h.close()
+        return sum(done)
+
+    def audited_submits(server) -> int:
+        """`job.submit` audit entries: one per job with governance on, none with it off."""
+        n, after = 0, 0
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"},
+                          timeout=60) as c:
+            while True:
+                page = c.get("/v1/audit", params={"action": "job.submit", "after": after, "limit": 1000})
+                page.raise_for_status()
+                rows = page.json()
+                if not rows:
+                    return n
+                n += len(rows)
+                after = rows[-1]["seq"]
+
+    servers = {}
+    try:
+        for mode in ("on", "off"):
+            servers[mode] = start(mode)
+        per_client = max(1, args.api_jobs // args.clients)
+        seconds = {"on": 0.0, "off": 0.0}
+        cpu = {"on": 0.0, "off": 0.0}
+        counts = {"on": 0, "off": 0}
+        lat: dict[str, list[float]] = {"on": [], "off": []}
+        # one warm-up round each (first decision, policy set compiled), not counted
+        for mode in ("on", "off"):
+            asyncio.run(load(*servers[mode], 0, 2, []))
+        print(f"{args.clients} clients; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus; "
+              f"{args.policies} policies; {per_client * args.clients} jobs per round", flush=True)
+        for round_ in range(args.api_rounds):
+            for mode in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
+                server, tokens = servers[mode]
+                first = 2 + round_ * per_client
+                c0, t0 = api_load.cpu_seconds(server.proc.pid), time.perf_counter()
+                n = asyncio.run(load(server, tokens, first, per_client, lat[mode]))
+                seconds[mode] += time.perf_counter() - t0
+                cpu[mode] += api_load.cpu_seconds(server.proc.pid) - c0
+                counts[mode] += n
+                print(f"  round {round_} {mode:3} {n / (time.perf_counter() - t0):7.1f} jobs/s", flush=True)
+        alive = all(s.proc.poll() is None for s, _ in servers.values())
+        audited = {m: audited_submits(s) for m, (s, _) in servers.items()}
+    finally:
+        for server, _ in servers.values():
+            server.stop()
+            shutil.rmtree(server.data_dir, ignore_errors=True)
+    rate = {m: counts[m] / seconds[m] for m in counts}
+    per_job = {m: cpu[m] / counts[m] * 1000 for m in counts}
+    print(f"submit end to end (POST /v1/jobs, uvicorn workers: {args.api_workers}, SQLite, scheduler on, "
+          f"{counts['on']} jobs per mode, {args.api_rounds} rounds alternated; servers alive: {alive}; "
+          f"job.submit audit entries on/off: {audited['on']}/{audited['off']}):")
+    for m in ("off", "on"):
+        print(f"  governance {m:3}           {rate[m]:7.1f} jobs/s  server CPU {per_job[m]:.3f} ms/job  "
+              f"p50 {percentile(lat[m], 0.5) * 1e3:.1f} ms  p99 {percentile(lat[m], 0.99) * 1e3:.1f} ms")
+    ratio, cpu_ratio = rate["on"] / rate["off"], per_job["off"] / per_job["on"]
+    print(f"  on/off                    {ratio:.3f} jobs/s, {cpu_ratio:.3f} by server CPU per job "
+          f"(target >= 0.90: {'met' if ratio >= 0.9 else 'NOT met'} / {'met' if cpu_ratio >= 0.9 else 'NOT met'})")
 
 
 def bench_submit(args) -> None:

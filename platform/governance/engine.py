@@ -8,6 +8,10 @@ apply to it — the baseline, the node's own policies, the policies of the
 partners whose data the job uses, sliced further by principal and resource
 scope — which is both the stricter-only boundary and what keeps a decision
 fast with a thousand policies. Parsed policy sets are cached per slice.
+
+How the requests reach Cedar (`_evaluate_split`): the forbids that read nothing of the
+resource are evaluated once per job for all its pools, the rest of each request's slices
+as one request; the answer is exactly the per-slice one (`_evaluate_plain`, the reference).
 """
 
 from __future__ import annotations
@@ -65,6 +69,57 @@ class _Req:
     resource_attrs: dict = field(default_factory=dict)  # the resource's attributes (for sharing)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How one request's slices are evaluated by the split strategy (`_evaluate_split`)."""
+
+    slices: tuple[tuple[Statement, ...], ...]  # the request's slices (identity-checked)
+    unit: tuple[Statement, ...]  # its permits and every statement that reads the resource, all slices
+    own: frozenset[str]  # its forbids that read nothing of the resource: evaluated once per job
+    position: dict[str, int]  # statement id -> the position of its slice
+
+
+_SIGNATURES: dict[frozenset[str], tuple[bool, tuple[str, ...]]] = {}
+_SHAPES: dict[frozenset[str], dict[str, frozenset[str] | None] | None] = {}
+
+
+def _shape(reads: frozenset[str]) -> dict[str, frozenset[str] | None] | None:
+    """`Statement.context_reads` of a slice as top-level name -> the record attributes read of
+    it (None: read whole); None: the context is read whole."""
+    found = _SHAPES.get(reads)
+    if found is None and reads not in _SHAPES:
+        if "*" in reads:
+            found = None
+        else:
+            found = {}
+            for path in sorted(reads, key=lambda p: "." in p):  # whole reads first
+                top, _, attr = path.partition(".")
+                if not attr:
+                    found[top] = None
+                elif top not in found or found[top] is not None:
+                    found[top] = (found.get(top) or frozenset()) | {attr}
+        if len(_SHAPES) > 10_000:
+            _SHAPES.clear()
+        _SHAPES[reads] = found
+    return found
+
+
+def _trim(context: dict, reads: frozenset[str]) -> dict:
+    """The context with only what `reads` reads: top-level attributes, and of a record read
+    only through its attributes (`context.job.priority`) only those attributes."""
+    shape = _shape(reads)
+    if shape is None:
+        return context
+    out = {}
+    for key, attrs in shape.items():
+        if key in context:
+            value = context[key]
+            if attrs is not None and isinstance(value, dict):
+                value = {a: value[a] for a in attrs if a in value}
+            out[key] = value
+    return out
+
+
 def _ts(dt) -> int:
     return int(dt.timestamp())
 
@@ -100,6 +155,12 @@ class PolicyEngine:
         self._interned_candidates: dict[tuple[Candidate, ...], tuple[Candidate, ...]] = {}
         self._base_entities: dict[tuple[Candidate, ...], cedarpy.Entities] = {}
         self._decisions: dict[tuple, Decision] = {}
+        self._run_layouts: dict[tuple, tuple[tuple[Candidate, ...], tuple]] = {}
+        self._plans: dict[tuple[int, ...], _Plan] = {}
+        self._unions: dict[tuple[int, ...], tuple[tuple[_Plan, ...], tuple[Statement, ...]]] = {}
+        #: evaluate resource-independent forbids once per job (`_evaluate_split`); False: every
+        #: request against its whole slices (`_evaluate_plain`), the reference the tests compare to
+        self.split = True
         self._cacheable = not any(_reads_clock_or_id(s) for s in added)
 
     # -- policy slices ---------------------------------------------------------------------
@@ -148,6 +209,21 @@ class PolicyEngine:
             if extra:
                 out.append(extra)
         return tuple(out)
+
+    def _run_slices(self, job: JobFacts, candidates: tuple[Candidate, ...],
+                    partners: frozenset[str]) -> tuple[tuple[tuple[Statement, ...], ...], ...]:
+        """`_slices_for("run", ...)` of every candidate, kept per (candidates, project, partner,
+        data owners): the same for every job of that principal and data."""
+        key = (id(candidates), job.project, job.partner, partners)
+        found = self._run_layouts.get(key)
+        if found is not None and found[0] is candidates:
+            return found[1]
+        layout = tuple(self._slices_for("run", job, c.node, c.key, partners) for c in candidates)
+        with self._lock:
+            if len(self._run_layouts) > 50_000:
+                self._run_layouts.clear()
+            self._run_layouts[key] = (candidates, layout)
+        return layout
 
     def _for_principal(self, kind: str, owner: str, action: str, job: JobFacts) -> list[Statement]:
         """An owner's statements for this action that may apply to the job's project: once per
@@ -302,14 +378,14 @@ class PolicyEngine:
                      grant_expires_at=grant.expires_at.isoformat() if grant else "")
             uses.append(_Req("use", {"type": "Dataset", "id": d.name}, ctx,
                              self._slices_for("use", job, None, None, frozenset({d.partner})), f))
+        run_slices = self._run_slices(job, candidates, data_partners)
         runs = [
-            _Req("run", {"type": "Pool", "id": c.key}, run_ctx,
-                 self._slices_for("run", job, c.node, c.key, data_partners),
+            _Req("run", {"type": "Pool", "id": c.key}, run_ctx, slices,
                  dict(facts, node=c.node, cluster=c.cluster, pool=c.pool, cluster_owners=", ".join(c.owners)),
                  {"node": c.node, "cluster": c.cluster, "pool": c.pool, "secure": c.secure,
                   "gpu_type": c.gpu_type or "", "backend": c.backend, "owners": c.owners,
                   "shared_trusted": c.shared_trusted})
-            for c in candidates
+            for c, slices in zip(candidates, run_slices, strict=True)
         ]
         use_results = self._evaluate(uses, job, entities)
         run_results = self._evaluate(runs, job, entities)
@@ -342,7 +418,155 @@ class PolicyEngine:
         )
 
     def _evaluate(self, reqs: list[_Req], job: JobFacts, entities) -> list[tuple[bool, tuple[Reason, ...]]]:
-        """Answer (allowed, reasons) per request, in order.
+        """Answer (allowed, reasons) per request, in order: by `_evaluate_split`, which gives
+        exactly what `_evaluate_plain` gives (property-tested); when a policy fails to
+        evaluate, the plain way answers."""
+        if self.split and reqs:
+            out = self._evaluate_split(reqs, job, entities)
+            if out is not None:
+                return out
+        return self._evaluate_plain(reqs, job, entities)
+
+    def _plan(self, slices: tuple[tuple[Statement, ...], ...], own_apart: bool) -> _Plan:
+        """Split a request's slices into what depends on the resource (its permits and every
+        statement reading the resource: one unit, shared by every request with the same unit)
+        and the forbids that read nothing of the resource (their answer is the same for every
+        pool, or node, of the job; `own_apart` False: all in the unit)."""
+        key = (own_apart, *map(id, slices))
+        found = self._plans.get(key)
+        if found is not None and all(a is b for a, b in zip(found.slices, slices, strict=True)):
+            return found
+        unit: list[Statement] = []
+        own: set[str] = set()
+        position: dict[str, int] = {}
+        for p, statements in enumerate(slices):
+            for s in statements:
+                position[s.id] = p
+                if own_apart and s.effect == "forbid" and not s.resource_reads:
+                    own.add(s.id)
+                else:
+                    unit.append(s)
+        with self._lock:
+            if len(self._plans) > 100_000:
+                self._plans.clear()
+                self._unions.clear()
+            interned = self._interned.setdefault(tuple(s.id for s in unit), tuple(unit))
+            found = self._plans[key] = _Plan(slices, interned, frozenset(own), position)
+        return found
+
+    def _union(self, plans: list[_Plan]) -> tuple[Statement, ...]:
+        """The resource-independent forbids of all the plans, one tuple (ordered by id)."""
+        key = tuple(map(id, plans))
+        found = self._unions.get(key)
+        if found is not None and all(a is b for a, b in zip(found[0], plans, strict=True)):
+            return found[1]
+        ids = sorted(set().union(*(p.own for p in plans)))
+        union = tuple(self.statements[i] for i in ids)
+        with self._lock:
+            if len(self._unions) > 100_000:
+                self._unions.clear()
+            union = self._interned.setdefault(tuple(ids), union)
+            self._unions[key] = (tuple(plans), union)
+        return union
+
+    def _evaluate_split(self, reqs: list[_Req], job: JobFacts, entities) -> list | None:
+        """`_evaluate_plain`'s answer with fewer Cedar requests; None when any policy failed
+        to evaluate (the plain way then answers, errors in its order).
+
+        A forbid that reads nothing of the resource (a node rule on the job's priority or
+        data level, the baseline's no-egress) answers the same for every pool of the job,
+        so it is evaluated once: all such forbids of all the requests' slices in one policy
+        set, one request per action and context. Each request is evaluated against its
+        unit (its permits and the statements that read the resource, from all its slices),
+        shared by the requests with the same unit and grouped by the resource facts it
+        reads as before; pools of nodes without pool rules of their own then share one
+        unit, and one batch call. (Dataset `use` requests each have their own context: their
+        slices are all in the unit, so a dataset and its owner's rules are one request.)
+        A request is allowed when its unit allows it and none of
+        its own resource-independent forbids fired; denied, its reasons are the forbids
+        that fired, per slice in the order the plain way reports them (slices in the order
+        first met in `reqs`, ids sorted within each)."""
+        plans: list[_Plan] = []
+        rank: dict[int, int] = {}
+        distinct: dict[int, _Plan] = {}
+        # apart only where requests share a context (places); a dataset's `use` has its own
+        own_apart = len({id(r.context) for r in reqs}) < len(reqs)
+        for r in reqs:
+            plan = self._plan(r.slices, own_apart)
+            plans.append(plan)
+            distinct.setdefault(id(plan), plan)
+            for statements in r.slices:
+                rank.setdefault(id(statements), len(rank))
+        principal = {"type": "Project", "id": job.project}
+        contexts: dict[tuple, str] = {}
+
+        def context_text(r: _Req, context_reads: frozenset[str]) -> str:
+            text = contexts.get((id(r.context), context_reads))
+            if text is None:
+                text = contexts[(id(r.context), context_reads)] = json.dumps(_trim(r.context, context_reads))
+            return text
+
+        # 1. the resource-independent forbids: one request per action, context and resource type
+        fired_own: dict[tuple, frozenset[str]] = {}
+        own_plans = [p for p in distinct.values() if p.own]
+        if own_plans:
+            union = self._union(own_plans)
+            key, _, context_reads = self._slice_info(union)
+            cases: dict[tuple, _Req] = {}
+            for r, plan in zip(reqs, plans, strict=True):
+                if plan.own:
+                    cases.setdefault((r.action, id(r.context), r.resource["type"]), r)
+            batch = [{"principal": principal, "action": {"type": "Action", "id": r.action},
+                      "resource": r.resource, "context": context_text(r, context_reads)}
+                     for r in cases.values()]
+            results = cedarpy.is_authorized_batch(batch, self._policy_set(union, key), entities)
+            for case, res in zip(cases, results, strict=True):
+                if res.diagnostics.errors:
+                    return None
+                fired_own[case] = frozenset(res.diagnostics.reasons)
+        # 2. each request against its unit
+        unit_result: list[tuple[bool, tuple[str, ...]] | None] = [None] * len(reqs)
+        groups: dict[int, list[int]] = {}
+        for i, plan in enumerate(plans):
+            groups.setdefault(id(plan.unit), []).append(i)
+        for members in groups.values():
+            unit = plans[members[0]].unit
+            key, reads, context_reads = self._slice_info(unit)
+            ucases: dict[tuple, list[int]] = {}
+            for i in members:
+                ucases.setdefault(self._signature(reqs[i], reads), []).append(i)
+            batch = []
+            for case in ucases.values():
+                r = reqs[case[0]]
+                batch.append({"principal": principal, "action": {"type": "Action", "id": r.action},
+                              "resource": r.resource, "context": context_text(r, context_reads)})
+            results = cedarpy.is_authorized_batch(batch, self._policy_set(unit, key), entities)
+            for case, res in zip(ucases.values(), results, strict=True):
+                if res.diagnostics.errors:
+                    return None
+                answer = (res.decision == cedarpy.Decision.Allow, tuple(sorted(res.diagnostics.reasons)))
+                for i in case:
+                    unit_result[i] = answer
+        # 3. together, as the plain way reports them
+        out = []
+        for i, r in enumerate(reqs):
+            plan = plans[i]
+            allow, ids = unit_result[i]
+            own = fired_own[(r.action, id(r.context), r.resource["type"])] & plan.own if plan.own else ()
+            if allow and not own:
+                out.append((True, tuple(self._reason(pid, r.facts) for pid in ids)))
+                continue
+            fired = [*own, *ids] if not allow else list(own)
+            if not fired:
+                out.append((False, (Reason("default-deny", "no policy permits this"),)))
+                continue
+            order = [rank[id(s)] for s in r.slices]
+            fired.sort(key=lambda pid: (order[plan.position[pid]], pid))
+            out.append((False, tuple(self._reason(pid, r.facts) for pid in fired)))
+        return out
+
+    def _evaluate_plain(self, reqs: list[_Req], job: JobFacts, entities) -> list[tuple[bool, tuple[Reason, ...]]]:
+        """Answer (allowed, reasons) per request, in order: the reference evaluation.
 
         One batch call per distinct slice; within a slice, requests that agree on every
         resource fact it reads share one evaluation. A request is allowed when its first
@@ -378,9 +602,7 @@ class PolicyEngine:
                 # only the context attributes this slice reads: parsing it is most of a request's cost
                 text = contexts.get((id(r.context), context_reads))
                 if text is None:
-                    text = contexts[(id(r.context), context_reads)] = json.dumps(
-                        r.context if "*" in context_reads
-                        else {k: v for k, v in r.context.items() if k in context_reads})
+                    text = contexts[(id(r.context), context_reads)] = json.dumps(_trim(r.context, context_reads))
                 batch.append({"principal": principal, "action": {"type": "Action", "id": r.action},
                               "resource": r.resource, "context": text})
             results = cedarpy.is_authorized_batch(batch, self._policy_set(statements, key), entities)
@@ -428,10 +650,15 @@ class PolicyEngine:
 
     @staticmethod
     def _signature(req: _Req, reads: frozenset[str]) -> tuple:
+        fields = _SIGNATURES.get(reads)
+        if fields is None:
+            if len(_SIGNATURES) > 10_000:
+                _SIGNATURES.clear()
+            fields = _SIGNATURES[reads] = ("id" in reads, tuple(sorted(reads - {"id"})))
         attrs = req.resource_attrs
         return (req.action, id(req.context),
-                req.resource["id"] if "id" in reads else None,
-                tuple(attrs.get(a) for a in sorted(reads - {"id"})))
+                req.resource["id"] if fields[0] else None,
+                tuple(map(attrs.get, fields[1])))
 
     def _reason(self, policy_id: str, facts: dict) -> Reason:
         """The policy's @reason with the request's facts filled in; kept per policy and the
@@ -447,7 +674,7 @@ class PolicyEngine:
             except ValueError:
                 fields = ()
             self._reason_fields[policy_id] = fields
-        key = (policy_id, *(facts.get(f) for f in fields))
+        key = (policy_id, *map(facts.get, fields))
         found = self._reasons.get(key)
         if found is None:
             try:

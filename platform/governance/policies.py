@@ -158,8 +158,11 @@ def _resource_reads(body: dict) -> frozenset[str]:
 
 
 def _context_reads(body: dict) -> frozenset[str]:
-    """Which top-level context attributes a statement reads: a request need carry only those
-    to be evaluated against it (Cedar parses each request's context; most of a request's cost)."""
+    """Which context attributes a statement reads: a request need carry only those to be
+    evaluated against it (Cedar parses each request's context; most of a request's cost).
+    A top-level name (`level`) is read whole; `job.priority` says only that attribute of the
+    record `context.job` is read (`context.job.priority`, `context.job has priority`), so
+    the record can be sent with only the attributes read of it."""
     reads: set[str] = set()
 
     def walk(node) -> None:
@@ -168,6 +171,12 @@ def _context_reads(body: dict) -> frozenset[str]:
                 if key in (".", "has") and isinstance(value, dict) and value.get("left") == {"Var": "context"}:
                     reads.add(value.get("attr", "*"))
                     continue
+                if key in (".", "has") and isinstance(value, dict) and "attr" in value:
+                    left = value.get("left")
+                    inner = left.get(".") if isinstance(left, dict) and len(left) == 1 else None
+                    if isinstance(inner, dict) and inner.get("left") == {"Var": "context"} and "attr" in inner:
+                        reads.add(f"{inner['attr']}.{value['attr']}")
+                        continue
                 if key == "Var" and value == "context":
                     reads.add("*")  # used whole
                     continue

@@ -174,3 +174,71 @@ def test_requests_carrying_only_the_context_a_slice_reads_decide_as_the_whole_co
     whole._context_reads = lambda key, statements: frozenset({"*"})
     a, b = trimmed.decide(job, CANDIDATES), whole.decide(job, CANDIDATES)
     assert a.to_dict() == b.to_dict() and a.explain() == b.explain()
+
+
+#: plain Ray clusters too (owned, shared, shared and trusted): the tenancy rules read the cluster
+RAY_CANDIDATES = [*CANDIDATES,
+                  Candidate("lund", "lund-ray", "open", backend="ray", owners=("astra",)),
+                  Candidate("lund", "lund-ray", "secure", secure=True, backend="ray", owners=("region",)),
+                  Candidate("lulea", "lulea-ray", "open", backend="ray"),
+                  Candidate("stockholm", "sthlm-ray", "gpu", gpu_type="a100", backend="ray", shared_trusted=True)]
+ERRORING = PolicyDoc("overflow", "node:lund", 'forbid (principal, action == Action::"run", resource) '
+                     'when { context.now * 9223372036854775807 > 0 };')
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=st.lists(st.integers(0, 10**6), min_size=1, max_size=6).flatmap(
+    lambda ids: st.tuples(*[policy_doc(i) for i in range(len(ids))])), job=job_facts(),
+    erroring=st.booleans())
+def test_resource_independent_forbids_evaluated_once_decide_as_the_plain_evaluation(docs, job, erroring):
+    """The engine evaluates the forbids that read nothing of the resource once per job and the
+    rest per pool in one unit per request (`_evaluate_split`): allow/deny per candidate, the
+    reasons in their order, the policy ids and the runtime constraints are those of every
+    request evaluated against its whole slices (`_evaluate_plain`); a policy that fails to
+    evaluate sends the job the plain way."""
+    accepted = []
+    for doc in docs:
+        try:
+            compile_added(doc)
+            accepted.append(doc)
+        except PolicyError:
+            continue
+    if erroring:
+        accepted.append(ERRORING)
+    split = PolicyEngine(accepted, 1)
+    plain = PolicyEngine(accepted, 1)
+    plain.split = False
+    for candidates in (RAY_CANDIDATES, RAY_CANDIDATES[::-1]):
+        a, b = split.decide(job, candidates), plain.decide(job, candidates)
+        assert a == b and a.to_dict() == b.to_dict() and a.explain() == b.explain()
+
+
+def test_split_evaluation_decides_as_the_plain_one_for_the_benchmark_federation():
+    """Table: the governance benchmark's federation (sweden.yaml, 17 pools) with its 1,000
+    node and partner policies and 300 random jobs, split vs plain, every decision equal."""
+    import importlib.util
+    import random
+    from pathlib import Path
+
+    from aitb.domain.testbed import load_testbed
+    from aitb.governance import candidates_of
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("bench_governance", repo / "bench" / "governance.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    federation = load_testbed(repo / "testbeds" / "sweden.yaml")
+    candidates = candidates_of(federation)
+    nodes = [n.name for n in federation.nodes]
+    rng = random.Random(11)
+    docs = bench.make_policies(1000, nodes, rng)
+    split, plain = PolicyEngine(docs, 1), PolicyEngine(docs, 1)
+    plain.split = False
+    split._cacheable = plain._cacheable = False
+    allowed = denied = 0
+    for job in bench.make_jobs(300, nodes, rng):
+        a, b = split.decide(job, candidates), plain.decide(job, candidates)
+        assert a == b and a.to_dict() == b.to_dict() and a.explain() == b.explain()
+        allowed += sum(v.allowed for v in a.verdicts)
+        denied += sum(not v.allowed for v in a.verdicts)
+    assert allowed and denied  # both outcomes exercised
