@@ -9,6 +9,10 @@ the one this process last saw or wrote, nobody else changed a policy, a dataset 
 and what this process cached of them is current. One indexed read per transaction (the
 last audit row, which the append needs anyway) replaces the policy-revision and facts reads.
 
+When the head has moved (other workers and replicas append an entry for every submission),
+the entries in between are looked at once: only a policy, dataset or grant action among them
+starts a new epoch, so several API workers do not make each other's caches useless.
+
 Changes made through this process's ORM sessions mark their transaction (mapper events
 on the three tables): that transaction reads everything afresh and caches nothing, and its
 commit starts a new epoch. A row changed behind the platform's back (SQL by hand, no audit
@@ -24,7 +28,7 @@ from __future__ import annotations
 import itertools
 import threading
 
-from sqlalchemy import URL, event, select
+from sqlalchemy import URL, bindparam, event, or_, select
 from sqlalchemy.orm import Session
 
 from aitb.store.tables import AuditRow, DatasetRow, GrantRow, PolicyRow
@@ -112,10 +116,36 @@ def epoch(session: Session) -> int | None:
         url = database_key(session)
         with _lock:
             known = _known.get(url)
-            if known is None or known[0] != seq:
-                known = _known[url] = (seq, next(_epochs))
+        if known is None or (known[0] != seq and _facts_changed(session, known[0], seq)):
+            known = (seq, next(_epochs))
+        elif known[0] != seq:  # others appended (submissions, cancels), none changed a fact
+            known = (seq, known[1])
+        with _lock:
+            _known[url] = known
         found = info[_EPOCH] = known[1]
     return found
+
+
+#: the audit actions of every change to policies, datasets and grants (their services audit
+#: each change in its transaction; tests/governance/test_facts_cache.py covers each one)
+FACT_ACTIONS = ("policy.", "dataset.", "grant.")
+_audit = AuditRow.__table__.c
+_FACT_ENTRY = (
+    select(_audit.seq)
+    .where(_audit.seq > bindparam("after"), _audit.seq <= bindparam("upto"),
+           or_(*(_audit.action.startswith(prefix, autoescape=True) for prefix in FACT_ACTIONS)))
+    .limit(1)
+)
+
+
+def _facts_changed(session: Session, after: int, upto: int) -> bool:
+    """Whether an entry between two heads this process saw changed a policy, dataset or grant.
+    Other workers' and replicas' submissions move the head all the time; only these entries
+    make the cached facts stale (a range read on the chain's key, over the entries since the
+    last look)."""
+    if upto < after:  # the chain went back (a restored database): trust nothing cached
+        return True
+    return session.connection().execute(_FACT_ENTRY, {"after": after, "upto": upto}).first() is not None
 
 
 @event.listens_for(Session, "after_commit")

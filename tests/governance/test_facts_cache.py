@@ -84,6 +84,31 @@ def test_a_grant_given_and_revoked_by_another_process_is_seen_at_once(db):
         assert audit.verify(s).ok  # three processes appended to one chain
 
 
+def test_other_processes_submissions_keep_the_epoch_and_their_grants_end_it(db):
+    """Another worker's submissions move the audit head without changing a fact: the cached
+    facts stay (same epoch); its grant, audited as such, ends the epoch at once."""
+    from aitb.store import audit_head
+
+    def current_epoch() -> int:
+        with db.read() as s:
+            return audit_head.epoch(s)
+
+    assert submit(db) == JobState.REJECTED
+    first = current_epoch()
+    in_another_process(db.url, """
+        from aitb.store import audit
+        for i in range(3):
+            audit.append(s, "r1", "job.submit", f"job/other-{i}", {"n": i})
+    """)
+    assert current_epoch() == first
+    in_another_process(db.url, """
+        dataset_service.set_grant(s, ADMIN, Grant(dataset="notes", project="p1", purpose="research",
+                                                  expires_at=utcnow() + timedelta(days=9)))
+    """)
+    assert current_epoch() != first
+    assert submit(db) == JobState.QUEUED
+
+
 def test_changes_in_this_process_are_seen_in_the_same_and_later_transactions(db):
     assert submit(db) == JobState.REJECTED
     with db.session() as s:
