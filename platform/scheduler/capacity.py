@@ -179,6 +179,11 @@ class Capacity:
         for cluster, node in self.cluster_node.items():
             self.node_clusters.setdefault(node, []).append(cluster)
 
+    def close(self) -> None:
+        """Drop the pools' links to their hosts (each ``Slot`` points back at its pool)."""
+        for pool in self.pools.values():
+            pool.slots, pool.buckets, pool.partial = [], [], {}
+
     # -- changes -----------------------------------------------------------
     def take(self, slot: Slot, demand: Demand, devices: Sequence[int]) -> None:
         pool = slot.pool

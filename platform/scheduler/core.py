@@ -79,10 +79,12 @@ def run_cycle(snapshot: Snapshot, now: float, policy: Policy = OURS,
     try:          # generation-0 collections would scan them again and again (~15 % of a cycle)
         cycle = _Cycle(snapshot, now, policy, picker or PackingPicker(_named(snapshot)), classes)
         decisions = cycle.run()
+        stats = CycleStats(decisions, cycle.cache.cleared_at, dict(cycle.cache.reopened))
+        cycle.close()
     finally:
         if paused:
             gc.enable()
-    return CycleStats(decisions, cycle.cache.cleared_at, dict(cycle.cache.reopened))
+    return stats
 
 
 def _named(snapshot: Snapshot) -> dict[str, float]:
@@ -151,6 +153,14 @@ class _Cycle:
                     if slots:
                         self.reserved[job.id] = slots
 
+    def close(self) -> None:
+        """Break the working copy's reference cycles (hosts and their pools, the bound
+        ``frees_at``) so it is freed at once by reference counting, not left to the cyclic
+        collector: with gc paused during the cycle, its first collection after would have
+        to trace every object of the working copy (about a tenth of a large cycle)."""
+        self.frees_at = None
+        self.cap.close()
+
     def weight(self, partner: str) -> float:
         return self.weights.get(partner, 1.0)
 
@@ -172,11 +182,20 @@ class _Cycle:
 
     # -- step 2: the loop in queue order ---------------------------------------
     def run(self) -> Decisions:
+        """Every pending job once, in queue order.
+
+        Most jobs of a large queue wait with the cached reason of their class, so the
+        per-job path is kept flat (locals, no helper calls): it is most of a cycle's time.
+        """
         cache, shapes = self.cache, self.cache.shapes
         prio_key = self.policy.within_project_preemption
         backfill, window, now = self.policy.backfill, self.cap.window, self.now
         thrash = self.policy.thrash_limit
-        for job in self.order:
+        aging, threshold = self.policy.aging, self.policy.aging_threshold_s
+        reserved, order = self.reserved, self.order
+        waiting, lines = self.decisions.waiting, self.lines
+        inf = float("inf")
+        for job in order:
             if self.blocker is not None:
                 self._wait(job, f"behind head-of-line job {self.blocker}")
                 continue
@@ -184,19 +203,27 @@ class _Cycle:
             if shape is None:
                 shape = shapes[id(job.gang)] = job.shape
             lk = labels_key(job.pool_labels) if job.pool_labels else ()
-            rb = runtime_bucket(job.runtime_s) if backfill else None
-            window.ends_by = now + 2.0 ** rb if rb is not None else float("inf")
+            rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
+            window.ends_by = now + 2.0 ** rb if rb is not None else inf
             where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
-            key = class_key(shape, where, lk, job.project, prio_key and job.priority, rb,
-                            bool(thrash) and job.preemptions >= thrash)
-            cause = cache.lookup(key) if job.id not in self.reserved else None
+            key = (shape, where, lk, job.project, prio_key and job.priority, rb,
+                   bool(thrash) and job.preemptions >= thrash)  # classes.class_key
+            cause = cache.lookup(key) if job.id not in reserved else None
             if cause is None:
                 cause = self._consider(job, shape, lk, key)
                 if cause is None:
                     continue  # admitted
             if self.policy.head_of_line:
                 self.blocker = job.id
-            self._wait(job, *self._maybe_reserve(job, cause, key))
+            if aging and now - job.submitted_at >= threshold:  # self._aged(job)
+                cause, held = self._maybe_reserve(job, cause, key)
+            else:
+                held = ()
+            project = job.project  # self._wait, inlined
+            line = lines[project] = lines.get(project, 0) + 1
+            shares = order.current
+            waiting[job.id] = Waiting(job.id, project, job.partner, job.priority, len(waiting) + 1,
+                                      line, shares[0], shares[1], cause, held)
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:

@@ -137,7 +137,14 @@ class QueueOrder:
             if self._rebuilt:  # a preemption rebuilt the heap, next head included
                 continue
             if at + 1 < len(queue):
-                push(heap, self._entry(project))
+                if fair is None or entry[5] == version.get(partner_of[project], 0):
+                    # shares unchanged since ``entry`` (the common case: the job waited):
+                    # ``_entry`` would rebuild the same key, only the job's own fields differ
+                    nxt = queue[at + 1]
+                    push(heap, (-nxt.priority if self.by_priority else 0, entry[1], entry[2],
+                                nxt.submitted_at, nxt.id, entry[5], project))
+                else:
+                    push(heap, self._entry(project))
 
     def admitted(self, job: PendingJob, usage: Mapping[str, float]) -> None:
         """Shares only grow here, so stale heap keys are fixed lazily when popped."""
