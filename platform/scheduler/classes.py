@@ -87,6 +87,10 @@ class ClassCache:
         """The reason a job of this class failed earlier in the cycle, if it still holds."""
         return self._jobfail.get(key) if self.enabled else None
 
+    def failures(self) -> Mapping[tuple, str]:
+        """The live mapping ``lookup`` reads (empty while disabled): for the core's hot loop."""
+        return self._jobfail
+
     def record(self, key: tuple, cause: str, tried_preemption: bool) -> None:
         if self.enabled:
             self._jobfail[key] = cause
@@ -96,6 +100,11 @@ class ClassCache:
     # -- placements ------------------------------------------------------------
     def placement_failed(self, key: tuple) -> bool:
         return self.enabled and key in self._capfail
+
+    def placement_failures(self) -> set[tuple] | None:
+        """The live set ``placement_failed`` reads and ``record_placement_failure`` adds to;
+        None while disabled."""
+        return self._capfail if self.enabled else None
 
     def record_placement_failure(self, key: tuple) -> None:
         if self.enabled:

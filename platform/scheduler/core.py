@@ -193,6 +193,7 @@ class _Cycle:
         thrash = self.policy.thrash_limit
         aging, threshold = self.policy.aging, self.policy.aging_threshold_s
         reserved, order = self.reserved, self.order
+        failed = cache.failures()  # the cached reasons by class (cache.lookup, without the call)
         waiting, lines = self.decisions.waiting, self.lines
         inf = float("inf")
         for job in order:
@@ -208,7 +209,7 @@ class _Cycle:
             where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
             key = (shape, where, lk, job.project, prio_key and job.priority, rb,
                    bool(thrash) and job.preemptions >= thrash)  # classes.class_key
-            cause = cache.lookup(key) if job.id not in reserved else None
+            cause = failed.get(key) if job.id not in reserved else None
             if cause is None:
                 cause = self._consider(job, shape, lk, key)
                 if cause is None:
@@ -216,7 +217,7 @@ class _Cycle:
             if self.policy.head_of_line:
                 self.blocker = job.id
             if aging and now - job.submitted_at >= threshold:  # self._aged(job)
-                cause, held = self._maybe_reserve(job, cause, key)
+                cause, held = self._maybe_reserve(job, cause, key, shape)
             else:
                 held = ()
             project = job.project  # self._wait, inlined
@@ -242,9 +243,9 @@ class _Cycle:
             return None
         room, tried = (None, False)
         if self.policy.preemption:
-            room, tried = find_room(self, job, nominal_nodes + blocked)
+            room, tried = find_room(self, job, nominal_nodes + blocked, shape)
             if room is not None:
-                self._commit_preemption(job, room)
+                self._commit_preemption(job, room, shape)
                 return None
         where = f" in a {self._labels_text(lk, job)} pool" if lk else ""
         even = " even after preempting borrowed capacity" if tried else ""
@@ -259,8 +260,9 @@ class _Cycle:
         return cause
 
     # -- step 3: narrow ----------------------------------------------------------
-    def _eligible(self, job: PendingJob) -> list[tuple[str, list[str]]]:
-        key = (job.nodes, job.clusters, labels_key(job.pool_labels))
+    def _eligible(self, job: PendingJob, lk: tuple | None = None) -> list[tuple[str, list[str]]]:
+        """Per allowed node, its clusters with pools the job may use (``lk``: its labels' key)."""
+        key = (job.nodes, job.clusters, labels_key(job.pool_labels) if lk is None else lk)
         found = self.cache.eligible.get(key)
         if found is None:
             found = []
@@ -280,14 +282,15 @@ class _Cycle:
         options: list[tuple[bool, float, int, str, str, list[str] | None]] = []
         nominal_nodes: list[Option] = []
         blocked: list[Option] = []
-        eligible = self._eligible(job)
+        eligible = self._eligible(job, lk)
         usage0 = shape.usage(None)
         needs_gpu = "gpu" in usage0
+        check, project, fullness = self.ledger.check, job.project, self.cache.fullness
         for node, clusters in eligible:
             if not clusters:
                 problems.append(f"{node} has no {self._labels_text(lk, job)} pool")
                 continue
-            q = self.ledger.check(job.project, node, usage0)
+            q = check(project, node, usage0)
             if not q.ok:
                 problems.append(q.problem)
                 if self.policy.within_project_preemption and self.ledger.has_quota(job.project, node):
@@ -305,8 +308,12 @@ class _Cycle:
                                 f"capacity at {node}, which is about to be reclaimed")
                 continue
             for cluster in clusters:
-                options.append((q.borrowing, self._fullness(cluster, lk, job) if needs_gpu else 0.0,
-                                len(options), node, cluster, types))
+                free = 0.0
+                if needs_gpu:
+                    free = fullness.get((cluster, lk))
+                    if free is None:
+                        free = self._fullness(cluster, lk, job)
+                options.append((q.borrowing, free, len(options), node, cluster, types))
         if not eligible:
             problems.append("no node of the federation is allowed")
         options.sort()  # within nominal first, then fuller clusters; ties keep node order
@@ -331,10 +338,10 @@ class _Cycle:
             wanted = "|".join(sorted(shape.gpu_types)) or "any"
             return [], f"{node} has no gpu:{wanted} pool" + (
                 f" ({_labels_text(job.pool_labels)})" if job.pool_labels else "")
-        allowed, problem = [], ""
-        usage = shape.usage(None)
         if not self.ledger.limits_types(job.project, node):
             return offered, ""
+        allowed, problem = [], ""
+        usage = shape.usage(None)
         for t in offered:
             q = self.ledger.check(job.project, node, {f"gpu:{t}": usage["gpu"]})
             if q.ok:
@@ -358,26 +365,30 @@ class _Cycle:
     # -- step 4: place -------------------------------------------------------------
     def _place(self, job: PendingJob, shape: Shape, lk: tuple, options: list[tuple],
                cache: bool) -> bool:
+        """Admit the job at the first option where the gang fits (``cache``: skip and record
+        (cluster, shape) placements that failed since capacity last grew)."""
+        failed = self.cache.placement_failures() if cache else None
+        ends_by = self.cap.window.ends_by
         for _, _, _, node, cluster, types in options:
-            ck = (cluster, shape, lk, tuple(types) if types else None, self.cap.window.ends_by)
-            if cache and self.cache.placement_failed(ck):
+            ck = (cluster, shape, lk, tuple(types) if types else None, ends_by)
+            if failed is not None and ck in failed:
                 continue
             placed = place_gang(self.cap, self.picker, cluster, shape, job.pool_labels, job.id, types)
             if placed is None:
-                if cache:
-                    self.cache.record_placement_failure(ck)
+                if failed is not None:
+                    failed.add(ck)
                 continue
             final = self.ledger.check(job.project, node, shape.usage(placed.gpu_type))
             if not final.ok:
                 unplace(self.cap, placed)
                 continue
-            self._admit(job, placed, final.borrowing)
+            self._admit(job, placed, final.borrowing, shape)
             return True
         return False
 
-    def _admit(self, job: PendingJob, placed: Placed, borrowing: bool) -> None:
+    def _admit(self, job: PendingJob, placed: Placed, borrowing: bool, shape: Shape) -> None:
         self.cache.admitted()
-        usage = job.shape.usage(placed.gpu_type)
+        usage = shape.usage(placed.gpu_type)
         self.ledger.add(job.project, placed.node, usage)
         self.order.admitted(job, usage)
         released = self.reserved.pop(job.id, [])
@@ -394,7 +405,7 @@ class _Cycle:
         ))
 
     # -- step 5: preempt -------------------------------------------------------------
-    def _commit_preemption(self, job: PendingJob, room: Room) -> None:
+    def _commit_preemption(self, job: PendingJob, room: Room, shape: Shape) -> None:
         running = self.running_at[room.node]
         for v in room.victims:
             del running[v.id]
@@ -404,8 +415,8 @@ class _Cycle:
                    f"quota at {room.node}, project {v.project} was borrowing")
             self.decisions.preemptions.append(Preemption(v.id, v.project, room.node, job.id, why))
             self.order.released(v.partner, v.project, v.usage)
-        final = self.ledger.check(job.project, room.node, job.shape.usage(room.placed.gpu_type))
-        self._admit(job, room.placed, final.borrowing)
+        final = self.ledger.check(job.project, room.node, shape.usage(room.placed.gpu_type))
+        self._admit(job, room.placed, final.borrowing, shape)
         self.cache.capacity_grew(len(self.decisions.waiting))  # earlier failures may fit now
 
     def _thrashing(self, job: PendingJob, node: str) -> bool:
@@ -457,22 +468,23 @@ class _Cycle:
         return float("inf")
 
 
-    def _maybe_reserve(self, job: PendingJob, cause: str, key: tuple) -> tuple[str, tuple[str, ...]]:
+    def _maybe_reserve(self, job: PendingJob, cause: str, key: tuple, shape: Shape
+                       ) -> tuple[str, tuple[str, ...]]:
         if not self._aged(job):
             return cause, ()
         slots = self.reserved.get(job.id)
         if slots is None:
             if len(self.reserved) >= self.policy.max_reservations:
                 return cause, ()
-            if self.cache.no_reservation(key) or self.reserve_tries >= 2 * self.policy.max_reservations:
-                return cause, ()  # its class found none in this cycle, or enough were tried
+            if self.reserve_tries >= 2 * self.policy.max_reservations or self.cache.no_reservation(key):
+                return cause, ()  # enough were tried, or its class found none in this cycle
             self.reserve_tries += 1
             clusters = [
                 c for node, cs in self._eligible(job)
-                if self.ledger.check(job.project, node, job.shape.usage(None)).ok
+                if self.ledger.check(job.project, node, shape.usage(None)).ok
                 for c in cs
             ]
-            slots = reserve(self.cap, job.id, clusters, job.shape, job.pool_labels, self.frees_at,
+            slots = reserve(self.cap, job.id, clusters, shape, job.pool_labels, self.frees_at,
                             self.now + self.policy.reserve_within_s)
             if not slots:
                 self.cache.record_no_reservation(key)

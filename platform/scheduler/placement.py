@@ -66,6 +66,9 @@ def _loss(slot: Slot, demand: Demand) -> float:
     proportional share (capacity / GPUs); a replica that takes more than its share
     of CPU or memory leaves GPUs nobody can use.
     """
+    if (not demand.gpu and not any(slot.dev) and slot.cpu >= demand.cpu >= 0
+            and slot.mem >= demand.memory_gib >= 0):
+        return 0.0  # no free GPU to strand and every term below is 0: the common CPU-only case
     pool = slot.pool
     free = slot.gpu_free()
     cpu_share, mem_share = pool.cpu_cap / pool.gpus, pool.mem_cap / pool.gpus
