@@ -359,7 +359,7 @@ class _Cycle:
         free = self.cache.fullness.get(key)
         if free is None:
             free = self.cache.fullness[key] = round(
-                sum(p.free_gpu for p in self.cap.eligible_pools(cluster, job.pool_labels, lk)), 6)
+                sum([p.free_gpu for p in self.cap.eligible_pools(cluster, job.pool_labels, lk)]), 6)
         return free
 
     # -- step 4: place -------------------------------------------------------------

@@ -154,14 +154,20 @@ class QueueOrder:
                 continue
             if at + 1 == len(queue):
                 pop(heap)
-            elif fair is None or entry[5] == version.get(partner_of[project], 0):
+                continue
+            if fair is None or entry[5] == version.get(partner_of[project], 0):
                 # shares unchanged since ``entry`` (the common case: the job waited):
                 # ``_entry`` would rebuild the same key, only the job's own fields differ
                 nxt = queue[at + 1]
-                replace(heap, (-nxt.priority if by_priority else 0, entry[1], entry[2],
-                               nxt.submitted_at, nxt.id, entry[5], project))
+                new = (-nxt.priority if by_priority else 0, entry[1], entry[2],
+                       nxt.submitted_at, nxt.id, entry[5], project)
             else:
-                replace(heap, self._entry(project))
+                new = self._entry(project)
+            n = len(heap)
+            if (n < 2 or new < heap[1]) and (n < 3 or new < heap[2]):
+                heap[0] = new  # still below both children: the same project goes on (common)
+            else:
+                replace(heap, new)
 
     def admitted(self, job: PendingJob, usage: Mapping[str, float]) -> None:
         """Shares only grow here, so stale heap keys are fixed lazily when popped."""

@@ -25,6 +25,11 @@ class QuotaCheck:
     problem: str = ""  # why not ok, for pending reasons
 
 
+#: the two answers that carry no text, shared (a check is immutable): most checks are one
+WITHIN = QuotaCheck(True)
+BORROWS = QuotaCheck(True, borrowing=True, within_nominal=False)
+
+
 class QuotaLedger:
     """Usage per (project, node) plus the limits; changed as the cycle admits and preempts."""
 
@@ -90,7 +95,7 @@ class QuotaLedger:
         if limit is None:
             if self.require_quota:
                 return QuotaCheck(False, problem=f"project {project} has no quota at {node}")
-            return QuotaCheck(True)
+            return WITHIN
         nominal = self.nominal[key]
         held = self.usage.get(key, {})
         borrowing = False
@@ -109,7 +114,7 @@ class QuotaLedger:
                 )
             if after > nominal[r] + EPS:
                 borrowing = True
-        return QuotaCheck(True, borrowing=borrowing, within_nominal=not borrowing)
+        return BORROWS if borrowing else WITHIN
 
     def limits_types(self, project: str, node: str) -> bool:
         """Whether the quota has any ``gpu:<type>`` entry (else type checks can be skipped)."""
