@@ -200,17 +200,18 @@ class _Cycle:
             if self.blocker is not None:
                 self._wait(job, f"behind head-of-line job {self.blocker}")
                 continue
-            shape = shapes.get(id(job.gang))
-            if shape is None:
-                shape = shapes[id(job.gang)] = job.shape
+            known = shapes.get(id(job.gang))
+            if known is None:
+                known = shapes[id(job.gang)] = cache.intern(job.shape)
+            shape, token = known
             lk = labels_key(job.pool_labels) if job.pool_labels else ()
             rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
-            window.ends_by = now + 2.0 ** rb if rb is not None else inf
             where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
-            key = (shape, where, lk, job.project, prio_key and job.priority, rb,
-                   bool(thrash) and job.preemptions >= thrash)  # classes.class_key
+            key = (token, where, lk, job.project, prio_key and job.priority, rb,
+                   bool(thrash) and job.preemptions >= thrash)  # classes.class_key, shape tokened
             cause = failed.get(key) if job.id not in reserved else None
             if cause is None:
+                window.ends_by = now + 2.0 ** rb if rb is not None else inf  # read by placement
                 cause = self._consider(job, shape, lk, key)
                 if cause is None:
                     continue  # admitted
