@@ -239,8 +239,9 @@ class _Cycle:
     def _consider(self, job: PendingJob, shape: Shape, lk: tuple, key: tuple) -> str | None:
         """Steps 3-5 for one job: admit it (returns None) or say why it waits."""
         own = job.id in self.reserved
-        options, nominal_nodes, blocked, problems = self._narrow(job, shape, lk)
-        if self._place(job, shape, lk, options, cache=not own):
+        token = key[0]  # the shape's token: memo keys of this cycle hash it, not the shape
+        options, nominal_nodes, blocked, problems = self._narrow(job, shape, lk, token)
+        if self._place(job, shape, lk, options, token, cache=not own):
             return None
         room, tried = (None, False)
         if self.policy.preemption:
@@ -276,7 +277,7 @@ class _Cycle:
             self.cache.eligible[key] = found
         return found
 
-    def _narrow(self, job: PendingJob, shape: Shape, lk: tuple
+    def _narrow(self, job: PendingJob, shape: Shape, lk: tuple, token: int
                 ) -> tuple[list[tuple], list[Option], list[Option], list[str]]:
         """Where the job may go: placement options (sorted), nodes for preemption, problems."""
         problems: list[str] = []
@@ -299,7 +300,7 @@ class _Cycle:
                 continue
             types: list[str] | None = None
             if needs_gpu:
-                types, problem = self._gpu_types(job, shape, lk, node, clusters)
+                types, problem = self._gpu_types(job, shape, lk, node, clusters, token)
                 if not types:
                     problems.append(problem)
                     continue
@@ -327,8 +328,8 @@ class _Cycle:
         return text
 
     def _gpu_types(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
-                   clusters: list[str]) -> tuple[list[str], str]:
-        key = (shape, lk, node)
+                   clusters: list[str], token: int) -> tuple[list[str], str]:
+        key = (token, lk, node)
         offered = self.cache.offered.get(key)
         if offered is None:
             offered = self.cache.offered[key] = sorted({
@@ -365,13 +366,13 @@ class _Cycle:
 
     # -- step 4: place -------------------------------------------------------------
     def _place(self, job: PendingJob, shape: Shape, lk: tuple, options: list[tuple],
-               cache: bool) -> bool:
+               token: int, cache: bool) -> bool:
         """Admit the job at the first option where the gang fits (``cache``: skip and record
         (cluster, shape) placements that failed since capacity last grew)."""
         failed = self.cache.placement_failures() if cache else None
         ends_by = self.cap.window.ends_by
         for _, _, _, node, cluster, types in options:
-            ck = (cluster, shape, lk, tuple(types) if types else None, ends_by)
+            ck = (cluster, token, lk, tuple(types) if types else None, ends_by)
             if failed is not None and ck in failed:
                 continue
             placed = place_gang(self.cap, self.picker, cluster, shape, job.pool_labels, job.id, types)
