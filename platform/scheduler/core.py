@@ -281,7 +281,7 @@ class _Cycle:
                 ) -> tuple[list[tuple], list[Option], list[Option], list[str]]:
         """Where the job may go: placement options (sorted), nodes for preemption, problems."""
         problems: list[str] = []
-        options: list[tuple[bool, float, int, str, str, list[str] | None]] = []
+        options: list[tuple[bool, float, int, str, str, tuple[str, ...] | None]] = []
         nominal_nodes: list[Option] = []
         blocked: list[Option] = []
         eligible = self._eligible(job, lk)
@@ -309,13 +309,14 @@ class _Cycle:
                 problems.append(f"preempted {job.preemptions} times: not re-admitted on borrowed "
                                 f"capacity at {node}, which is about to be reclaimed")
                 continue
+            allowed = tuple(types) if types else None  # once per node, not per cluster
             for cluster in clusters:
                 free = 0.0
                 if needs_gpu:
                     free = fullness.get((cluster, lk))
                     if free is None:
                         free = self._fullness(cluster, lk, job)
-                options.append((q.borrowing, free, len(options), node, cluster, types))
+                options.append((q.borrowing, free, len(options), node, cluster, allowed))
         if not eligible:
             problems.append("no node of the federation is allowed")
         options.sort()  # within nominal first, then fuller clusters; ties keep node order
@@ -372,7 +373,7 @@ class _Cycle:
         failed = self.cache.placement_failures() if cache else None
         ends_by = self.cap.window.ends_by
         for _, _, _, node, cluster, types in options:
-            ck = (cluster, token, lk, tuple(types) if types else None, ends_by)
+            ck = (cluster, token, lk, types, ends_by)  # types: a tuple or None (``_narrow``)
             if failed is not None and ck in failed:
                 continue
             placed = place_gang(self.cap, self.picker, cluster, shape, job.pool_labels, job.id, types)

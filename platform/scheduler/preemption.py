@@ -201,6 +201,8 @@ def find_room(state: WorkingState, job: PendingJob,
     mine = shape.usage(None)
     weight = state.weight(job.partner)
     for node, clusters, types, q in nodes:
+        if not state.running_at.get(node):
+            continue  # nothing runs there: no candidates (``candidates_at`` would find none)
         candidates = candidates_at(state, job, node, q)
         if not candidates:
             continue
