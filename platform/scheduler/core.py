@@ -288,6 +288,7 @@ class _Cycle:
         usage0 = shape.usage(None)
         needs_gpu = "gpu" in usage0
         check, project, fullness = self.ledger.check, job.project, self.cache.fullness
+        offered, limits_types = self.cache.offered, self.ledger.limits_types
         for node, clusters in eligible:
             if not clusters:
                 problems.append(f"{node} has no {self._labels_text(lk, job)} pool")
@@ -300,10 +301,12 @@ class _Cycle:
                 continue
             types: list[str] | None = None
             if needs_gpu:
-                types, problem = self._gpu_types(job, shape, lk, node, clusters, token)
-                if not types:
-                    problems.append(problem)
-                    continue
+                types = offered.get((token, lk, node))  # _gpu_types' answer without the call
+                if not types or limits_types(project, node):
+                    types, problem = self._gpu_types(job, shape, lk, node, clusters, token)
+                    if not types:
+                        problems.append(problem)
+                        continue
             nominal_nodes.append((node, clusters, types, q))
             if q.borrowing and self._thrashing(job, node):
                 problems.append(f"preempted {job.preemptions} times: not re-admitted on borrowed "
