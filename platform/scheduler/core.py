@@ -192,6 +192,8 @@ class _Cycle:
         backfill, window, now = self.policy.backfill, self.cap.window, self.now
         thrash = self.policy.thrash_limit
         aging, threshold = self.policy.aging, self.policy.aging_threshold_s
+        max_held = self.policy.max_reservations  # reservations, and searches for one, per cycle
+        max_tries = 2 * max_held
         reserved, order = self.reserved, self.order
         failed = cache.failures()  # the cached reasons by class (cache.lookup, without the call)
         waiting, lines = self.decisions.waiting, self.lines
@@ -217,7 +219,9 @@ class _Cycle:
                     continue  # admitted
             if self.policy.head_of_line:
                 self.blocker = job.id
-            if aging and now - job.submitted_at >= threshold:  # self._aged(job)
+            if aging and now - job.submitted_at >= threshold and (  # self._aged(job), and
+                    job.id in reserved or (len(reserved) < max_held  # _maybe_reserve would
+                                           and self.reserve_tries < max_tries)):  # try
                 cause, held = self._maybe_reserve(job, cause, key, shape)
             else:
                 held = ()
