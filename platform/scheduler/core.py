@@ -79,12 +79,15 @@ def run_cycle(snapshot: Snapshot, now: float, policy: Policy = OURS,
     try:          # generation-0 collections would scan them again and again (~15 % of a cycle)
         cycle = _Cycle(snapshot, now, policy, picker or PackingPicker(_named(snapshot)), classes)
         decisions = cycle.run()
-        stats = CycleStats(decisions, cycle.cache.cleared_at, dict(cycle.cache.reopened))
+        cleared_at, reopened = cycle.cache.cleared_at, dict(cycle.cache.reopened)
         cycle.close()
+        del cycle  # the working copy is freed here by reference counting (close broke its cycles)
     finally:
         if paused:
             gc.enable()
-    return stats
+    # allocated with gc on, as before: the young-generation collection over what the cycle
+    # made and keeps (its decisions) runs here, inside the cycle, not in the caller's next step
+    return CycleStats(decisions, cleared_at, reopened)
 
 
 def _named(snapshot: Snapshot) -> dict[str, float]:
