@@ -27,8 +27,13 @@ import scheduler_throughput as tp  # noqa: E402
 
 from aitb.domain.models import Placement  # noqa: E402
 from aitb.domain.testbed import load_testbed  # noqa: E402
-from aitb.scheduler import POLICIES, Policy, RunningJob, snapshot_from_federation  # noqa: E402
-from aitb.scheduler import core  # noqa: E402
+from aitb.scheduler import (  # noqa: E402
+    POLICIES,
+    Policy,
+    RunningJob,
+    core,  # noqa: E402
+    snapshot_from_federation,
+)
 from aitb.scheduler.sim import replay as replay_mod  # noqa: E402
 
 
@@ -104,10 +109,11 @@ def replays(out, quick: bool) -> None:  # noqa: ANN001
         for name in mt.POLICIES:
             n = [0]
 
-            def hooked(snap, now, policy, picker=None, *, classes=True, _n=n, _name=name):  # noqa: ANN001
+            def hooked(snap, now, policy, picker=None, *, classes=True, _n=n, _name=name,  # noqa: ANN001
+                       _load=load):
                 stats = real(snap, now, policy, picker, classes=classes)
                 _n[0] += 1
-                dump(out, f"replay {load} {_name} cycle {_n[0]} t={now:g}", stats)
+                dump(out, f"replay {_load} {_name} cycle {_n[0]} t={now:g}", stats)
                 return stats
 
             replay_mod.run_cycle = hooked

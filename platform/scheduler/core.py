@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aitb.scheduler.capacity import Capacity, Slot
-from aitb.scheduler.classes import ClassCache, class_key, labels_key, runtime_bucket
+from aitb.scheduler.classes import ClassCache, labels_key, runtime_bucket
 from aitb.scheduler.decisions import Admission, Decisions, Preemption, Waiting
 from aitb.scheduler.ordering import FairShare, QueueOrder
 from aitb.scheduler.placement import HostPicker, PackingPicker, Placed, place_gang, unplace
