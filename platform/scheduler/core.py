@@ -23,8 +23,10 @@ the same (``tests/scheduler/test_classes.py``).
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 
 from aitb.scheduler.capacity import Capacity, Slot
 from aitb.scheduler.classes import ClassCache, labels_key, runtime_bucket
@@ -39,6 +41,7 @@ from aitb.scheduler.shape import Demand, Shape, describe
 from aitb.scheduler.snapshot import PendingJob, RunningJob, Snapshot
 
 Clock = Callable[[], float]
+_gang = attrgetter("gang")
 #: a node a job may go to: (node, its eligible clusters, accepted GPU types, quota check)
 Option = tuple[str, list[str], "list[str] | None", QuotaCheck]
 
@@ -93,15 +96,12 @@ def run_cycle(snapshot: Snapshot, now: float, policy: Policy = OURS,
 def _named(snapshot: Snapshot) -> dict[str, float]:
     """GPU demand per model of the pending jobs that name models: flexible jobs keep off the
     models that type-constrained work needs (``placement.PackingPicker``)."""
-    count: dict[int, list] = {}
-    for job in snapshot.pending:
-        entry = count.get(id(job.gang))
-        if entry is None:
-            count[id(job.gang)] = [job.gang, 1]
-        else:
-            entry[1] += 1
+    gangs = list(map(_gang, snapshot.pending))
+    count = Counter(map(id, gangs))  # jobs per gang object, in order of first appearance
+    first = dict(zip(map(id, gangs), gangs, strict=True))  # equal ids: the same live object
     out: dict[str, float] = {}
-    for gang, n in count.values():
+    for gid, n in count.items():
+        gang = first[gid]
         for replica in gang.replicas() if gang.head.gpu.types or (
                 gang.worker is not None and gang.worker.gpu.types) else ():
             types = replica.gpu.types
@@ -412,8 +412,8 @@ class _Cycle:
             self.cache.borrowed(len(self.decisions.waiting))
         self.decisions.admissions.append(Admission(
             job.id, placed.node, placed.cluster,
-            tuple(s.id for s, _, _ in placed.replicas),
-            tuple(devs for _, _, devs in placed.replicas),
+            tuple([s.id for s, _, _ in placed.replicas]),
+            tuple([devs for _, _, devs in placed.replicas]),
             borrowing, placed.gpu_type,
         ))
 
