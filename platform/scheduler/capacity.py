@@ -133,7 +133,7 @@ class PoolState:
 
     def set_device(self, slot: Slot, d: int, new: float) -> None:
         old = slot.dev[d]
-        new = _q(new)
+        new = round(new, 9)  # _q
         if new < EPS:
             new = 0.0
         elif new > 1 - EPS:
@@ -179,11 +179,16 @@ class Capacity:
         for cluster, node in self.cluster_node.items():
             self.node_clusters.setdefault(node, []).append(cluster)
 
+    def close(self) -> None:
+        """Drop the pools' links to their hosts (each ``Slot`` points back at its pool)."""
+        for pool in self.pools.values():
+            pool.slots, pool.buckets, pool.partial = [], [], {}
+
     # -- changes -----------------------------------------------------------
     def take(self, slot: Slot, demand: Demand, devices: Sequence[int]) -> None:
         pool = slot.pool
-        slot.cpu = _q(slot.cpu - demand.cpu)
-        slot.mem = _q(slot.mem - demand.memory_gib)
+        slot.cpu = round(slot.cpu - demand.cpu, 9)  # _q, without the call (hot)
+        slot.mem = round(slot.mem - demand.memory_gib, 9)
         amount = demand.gpu if demand.fractional else 1.0
         for d in devices:
             pool.set_device(slot, d, slot.dev[d] - amount)
@@ -191,8 +196,8 @@ class Capacity:
 
     def give(self, slot: Slot, demand: Demand, devices: Sequence[int]) -> None:
         pool = slot.pool
-        slot.cpu = _q(slot.cpu + demand.cpu)
-        slot.mem = _q(slot.mem + demand.memory_gib)
+        slot.cpu = round(slot.cpu + demand.cpu, 9)  # _q, without the call (hot)
+        slot.mem = round(slot.mem + demand.memory_gib, 9)
         amount = demand.gpu if demand.fractional else 1.0
         for d in devices:
             pool.set_device(slot, d, slot.dev[d] + amount)

@@ -18,6 +18,10 @@ pair per kind and the two events that ``invalidate`` them:
 
 The memo dicts (allowed pools per constraint, offered GPU types, texts, cluster
 fullness) hold derived values that do not change the outcome.
+
+Inside a cycle the key's shape is a small int (``ClassCache.intern``: one token per
+distinct shape), so the per-job lookup hashes no Python-level ``Shape.__hash__``; keys
+handed out (``reopened``) carry the shape again, as ``equivalence_key`` builds them.
 """
 
 from __future__ import annotations
@@ -80,12 +84,33 @@ class ClassCache:
         self.offered: dict[tuple, list[str]] = {}
         self.text: dict[object, str] = {}
         self.fullness: dict[tuple, float] = {}
-        self.shapes: dict[int, Shape] = {}  # id(gang) -> shape: jobs often share a GangSpec
+        # id(gang) -> (shape, token): jobs often share a GangSpec (see intern)
+        self.shapes: dict[int, tuple[Shape, int]] = {}
+        self._tokens: dict[Shape, int] = {}
+        self._by_token: list[Shape] = []
+
+    # -- shapes ----------------------------------------------------------------
+    def intern(self, shape: Shape) -> tuple[Shape, int]:
+        """The cycle's one object for shapes equal to ``shape`` and its token (a small int
+        that stands for the shape in class keys: equal shapes, equal tokens)."""
+        token = self._tokens.get(shape)
+        if token is None:
+            token = self._tokens[shape] = len(self._by_token)
+            self._by_token.append(shape)
+        return self._by_token[token], token
+
+    def _exported(self, key: tuple) -> tuple:
+        """A class key with its token replaced by the shape (``equivalence_key``'s form)."""
+        return (self._by_token[key[0]], *key[1:])
 
     # -- job classes -----------------------------------------------------------
     def lookup(self, key: tuple) -> str | None:
         """The reason a job of this class failed earlier in the cycle, if it still holds."""
         return self._jobfail.get(key) if self.enabled else None
+
+    def failures(self) -> Mapping[tuple, str]:
+        """The live mapping ``lookup`` reads (empty while disabled): for the core's hot loop."""
+        return self._jobfail
 
     def record(self, key: tuple, cause: str, tried_preemption: bool) -> None:
         if self.enabled:
@@ -96,6 +121,11 @@ class ClassCache:
     # -- placements ------------------------------------------------------------
     def placement_failed(self, key: tuple) -> bool:
         return self.enabled and key in self._capfail
+
+    def placement_failures(self) -> set[tuple] | None:
+        """The live set ``placement_failed`` reads and ``record_placement_failure`` adds to;
+        None while disabled."""
+        return self._capfail if self.enabled else None
 
     def record_placement_failure(self, key: tuple) -> None:
         if self.enabled:
@@ -122,7 +152,7 @@ class ClassCache:
         """An admission borrows: failures that tried preemption may find victims now."""
         for key in self._tried:
             self._jobfail.pop(key, None)
-            self.reopened[key] = waiting
+            self.reopened[self._exported(key)] = waiting
         self._tried.clear()
 
     def admitted(self) -> None:

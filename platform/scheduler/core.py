@@ -23,11 +23,13 @@ the same (``tests/scheduler/test_classes.py``).
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 
 from aitb.scheduler.capacity import Capacity, Slot
-from aitb.scheduler.classes import ClassCache, class_key, labels_key, runtime_bucket
+from aitb.scheduler.classes import ClassCache, labels_key, runtime_bucket
 from aitb.scheduler.decisions import Admission, Decisions, Preemption, Waiting
 from aitb.scheduler.ordering import FairShare, QueueOrder
 from aitb.scheduler.placement import HostPicker, PackingPicker, Placed, place_gang, unplace
@@ -39,6 +41,7 @@ from aitb.scheduler.shape import Demand, Shape, describe
 from aitb.scheduler.snapshot import PendingJob, RunningJob, Snapshot
 
 Clock = Callable[[], float]
+_gang = attrgetter("gang")
 #: a node a job may go to: (node, its eligible clusters, accepted GPU types, quota check)
 Option = tuple[str, list[str], "list[str] | None", QuotaCheck]
 
@@ -79,24 +82,26 @@ def run_cycle(snapshot: Snapshot, now: float, policy: Policy = OURS,
     try:          # generation-0 collections would scan them again and again (~15 % of a cycle)
         cycle = _Cycle(snapshot, now, policy, picker or PackingPicker(_named(snapshot)), classes)
         decisions = cycle.run()
+        cleared_at, reopened = cycle.cache.cleared_at, dict(cycle.cache.reopened)
+        cycle.close()
+        del cycle  # the working copy is freed here by reference counting (close broke its cycles)
     finally:
         if paused:
             gc.enable()
-    return CycleStats(decisions, cycle.cache.cleared_at, dict(cycle.cache.reopened))
+    # allocated with gc on, as before: the young-generation collection over what the cycle
+    # made and keeps (its decisions) runs here, inside the cycle, not in the caller's next step
+    return CycleStats(decisions, cleared_at, reopened)
 
 
 def _named(snapshot: Snapshot) -> dict[str, float]:
     """GPU demand per model of the pending jobs that name models: flexible jobs keep off the
     models that type-constrained work needs (``placement.PackingPicker``)."""
-    count: dict[int, list] = {}
-    for job in snapshot.pending:
-        entry = count.get(id(job.gang))
-        if entry is None:
-            count[id(job.gang)] = [job.gang, 1]
-        else:
-            entry[1] += 1
+    gangs = list(map(_gang, snapshot.pending))
+    count = Counter(map(id, gangs))  # jobs per gang object, in order of first appearance
+    first = dict(zip(map(id, gangs), gangs, strict=True))  # equal ids: the same live object
     out: dict[str, float] = {}
-    for gang, n in count.values():
+    for gid, n in count.items():
+        gang = first[gid]
         for replica in gang.replicas() if gang.head.gpu.types or (
                 gang.worker is not None and gang.worker.gpu.types) else ():
             types = replica.gpu.types
@@ -151,6 +156,14 @@ class _Cycle:
                     if slots:
                         self.reserved[job.id] = slots
 
+    def close(self) -> None:
+        """Break the working copy's reference cycles (hosts and their pools, the bound
+        ``frees_at``) so it is freed at once by reference counting, not left to the cyclic
+        collector: with gc paused during the cycle, its first collection after would have
+        to trace every object of the working copy (about a tenth of a large cycle)."""
+        self.frees_at = None
+        self.cap.close()
+
     def weight(self, partner: str) -> float:
         return self.weights.get(partner, 1.0)
 
@@ -172,31 +185,54 @@ class _Cycle:
 
     # -- step 2: the loop in queue order ---------------------------------------
     def run(self) -> Decisions:
+        """Every pending job once, in queue order.
+
+        Most jobs of a large queue wait with the cached reason of their class, so the
+        per-job path is kept flat (locals, no helper calls): it is most of a cycle's time.
+        """
         cache, shapes = self.cache, self.cache.shapes
         prio_key = self.policy.within_project_preemption
         backfill, window, now = self.policy.backfill, self.cap.window, self.now
         thrash = self.policy.thrash_limit
-        for job in self.order:
+        aging, threshold = self.policy.aging, self.policy.aging_threshold_s
+        max_held = self.policy.max_reservations  # reservations, and searches for one, per cycle
+        max_tries = 2 * max_held
+        reserved, order = self.reserved, self.order
+        failed = cache.failures()  # the cached reasons by class (cache.lookup, without the call)
+        waiting, lines = self.decisions.waiting, self.lines
+        inf = float("inf")
+        for job in order:
             if self.blocker is not None:
                 self._wait(job, f"behind head-of-line job {self.blocker}")
                 continue
-            shape = shapes.get(id(job.gang))
-            if shape is None:
-                shape = shapes[id(job.gang)] = job.shape
+            known = shapes.get(id(job.gang))
+            if known is None:
+                known = shapes[id(job.gang)] = cache.intern(job.shape)
+            shape, token = known
             lk = labels_key(job.pool_labels) if job.pool_labels else ()
-            rb = runtime_bucket(job.runtime_s) if backfill else None
-            window.ends_by = now + 2.0 ** rb if rb is not None else float("inf")
+            rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
             where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
-            key = class_key(shape, where, lk, job.project, prio_key and job.priority, rb,
-                            bool(thrash) and job.preemptions >= thrash)
-            cause = cache.lookup(key) if job.id not in self.reserved else None
+            key = (token, where, lk, job.project, prio_key and job.priority, rb,
+                   bool(thrash) and job.preemptions >= thrash)  # classes.class_key, shape tokened
+            cause = failed.get(key) if job.id not in reserved else None
             if cause is None:
+                window.ends_by = now + 2.0 ** rb if rb is not None else inf  # read by placement
                 cause = self._consider(job, shape, lk, key)
                 if cause is None:
                     continue  # admitted
             if self.policy.head_of_line:
                 self.blocker = job.id
-            self._wait(job, *self._maybe_reserve(job, cause, key))
+            if aging and now - job.submitted_at >= threshold and (  # self._aged(job), and
+                    job.id in reserved or (len(reserved) < max_held  # _maybe_reserve would
+                                           and self.reserve_tries < max_tries)):  # try
+                cause, held = self._maybe_reserve(job, cause, key, shape)
+            else:
+                held = ()
+            project = job.project  # self._wait, inlined
+            line = lines[project] = lines.get(project, 0) + 1
+            shares = order.current
+            waiting[job.id] = Waiting(job.id, project, job.partner, job.priority, len(waiting) + 1,
+                                      line, shares[0], shares[1], cause, held)
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:
@@ -210,14 +246,15 @@ class _Cycle:
     def _consider(self, job: PendingJob, shape: Shape, lk: tuple, key: tuple) -> str | None:
         """Steps 3-5 for one job: admit it (returns None) or say why it waits."""
         own = job.id in self.reserved
-        options, nominal_nodes, blocked, problems = self._narrow(job, shape, lk)
-        if self._place(job, shape, lk, options, cache=not own):
+        token = key[0]  # the shape's token: memo keys of this cycle hash it, not the shape
+        options, nominal_nodes, blocked, problems = self._narrow(job, shape, lk, token)
+        if self._place(job, shape, lk, options, token, cache=not own):
             return None
         room, tried = (None, False)
         if self.policy.preemption:
-            room, tried = find_room(self, job, nominal_nodes + blocked)
+            room, tried = find_room(self, job, nominal_nodes + blocked, shape)
             if room is not None:
-                self._commit_preemption(job, room)
+                self._commit_preemption(job, room, shape)
                 return None
         where = f" in a {self._labels_text(lk, job)} pool" if lk else ""
         even = " even after preempting borrowed capacity" if tried else ""
@@ -232,8 +269,9 @@ class _Cycle:
         return cause
 
     # -- step 3: narrow ----------------------------------------------------------
-    def _eligible(self, job: PendingJob) -> list[tuple[str, list[str]]]:
-        key = (job.nodes, job.clusters, labels_key(job.pool_labels))
+    def _eligible(self, job: PendingJob, lk: tuple | None = None) -> list[tuple[str, list[str]]]:
+        """Per allowed node, its clusters with pools the job may use (``lk``: its labels' key)."""
+        key = (job.nodes, job.clusters, labels_key(job.pool_labels) if lk is None else lk)
         found = self.cache.eligible.get(key)
         if found is None:
             found = []
@@ -246,21 +284,23 @@ class _Cycle:
             self.cache.eligible[key] = found
         return found
 
-    def _narrow(self, job: PendingJob, shape: Shape, lk: tuple
+    def _narrow(self, job: PendingJob, shape: Shape, lk: tuple, token: int
                 ) -> tuple[list[tuple], list[Option], list[Option], list[str]]:
         """Where the job may go: placement options (sorted), nodes for preemption, problems."""
         problems: list[str] = []
-        options: list[tuple[bool, float, int, str, str, list[str] | None]] = []
+        options: list[tuple[bool, float, int, str, str, tuple[str, ...] | None]] = []
         nominal_nodes: list[Option] = []
         blocked: list[Option] = []
-        eligible = self._eligible(job)
+        eligible = self._eligible(job, lk)
         usage0 = shape.usage(None)
         needs_gpu = "gpu" in usage0
+        check, project, fullness = self.ledger.check, job.project, self.cache.fullness
+        offered, limits_types = self.cache.offered, self.ledger.limits_types
         for node, clusters in eligible:
             if not clusters:
                 problems.append(f"{node} has no {self._labels_text(lk, job)} pool")
                 continue
-            q = self.ledger.check(job.project, node, usage0)
+            q = check(project, node, usage0)
             if not q.ok:
                 problems.append(q.problem)
                 if self.policy.within_project_preemption and self.ledger.has_quota(job.project, node):
@@ -268,18 +308,25 @@ class _Cycle:
                 continue
             types: list[str] | None = None
             if needs_gpu:
-                types, problem = self._gpu_types(job, shape, lk, node, clusters)
-                if not types:
-                    problems.append(problem)
-                    continue
+                types = offered.get((token, lk, node))  # _gpu_types' answer without the call
+                if not types or limits_types(project, node):
+                    types, problem = self._gpu_types(job, shape, lk, node, clusters, token)
+                    if not types:
+                        problems.append(problem)
+                        continue
             nominal_nodes.append((node, clusters, types, q))
             if q.borrowing and self._thrashing(job, node):
                 problems.append(f"preempted {job.preemptions} times: not re-admitted on borrowed "
                                 f"capacity at {node}, which is about to be reclaimed")
                 continue
+            allowed = tuple(types) if types else None  # once per node, not per cluster
             for cluster in clusters:
-                options.append((q.borrowing, self._fullness(cluster, lk, job) if needs_gpu else 0.0,
-                                len(options), node, cluster, types))
+                free = 0.0
+                if needs_gpu:
+                    free = fullness.get((cluster, lk))
+                    if free is None:
+                        free = self._fullness(cluster, lk, job)
+                options.append((q.borrowing, free, len(options), node, cluster, allowed))
         if not eligible:
             problems.append("no node of the federation is allowed")
         options.sort()  # within nominal first, then fuller clusters; ties keep node order
@@ -292,8 +339,8 @@ class _Cycle:
         return text
 
     def _gpu_types(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
-                   clusters: list[str]) -> tuple[list[str], str]:
-        key = (shape, lk, node)
+                   clusters: list[str], token: int) -> tuple[list[str], str]:
+        key = (token, lk, node)
         offered = self.cache.offered.get(key)
         if offered is None:
             offered = self.cache.offered[key] = sorted({
@@ -304,10 +351,10 @@ class _Cycle:
             wanted = "|".join(sorted(shape.gpu_types)) or "any"
             return [], f"{node} has no gpu:{wanted} pool" + (
                 f" ({_labels_text(job.pool_labels)})" if job.pool_labels else "")
-        allowed, problem = [], ""
-        usage = shape.usage(None)
         if not self.ledger.limits_types(job.project, node):
             return offered, ""
+        allowed, problem = [], ""
+        usage = shape.usage(None)
         for t in offered:
             q = self.ledger.check(job.project, node, {f"gpu:{t}": usage["gpu"]})
             if q.ok:
@@ -325,32 +372,36 @@ class _Cycle:
         free = self.cache.fullness.get(key)
         if free is None:
             free = self.cache.fullness[key] = round(
-                sum(p.free_gpu for p in self.cap.eligible_pools(cluster, job.pool_labels, lk)), 6)
+                sum([p.free_gpu for p in self.cap.eligible_pools(cluster, job.pool_labels, lk)]), 6)
         return free
 
     # -- step 4: place -------------------------------------------------------------
     def _place(self, job: PendingJob, shape: Shape, lk: tuple, options: list[tuple],
-               cache: bool) -> bool:
+               token: int, cache: bool) -> bool:
+        """Admit the job at the first option where the gang fits (``cache``: skip and record
+        (cluster, shape) placements that failed since capacity last grew)."""
+        failed = self.cache.placement_failures() if cache else None
+        ends_by = self.cap.window.ends_by
         for _, _, _, node, cluster, types in options:
-            ck = (cluster, shape, lk, tuple(types) if types else None, self.cap.window.ends_by)
-            if cache and self.cache.placement_failed(ck):
+            ck = (cluster, token, lk, types, ends_by)  # types: a tuple or None (``_narrow``)
+            if failed is not None and ck in failed:
                 continue
             placed = place_gang(self.cap, self.picker, cluster, shape, job.pool_labels, job.id, types)
             if placed is None:
-                if cache:
-                    self.cache.record_placement_failure(ck)
+                if failed is not None:
+                    failed.add(ck)
                 continue
             final = self.ledger.check(job.project, node, shape.usage(placed.gpu_type))
             if not final.ok:
                 unplace(self.cap, placed)
                 continue
-            self._admit(job, placed, final.borrowing)
+            self._admit(job, placed, final.borrowing, shape)
             return True
         return False
 
-    def _admit(self, job: PendingJob, placed: Placed, borrowing: bool) -> None:
+    def _admit(self, job: PendingJob, placed: Placed, borrowing: bool, shape: Shape) -> None:
         self.cache.admitted()
-        usage = job.shape.usage(placed.gpu_type)
+        usage = shape.usage(placed.gpu_type)
         self.ledger.add(job.project, placed.node, usage)
         self.order.admitted(job, usage)
         released = self.reserved.pop(job.id, [])
@@ -361,13 +412,13 @@ class _Cycle:
             self.cache.borrowed(len(self.decisions.waiting))
         self.decisions.admissions.append(Admission(
             job.id, placed.node, placed.cluster,
-            tuple(s.id for s, _, _ in placed.replicas),
-            tuple(devs for _, _, devs in placed.replicas),
+            tuple([s.id for s, _, _ in placed.replicas]),
+            tuple([devs for _, _, devs in placed.replicas]),
             borrowing, placed.gpu_type,
         ))
 
     # -- step 5: preempt -------------------------------------------------------------
-    def _commit_preemption(self, job: PendingJob, room: Room) -> None:
+    def _commit_preemption(self, job: PendingJob, room: Room, shape: Shape) -> None:
         running = self.running_at[room.node]
         for v in room.victims:
             del running[v.id]
@@ -377,8 +428,8 @@ class _Cycle:
                    f"quota at {room.node}, project {v.project} was borrowing")
             self.decisions.preemptions.append(Preemption(v.id, v.project, room.node, job.id, why))
             self.order.released(v.partner, v.project, v.usage)
-        final = self.ledger.check(job.project, room.node, job.shape.usage(room.placed.gpu_type))
-        self._admit(job, room.placed, final.borrowing)
+        final = self.ledger.check(job.project, room.node, shape.usage(room.placed.gpu_type))
+        self._admit(job, room.placed, final.borrowing, shape)
         self.cache.capacity_grew(len(self.decisions.waiting))  # earlier failures may fit now
 
     def _thrashing(self, job: PendingJob, node: str) -> bool:
@@ -430,22 +481,23 @@ class _Cycle:
         return float("inf")
 
 
-    def _maybe_reserve(self, job: PendingJob, cause: str, key: tuple) -> tuple[str, tuple[str, ...]]:
+    def _maybe_reserve(self, job: PendingJob, cause: str, key: tuple, shape: Shape
+                       ) -> tuple[str, tuple[str, ...]]:
         if not self._aged(job):
             return cause, ()
         slots = self.reserved.get(job.id)
         if slots is None:
             if len(self.reserved) >= self.policy.max_reservations:
                 return cause, ()
-            if self.cache.no_reservation(key) or self.reserve_tries >= 2 * self.policy.max_reservations:
-                return cause, ()  # its class found none in this cycle, or enough were tried
+            if self.reserve_tries >= 2 * self.policy.max_reservations or self.cache.no_reservation(key):
+                return cause, ()  # enough were tried, or its class found none in this cycle
             self.reserve_tries += 1
             clusters = [
                 c for node, cs in self._eligible(job)
-                if self.ledger.check(job.project, node, job.shape.usage(None)).ok
+                if self.ledger.check(job.project, node, shape.usage(None)).ok
                 for c in cs
             ]
-            slots = reserve(self.cap, job.id, clusters, job.shape, job.pool_labels, self.frees_at,
+            slots = reserve(self.cap, job.id, clusters, shape, job.pool_labels, self.frees_at,
                             self.now + self.policy.reserve_within_s)
             if not slots:
                 self.cache.record_no_reservation(key)

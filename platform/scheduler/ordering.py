@@ -17,7 +17,19 @@ from aitb.scheduler.snapshot import PendingJob, RunningJob
 
 BASE = ("cpu", "memory_gib", "gpu")
 _age = attrgetter("submitted_at", "id")
+_submitted = attrgetter("submitted_at")
 _priority = attrgetter("priority")
+
+
+def _in_order(jobs: list[PendingJob], by_priority: bool) -> None:
+    """Sort one project's queue: priority (high first), then age, then id; sorts are stable.
+
+    When no two jobs share a submission time the id never decides, and sorting on the time
+    alone gives the same order several times faster (homogeneous float keys)."""
+    times = list(map(_submitted, jobs))
+    jobs.sort(key=_submitted if len(set(times)) == len(times) else _age)
+    if by_priority:
+        jobs.sort(key=_priority, reverse=True)
 
 
 class FairShare:
@@ -81,10 +93,8 @@ class QueueOrder:
         self.queues: dict[str, list[PendingJob]] = {}
         for job in pending:
             self.queues.setdefault(job.project, []).append(job)
-        for jobs in self.queues.values():  # priority (high first), then age; sorts are stable
-            jobs.sort(key=_age)
-            if by_priority:
-                jobs.sort(key=_priority, reverse=True)
+        for jobs in self.queues.values():
+            _in_order(jobs, by_priority)
         self.partner_of = {p: jobs[0].partner for p, jobs in self.queues.items()}
         self.head = {p: 0 for p in self.queues}
         self.version: dict[str, int] = {}
@@ -114,30 +124,50 @@ class QueueOrder:
         heapq.heapify(self._heap)
 
     def __iter__(self) -> Iterator[PendingJob]:
+        """Pop the smallest project head, yield its job, push the project's next job.
+
+        The head stays on the heap while its job is decided and is then replaced in one
+        step (``heapreplace``); keys are unique (they end with the project), so the order
+        of yields does not depend on how the heap is laid out.
+        """
         heap = self._heap
         fair = self.fair
         version = self.version
         partner_of = self.partner_of
         queues, head = self.queues, self.head
-        pop, push = heapq.heappop, heapq.heappush
+        by_priority = self.by_priority
+        replace, pop = heapq.heapreplace, heapq.heappop
         while heap:
-            entry = pop(heap)
+            entry = heap[0]
             project = entry[6]
             if fair is not None and entry[5] != version.get(partner_of[project], 0):
-                push(heap, self._entry(project))
+                replace(heap, self._entry(project))  # its partner's share moved: re-key
                 continue
             queue = queues[project]
             at = head[project]
-            job = queue[at]
             self.current = (entry[1], entry[2])
             head[project] = at + 1
             self._rebuilt = False
-            yield job
-            heap = self._heap
+            yield queue[at]
             if self._rebuilt:  # a preemption rebuilt the heap, next head included
+                heap = self._heap
                 continue
-            if at + 1 < len(queue):
-                push(heap, self._entry(project))
+            if at + 1 == len(queue):
+                pop(heap)
+                continue
+            if fair is None or entry[5] == version.get(partner_of[project], 0):
+                # shares unchanged since ``entry`` (the common case: the job waited):
+                # ``_entry`` would rebuild the same key, only the job's own fields differ
+                nxt = queue[at + 1]
+                new = (-nxt.priority if by_priority else 0, entry[1], entry[2],
+                       nxt.submitted_at, nxt.id, entry[5], project)
+            else:
+                new = self._entry(project)
+            n = len(heap)
+            if (n < 2 or new < heap[1]) and (n < 3 or new < heap[2]):
+                heap[0] = new  # still below both children: the same project goes on (common)
+            else:
+                replace(heap, new)
 
     def admitted(self, job: PendingJob, usage: Mapping[str, float]) -> None:
         """Shares only grow here, so stale heap keys are fixed lazily when popped."""

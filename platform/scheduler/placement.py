@@ -66,6 +66,9 @@ def _loss(slot: Slot, demand: Demand) -> float:
     proportional share (capacity / GPUs); a replica that takes more than its share
     of CPU or memory leaves GPUs nobody can use.
     """
+    if (not demand.gpu and not any(slot.dev) and slot.cpu >= demand.cpu >= 0
+            and slot.mem >= demand.memory_gib >= 0):
+        return 0.0  # no free GPU to strand and every term below is 0: the common CPU-only case
     pool = slot.pool
     free = slot.gpu_free()
     cpu_share, mem_share = pool.cpu_cap / pool.gpus, pool.mem_cap / pool.gpus
@@ -195,13 +198,14 @@ class PackingPicker:
         return hit, [best[3]]
 
     def _cpu_only(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None:
+        cpu, mem = demand.cpu, demand.memory_gib  # Slot.fits inlined: this scans many hosts
         for pool in pools:  # CPU pools: best fit on free CPUs
             if pool.gpus:
                 continue
             levels = pool.levels
-            for b in levels[bisect_left(levels, int(demand.cpu - EPS)):]:
+            for b in levels[bisect_left(levels, int(cpu - EPS)):]:
                 for slot in pool.buckets[b]:
-                    if _usable(slot, job_id) and slot.fits(demand):
+                    if slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and _usable(slot, job_id):
                         return slot, []
         best: tuple[float, int, float, int] | None = None
         hit: Slot | None = None
@@ -212,9 +216,9 @@ class PackingPicker:
                 if best is not None and best[0] == 0 and b > best[1]:
                     break
                 for slot in pool.buckets[b]:
-                    if not (_usable(slot, job_id) and slot.fits(demand)):
+                    if not (slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and _usable(slot, job_id)):
                         continue
-                    key = (_loss(slot, demand), b, slot.cpu - demand.cpu, slot.index)
+                    key = (_loss(slot, demand), b, slot.cpu - cpu, slot.index)
                     if best is None or key < best:
                         best, hit = key, slot
                         if key[0] == 0:

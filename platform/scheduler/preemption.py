@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from aitb.scheduler.ordering import FairShare
     from aitb.scheduler.policy import Policy
     from aitb.scheduler.quota import QuotaCheck, QuotaLedger
-    from aitb.scheduler.shape import Demand
+    from aitb.scheduler.shape import Demand, Shape
     from aitb.scheduler.snapshot import PendingJob, RunningJob
 
 V = TypeVar("V")
@@ -107,8 +107,9 @@ class _Trial:
     """``Simulation`` over the working state for one job at one node."""
 
     def __init__(self, state: WorkingState, job: PendingJob, node: str, clusters: list[str],
-                 types: list[str] | None) -> None:
+                 types: list[str] | None, shape: Shape | None = None) -> None:
         self.state, self.job, self.node, self.clusters, self.types = state, job, node, clusters, types
+        self.shape = shape or job.shape
 
     def evict(self, victim: RunningJob) -> None:
         for slot, demand, devs in self.state.held(victim):
@@ -121,14 +122,14 @@ class _Trial:
         self.state.ledger.add(victim.project, victim.node, victim.usage)
 
     def attempt(self) -> Placed | None:
-        s, job = self.state, self.job
-        if not s.ledger.check(job.project, self.node, job.shape.usage(None)).ok:
+        s, job, shape = self.state, self.job, self.shape
+        if not s.ledger.check(job.project, self.node, shape.usage(None)).ok:
             return None
         for cluster in self.clusters:
-            placed = place_gang(s.cap, s.picker, cluster, job.shape, job.pool_labels, job.id,
+            placed = place_gang(s.cap, s.picker, cluster, shape, job.pool_labels, job.id,
                                 self.types)
             if placed is not None:
-                if s.ledger.check(job.project, self.node, job.shape.usage(placed.gpu_type)).ok:
+                if s.ledger.check(job.project, self.node, shape.usage(placed.gpu_type)).ok:
                     return placed
                 unplace(s.cap, placed)
         return None
@@ -172,19 +173,20 @@ def candidates_at(state: WorkingState, job: PendingJob, node: str, q: QuotaCheck
 
 
 def worth_it(job: PendingJob, victims: Sequence[RunningJob], now: float,
-             ratio: float = 1.0) -> bool:
+             ratio: float = 1.0, shape: Shape | None = None) -> bool:
     """A preemption must not destroy more than it frees: the work the victims lose
     (GPU-seconds since their last checkpoint, plus restarts) against the GPU-seconds of
     waiting it saves the job (its GPUs for as long as the victims are expected to run on)."""
     lost = sum(v.work_lost(now) for v in victims)
-    size = job.shape.usage(None).get("gpu") or job.shape.cpu / 64.0
+    shape = shape or job.shape
+    size = shape.usage(None).get("gpu") or shape.cpu / 64.0
     saved = size * sum(v.remaining(now) for v in victims) / max(1, len(victims))
     return lost * ratio <= saved
 
 
 def find_room(state: WorkingState, job: PendingJob,
-              nodes: Sequence[tuple[str, list[str], list[str] | None, QuotaCheck]]
-              ) -> tuple[Room | None, bool]:
+              nodes: Sequence[tuple[str, list[str], list[str] | None, QuotaCheck]],
+              shape: Shape | None = None) -> tuple[Room | None, bool]:
     """The first node (in the given order) where evicting candidates makes ``job`` fit.
 
     Returns (room, tried): ``tried`` says some node had candidates (the reason then says
@@ -195,9 +197,12 @@ def find_room(state: WorkingState, job: PendingJob,
     policy = state.policy
     fair = policy.preemption_style == "fair-share"
     drf = policy.preemption_style == "drf" and state.shares is not None
-    mine = job.shape.usage(None)
+    shape = shape or job.shape  # the cycle's shared shape of the job's gang (equal to job.shape)
+    mine = shape.usage(None)
     weight = state.weight(job.partner)
     for node, clusters, types, q in nodes:
+        if not state.running_at.get(node):
+            continue  # nothing runs there: no candidates (``candidates_at`` would find none)
         candidates = candidates_at(state, job, node, q)
         if not candidates:
             continue
@@ -233,7 +238,7 @@ def find_room(state: WorkingState, job: PendingJob,
                 return ok
             return True
 
-        trial = _Trial(state, job, node, clusters, types)
+        trial = _Trial(state, job, node, clusters, types, shape)
         found = choose_victims(candidates, trial, eligible)
         if found is None:
             continue
@@ -241,7 +246,7 @@ def find_room(state: WorkingState, job: PendingJob,
         # no reclaim that frees less than it destroys; preempting for fair share alone
         # (not within nominal) must save ``worth_ratio`` times what it destroys
         ratio = 1.0 if q.within_nominal else policy.worth_ratio
-        if policy.worth_it and not worth_it(job, victims, state.now, ratio):
+        if policy.worth_it and not worth_it(job, victims, state.now, ratio, shape):
             trial.undo(placed)
             for v in reversed(victims):
                 trial.restore(v)

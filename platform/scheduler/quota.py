@@ -25,6 +25,11 @@ class QuotaCheck:
     problem: str = ""  # why not ok, for pending reasons
 
 
+#: the two answers that carry no text, shared (a check is immutable): most checks are one
+WITHIN = QuotaCheck(True)
+BORROWS = QuotaCheck(True, borrowing=True, within_nominal=False)
+
+
 class QuotaLedger:
     """Usage per (project, node) plus the limits; changed as the cycle admits and preempts."""
 
@@ -52,11 +57,16 @@ class QuotaLedger:
             for r, v in nominal.items():
                 pool[r] = pool.get(r, 0.0) + v
         self._typed: dict[tuple[str, str], bool] = {}
+        # check() results per (project, node), by demand mapping (kept, and compared by
+        # identity): a cycle asks the same question for every job of a shape, and the
+        # answer changes only when add() changes that project's usage at that node
+        self._checks: dict[tuple[str, str], dict[int, tuple[Mapping[str, float], QuotaCheck]]] = {}
         self.usage: dict[tuple[str, str], dict[str, float]] = {}
         for job in running:
             self.add(job.project, job.node, job.usage)
 
     def add(self, project: str, node: str, usage: Mapping[str, float], sign: float = 1.0) -> None:
+        self._checks.pop((project, node), None)
         held = self.usage.setdefault((project, node), {})
         for r, v in usage.items():
             held[r] = held.get(r, 0.0) + sign * v
@@ -65,12 +75,27 @@ class QuotaLedger:
         return (project, node) in self.limit or not self.require_quota
 
     def check(self, project: str, node: str, demand: Mapping[str, float]) -> QuotaCheck:
+        """Whether ``demand`` fits the project's quota at ``node`` now (memoised until the
+        next ``add`` there; callers do not mutate the demand mappings they pass)."""
         key = (project, node)
+        memo = self._checks.get(key)
+        if memo is None:
+            memo = self._checks[key] = {}
+        else:
+            hit = memo.get(id(demand))
+            if hit is not None and hit[0] is demand:
+                return hit[1]
+        result = self._check(key, demand)
+        memo[id(demand)] = (demand, result)
+        return result
+
+    def _check(self, key: tuple[str, str], demand: Mapping[str, float]) -> QuotaCheck:
+        project, node = key
         limit = self.limit.get(key)
         if limit is None:
             if self.require_quota:
                 return QuotaCheck(False, problem=f"project {project} has no quota at {node}")
-            return QuotaCheck(True)
+            return WITHIN
         nominal = self.nominal[key]
         held = self.usage.get(key, {})
         borrowing = False
@@ -89,7 +114,7 @@ class QuotaLedger:
                 )
             if after > nominal[r] + EPS:
                 borrowing = True
-        return QuotaCheck(True, borrowing=borrowing, within_nominal=not borrowing)
+        return BORROWS if borrowing else WITHIN
 
     def limits_types(self, project: str, node: str) -> bool:
         """Whether the quota has any ``gpu:<type>`` entry (else type checks can be skipped)."""
