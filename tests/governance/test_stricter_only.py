@@ -155,13 +155,8 @@ def test_every_permit_is_refused(scope, text):
         raise AssertionError("a permit was accepted")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(docs=st.lists(st.integers(0, 10**6), min_size=1, max_size=4).flatmap(
-    lambda ids: st.tuples(*[policy_doc(i) for i in range(len(ids))])), job=job_facts())
-def test_requests_carrying_only_the_context_a_slice_reads_decide_as_the_whole_context(docs, job):
-    """The engine sends each policy slice only the context attributes its statements read
-    (a request's cost is mostly parsing its context): the decision is the one the whole
-    context gives, reasons included."""
+def compilable(docs: list) -> list:
+    """The generated documents the policy store would accept as additions."""
     accepted = []
     for doc in docs:
         try:
@@ -169,6 +164,17 @@ def test_requests_carrying_only_the_context_a_slice_reads_decide_as_the_whole_co
             accepted.append(doc)
         except PolicyError:
             continue
+    return accepted
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=st.lists(st.integers(0, 10**6), min_size=1, max_size=4).flatmap(
+    lambda ids: st.tuples(*[policy_doc(i) for i in range(len(ids))])), job=job_facts())
+def test_requests_carrying_only_the_context_a_slice_reads_decide_as_the_whole_context(docs, job):
+    """The engine sends each policy slice only the context attributes its statements read
+    (a request's cost is mostly parsing its context): the decision is the one the whole
+    context gives, reasons included."""
+    accepted = compilable(docs)
     trimmed = PolicyEngine(accepted, 1)
     whole = PolicyEngine(accepted, 1)
     whole._context_reads = lambda key, statements: frozenset({"*"})
@@ -196,13 +202,7 @@ def test_resource_independent_forbids_evaluated_once_decide_as_the_plain_evaluat
     reasons in their order, the policy ids and the runtime constraints are those of every
     request evaluated against its whole slices (`_evaluate_plain`); a policy that fails to
     evaluate sends the job the plain way."""
-    accepted = []
-    for doc in docs:
-        try:
-            compile_added(doc)
-            accepted.append(doc)
-        except PolicyError:
-            continue
+    accepted = compilable(docs)
     if erroring:
         accepted.append(ERRORING)
     split = PolicyEngine(accepted, 1)
