@@ -130,7 +130,9 @@ class Server:
                 self.proc.wait()
 
 
-def start_server(data_dir: Path, database_url: str | None, workers: str, scheduler: bool = True) -> Server:
+def start_server(data_dir: Path, database_url: str | None, workers: str, scheduler: bool = True,
+                 command: list[str] | None = None) -> Server:
+    """``command`` runs the server (default: `aitb server`); its settings come from the env."""
     (data_dir / "testbed.yaml").write_text(TESTBED)
     port = free_port()
     token = "aitb_bench_" + secrets.token_hex(16)
@@ -151,7 +153,7 @@ def start_server(data_dir: Path, database_url: str | None, workers: str, schedul
     if not scheduler:  # diagnosis only: the API's own cost, without the control loop
         env["AITB_SCHEDULER__ENABLED"] = "false"
     log = open(data_dir / "server.log", "ab")
-    proc = subprocess.Popen([*aitb_command(), "server"], env=env, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(command or [*aitb_command(), "server"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, cwd=data_dir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -270,17 +272,17 @@ class RawHttp:
 
 
 async def _client(url: str, token: str, client: int, count: int, batch: int, lat: list[float],
-                  errs: list[str]) -> int:
+                  errs: list[str], first: int = 0) -> int:
     done = 0
     host, port = url.split("://", 1)[1].rsplit(":", 1)
     http = RawHttp(host, int(port), token)
-    seq = 0
+    seq = first
     try:
-        while seq < count:
+        while seq < first + count:
             if batch <= 1:
                 body, path, n = job_body(client, seq), "/v1/jobs", 1
             else:
-                n = min(batch, count - seq)
+                n = min(batch, first + count - seq)
                 body, path = {"jobs": [job_body(client, seq + k) for k in range(n)]}, "/v1/jobs:batch"
             payload = json.dumps(body).encode()
             t0 = time.perf_counter()
@@ -302,12 +304,13 @@ async def _client(url: str, token: str, client: int, count: int, batch: int, lat
     return done
 
 
-async def _load(url: str, tokens: list[str], per_client: int, batch: int) -> Result:
+async def _load(url: str, tokens: list[str], per_client: int, batch: int, first: int = 0) -> Result:
+    """Each client submits ``per_client`` jobs named from sequence number ``first`` on."""
     lat: list[float] = []
     errs: list[str] = []
     t0 = time.perf_counter()
     done = await asyncio.gather(*[
-        _client(url, tok, i, per_client, batch, lat, errs) for i, tok in enumerate(tokens)
+        _client(url, tok, i, per_client, batch, lat, errs, first) for i, tok in enumerate(tokens)
     ])
     elapsed = time.perf_counter() - t0
     if errs:

@@ -251,7 +251,6 @@ def bench_api(args) -> None:
     in-process "off" skips: the decision and its audit entry). CPU is the server's process
     tree (workers included) during its own rounds."""
     import asyncio
-    import json
     import os
     import shutil
     import sys
@@ -268,9 +267,9 @@ def bench_api(args) -> None:
     policies = make_policies(args.policies, api_nodes, rng)
 
     def start(mode: str):
-        api_load.aitb_command = lambda: [sys.executable, str(launcher), mode]  # start_server appends "server"
         data_dir = Path(tempfile.mkdtemp(prefix=f"aitb-gov-{mode}-"))
-        server = api_load.start_server(data_dir, None, args.api_workers)
+        server = api_load.start_server(data_dir, None, args.api_workers,
+                                       command=[sys.executable, str(launcher), mode])
         tokens = api_load.setup_users(server, args.clients)
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"},
                           timeout=60) as c:
@@ -280,27 +279,12 @@ def bench_api(args) -> None:
                 c.put(f"/v1/policies/{doc.name}", json={"scope": doc.scope, "text": doc.text}).raise_for_status()
         return server, tokens
 
-    async def client(http, c: int, first: int, count: int, lat: list[float]) -> int:
-        ok = 0
-        for seq in range(first, first + count):
-            payload = json.dumps(api_load.job_body(c, seq)).encode()
-            t0 = time.perf_counter()
-            status, data = await http.post("/v1/jobs", payload)
-            lat.append(time.perf_counter() - t0)
-            if status != 201:
-                raise RuntimeError(f"POST /v1/jobs: {status} {data[:200]!r}")
-            ok += 1
-        return ok
-
-    async def load(server, tokens, first: int, per_client: int, lat: list[float]) -> int:
-        host, port = server.url.split("://", 1)[1].rsplit(":", 1)
-        https = [api_load.RawHttp(host, int(port), tok) for tok in tokens]
-        try:
-            done = await asyncio.gather(*[client(h, i, first, per_client, lat) for i, h in enumerate(https)])
-        finally:
-            for h in https:
-                await h.close()
-        return sum(done)
+    def load(server, tokens, first: int, per_client: int, lat: list[float]) -> int:
+        result = asyncio.run(api_load._load(server.url, tokens, per_client, 1, first))
+        if result.errors:
+            raise RuntimeError(f"{result.errors} submissions failed (see above)")
+        lat.extend(result.latencies)
+        return result.jobs
 
     def audited_submits(server) -> int:
         """`job.submit` audit entries: one per job with governance on, none with it off."""
@@ -327,7 +311,7 @@ def bench_api(args) -> None:
         lat: dict[str, list[float]] = {"on": [], "off": []}
         # one warm-up round each (first decision, policy set compiled), not counted
         for mode in ("on", "off"):
-            asyncio.run(load(*servers[mode], 0, 2, []))
+            load(*servers[mode], 0, 2, [])
         print(f"{args.clients} clients; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus; "
               f"{args.policies} policies; {per_client * args.clients} jobs per round", flush=True)
         for round_ in range(args.api_rounds):
@@ -335,7 +319,7 @@ def bench_api(args) -> None:
                 server, tokens = servers[mode]
                 first = 2 + round_ * per_client
                 c0, t0 = api_load.cpu_seconds(server.proc.pid), time.perf_counter()
-                n = asyncio.run(load(server, tokens, first, per_client, lat[mode]))
+                n = load(server, tokens, first, per_client, lat[mode])
                 seconds[mode] += time.perf_counter() - t0
                 cpu[mode] += api_load.cpu_seconds(server.proc.pid) - c0
                 counts[mode] += n

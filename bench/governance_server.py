@@ -1,10 +1,10 @@
 """Bench only (bench/governance.py --api): run the API server as `aitb server` does, with
 governance on (`aitb.api.app:create_app`) or off (`governance_off_app:create_app`).
 
-    python bench/governance_server.py on|off [server]
+    python bench/governance_server.py on|off
 
 Settings come from the environment exactly as for `aitb server` (port, workers, data dir);
-bench/api_load.py's `start_server` starts it (a trailing `server` argument is ignored).
+bench/api_load.py's `start_server` starts it (its `command`).
 """
 
 from __future__ import annotations
