@@ -43,9 +43,10 @@ def labels_key(labels: Mapping[str, object]) -> tuple:
     return tuple(sorted((k, str(v).lower()) for k, v in labels.items()))
 
 
-def class_key(shape: Shape, nodes: frozenset[str] | tuple | None, labels: tuple, project: str,
+def class_key(shape: Shape | int, nodes: frozenset[str] | tuple | None, labels: tuple, project: str,
               priority: int | bool, runtime: int | None = None, thrash: bool = False) -> tuple:
-    """The equivalence key from its parts (the core's hot loop has them at hand)."""
+    """The equivalence key from its parts (the core's hot loop has them at hand, with the
+    shape's token of the cycle in place of the shape: ``ClassCache.intern``)."""
     return (shape, nodes, labels, project, priority, runtime, thrash)
 
 

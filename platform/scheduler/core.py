@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 from aitb.scheduler.capacity import Capacity, Slot
-from aitb.scheduler.classes import ClassCache, labels_key, runtime_bucket
+from aitb.scheduler.classes import ClassCache, class_key, labels_key, runtime_bucket
 from aitb.scheduler.decisions import Admission, Decisions, Preemption, Waiting
 from aitb.scheduler.ordering import FairShare, QueueOrder
 from aitb.scheduler.placement import HostPicker, PackingPicker, Placed, place_gang, unplace
@@ -188,7 +188,8 @@ class _Cycle:
         """Every pending job once, in queue order.
 
         Most jobs of a large queue wait with the cached reason of their class, so the
-        per-job path is kept flat (locals, no helper calls): it is most of a cycle's time.
+        per-job path is kept flat (locals, memos read directly, a reservation attempted only
+        where ``_maybe_reserve`` could make one): it is most of a cycle's time.
         """
         cache, shapes = self.cache, self.cache.shapes
         prio_key = self.policy.within_project_preemption
@@ -199,7 +200,6 @@ class _Cycle:
         max_tries = 2 * max_held
         reserved, order = self.reserved, self.order
         failed = cache.failures()  # the cached reasons by class (cache.lookup, without the call)
-        waiting, lines = self.decisions.waiting, self.lines
         inf = float("inf")
         for job in order:
             if self.blocker is not None:
@@ -212,8 +212,8 @@ class _Cycle:
             lk = labels_key(job.pool_labels) if job.pool_labels else ()
             rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
             where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
-            key = (token, where, lk, job.project, prio_key and job.priority, rb,
-                   bool(thrash) and job.preemptions >= thrash)  # classes.class_key, shape tokened
+            key = class_key(token, where, lk, job.project, prio_key and job.priority, rb,
+                            bool(thrash) and job.preemptions >= thrash)
             cause = failed.get(key) if job.id not in reserved else None
             if cause is None:
                 window.ends_by = now + 2.0 ** rb if rb is not None else inf  # read by placement
@@ -228,11 +228,7 @@ class _Cycle:
                 cause, held = self._maybe_reserve(job, cause, key, shape)
             else:
                 held = ()
-            project = job.project  # self._wait, inlined
-            line = lines[project] = lines.get(project, 0) + 1
-            shares = order.current
-            waiting[job.id] = Waiting(job.id, project, job.partner, job.priority, len(waiting) + 1,
-                                      line, shares[0], shares[1], cause, held)
+            self._wait(job, cause, held)
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:
