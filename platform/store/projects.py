@@ -26,7 +26,7 @@ def _membership(row: MembershipRow) -> Membership:
 def get_project(session: Session, name: str) -> Project | None:
     # two columns, not the ORM object: every submission reads its project
     row = session.execute(_PROJECT_BY_NAME, {"name": name}).first()
-    return Project(name=row.name, partner=row.partner) if row else None
+    return _project(row) if row else None
 
 
 def add_project(session: Session, project: Project) -> Project:
