@@ -120,6 +120,23 @@ def _trim(context: dict, reads: frozenset[str]) -> dict:
     return out
 
 
+class _Requests:
+    """Cedar request documents of one evaluation: each context is trimmed to what the slice
+    reads and serialised once per (context, reads) — parsing it is most of a request's cost."""
+
+    def __init__(self, project: str):
+        self.principal = {"type": "Project", "id": project}
+        self._texts: dict[tuple, str] = {}
+
+    def of(self, r: _Req, context_reads: frozenset[str]) -> dict:
+        key = (id(r.context), context_reads)
+        text = self._texts.get(key)
+        if text is None:
+            text = self._texts[key] = json.dumps(_trim(r.context, context_reads))
+        return {"principal": self.principal, "action": {"type": "Action", "id": r.action},
+                "resource": r.resource, "context": text}
+
+
 def _ts(dt) -> int:
     return int(dt.timestamp())
 
@@ -497,14 +514,7 @@ class PolicyEngine:
             distinct.setdefault(id(plan), plan)
             for statements in r.slices:
                 rank.setdefault(id(statements), len(rank))
-        principal = {"type": "Project", "id": job.project}
-        contexts: dict[tuple, str] = {}
-
-        def context_text(r: _Req, context_reads: frozenset[str]) -> str:
-            text = contexts.get((id(r.context), context_reads))
-            if text is None:
-                text = contexts[(id(r.context), context_reads)] = json.dumps(_trim(r.context, context_reads))
-            return text
+        requests = _Requests(job.project)
 
         # 1. the resource-independent forbids: one request per action, context and resource type
         fired_own: dict[tuple, frozenset[str]] = {}
@@ -516,9 +526,7 @@ class PolicyEngine:
             for r, plan in zip(reqs, plans, strict=True):
                 if plan.own:
                     cases.setdefault((r.action, id(r.context), r.resource["type"]), r)
-            batch = [{"principal": principal, "action": {"type": "Action", "id": r.action},
-                      "resource": r.resource, "context": context_text(r, context_reads)}
-                     for r in cases.values()]
+            batch = [requests.of(r, context_reads) for r in cases.values()]
             results = cedarpy.is_authorized_batch(batch, self._policy_set(union, key), entities)
             for case, res in zip(cases, results, strict=True):
                 if res.diagnostics.errors:
@@ -535,11 +543,7 @@ class PolicyEngine:
             ucases: dict[tuple, list[int]] = {}
             for i in members:
                 ucases.setdefault(self._signature(reqs[i], reads), []).append(i)
-            batch = []
-            for case in ucases.values():
-                r = reqs[case[0]]
-                batch.append({"principal": principal, "action": {"type": "Action", "id": r.action},
-                              "resource": r.resource, "context": context_text(r, context_reads)})
+            batch = [requests.of(reqs[case[0]], context_reads) for case in ucases.values()]
             results = cedarpy.is_authorized_batch(batch, self._policy_set(unit, key), entities)
             for case, res in zip(ucases.values(), results, strict=True):
                 if res.diagnostics.errors:
@@ -587,8 +591,7 @@ class PolicyEngine:
                     groups[id(statements)] = [(i, position)]
                 else:
                     members.append((i, position))
-        principal = {"type": "Project", "id": job.project}
-        contexts: dict[tuple, str] = {}
+        requests = _Requests(job.project)
         for members in groups.values():
             i0, p0 = members[0]
             statements = reqs[i0].slices[p0]
@@ -596,15 +599,7 @@ class PolicyEngine:
             cases: dict[tuple, list[tuple[int, int]]] = {}
             for i, position in members:
                 cases.setdefault(self._signature(reqs[i], reads), []).append((i, position))
-            batch = []
-            for case in cases.values():
-                r = reqs[case[0][0]]
-                # only the context attributes this slice reads: parsing it is most of a request's cost
-                text = contexts.get((id(r.context), context_reads))
-                if text is None:
-                    text = contexts[(id(r.context), context_reads)] = json.dumps(_trim(r.context, context_reads))
-                batch.append({"principal": principal, "action": {"type": "Action", "id": r.action},
-                              "resource": r.resource, "context": text})
+            batch = [requests.of(reqs[case[0][0]], context_reads) for case in cases.values()]
             results = cedarpy.is_authorized_batch(batch, self._policy_set(statements, key), entities)
             for case, res in zip(cases.values(), results, strict=True):
                 allow = res.decision == cedarpy.Decision.Allow
