@@ -39,6 +39,7 @@ from aitb.domain.lifecycle import (
     JOB_STATE_ON_ATTEMPT_END,
     AttemptOutcome,
     JobState,
+    is_finished,
     requeue_rule,
 )
 from aitb.domain.models import Attempt, Classification, Job, Quota
@@ -347,8 +348,10 @@ class Reconciler:
                 else:
                     attempt_store.owe_stop_of(session, attempt)
                 done = job_store.transition(session, job, target, reason=reason, at=at, pending_reason=None)
-                self.events.changed(session, done)
                 rule = requeue_rule(done.state, done.retries_left) if retry else None
+                closing = rule is None and is_finished(done.state, done.retries_left)
+                # closing: `finished` ends the MLflow run after its final metrics and log
+                self.events.changed(session, done, ends_run=not closing)
                 if rule is not None:
                     again = job_store.requeue(session, done, rule,
                                               reason=f"retrying ({done.retries_left} left)")

@@ -62,13 +62,15 @@ class TrackingEvents:
             events.append((job.id, RUN_CREATE, {"run": spec.model_dump(mode="json")}))
         outbox_store.enqueue_many(session, events)
 
-    def changed(self, session: Session, job: Job, at: datetime | None = None) -> None:
+    def changed(self, session: Session, job: Job, at: datetime | None = None, *, ends_run: bool = True) -> None:
+        """``ends_run=False`` when `finished` follows in the same transaction: the run ends
+        after its final metrics and log, never before."""
         if not self.tracking:
             return
         from aitb.tracking import outbox
 
         at = at or job.updated_at or utcnow()
-        outbox.enqueue_state(session, job.id, job.state, at)
+        outbox.enqueue_state(session, job.id, job.state, at, ends_run=ends_run)
         if job.state == JobState.ADMITTED:
             outbox.enqueue_tags(session, job.id, {"node": job.node or "", "cluster": job.cluster or ""})
         if job.state == JobState.RUNNING and job.admitted_at is not None:

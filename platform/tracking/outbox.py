@@ -81,8 +81,15 @@ def enqueue_run_create(session: Session, spec: RunSpec) -> int:
     return store.enqueue(session, spec.job_id, RUN_CREATE, {"run": spec.model_dump(mode="json")})
 
 
-def enqueue_state(session: Session, job_id: str, state: JobState, at: datetime) -> int:
-    return store.enqueue(session, job_id, RUN_STATE, {"state": str(state), "at": at.isoformat()})
+def enqueue_state(
+    session: Session, job_id: str, state: JobState, at: datetime, *, ends_run: bool = True
+) -> int:
+    """``ends_run=False``: mirror the state's tags only; a `run.end` queued after the final
+    metrics and the driver log ends the run, so a FINISHED run already has its log."""
+    payload: dict[str, Any] = {"state": str(state), "at": at.isoformat()}
+    if not ends_run:
+        payload["ends_run"] = False
+    return store.enqueue(session, job_id, RUN_STATE, payload)
 
 
 def enqueue_tags(session: Session, job_id: str, tags: Mapping[str, Any]) -> int:
@@ -257,7 +264,8 @@ class OutboxProcessor:
             return None
         run_id = self._run_id(event)
         if event.kind == RUN_STATE:
-            self.tracker.set_state(run_id, JobState(p["state"]), datetime.fromisoformat(p["at"]))
+            self.tracker.set_state(run_id, JobState(p["state"]), datetime.fromisoformat(p["at"]),
+                                   ends_run=p.get("ends_run", True))
         elif event.kind == RUN_TAGS:
             self.tracker.set_tags(run_id, p["tags"])
         elif event.kind == RUN_METRICS:

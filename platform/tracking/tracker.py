@@ -331,8 +331,9 @@ class Tracker:
 
         return self._call(go)
 
-    def set_state(self, run_id: str, state: JobState | str, at: datetime) -> None:
-        """Mirror a job transition: run status, `aitb.state` and `aitb.state.<STATE>.at`."""
+    def set_state(self, run_id: str, state: JobState | str, at: datetime, *, ends_run: bool = True) -> None:
+        """Mirror a job transition: run status, `aitb.state` and `aitb.state.<STATE>.at`.
+        ``ends_run=False`` leaves a terminal status to the `end_run` that follows."""
         state = JobState(state)
         status = MLFLOW_STATUS[state]
 
@@ -343,7 +344,8 @@ class Tracker:
                 run_id, tags=[RunTag(k, v) for k, v in state_tags(state, at).items()]
             )
             if status in TERMINAL_MLFLOW_STATUSES:
-                client.set_terminated(run_id, status=status, end_time=_ms(at))
+                if ends_run:
+                    client.set_terminated(run_id, status=status, end_time=_ms(at))
             else:
                 client.update_run(run_id, status=status)
 

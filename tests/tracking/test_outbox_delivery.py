@@ -178,3 +178,34 @@ def test_a_hopeless_event_is_abandoned_without_blocking_others(server, sessions,
             assert row.abandoned_at is not None and row.attempts == 2
             assert "no MLflow run" in row.last_error
         assert store.backlog(s) == 0
+
+
+def test_a_finished_run_already_has_its_driver_log(server, sessions, harness, tmp_path) -> None:
+    """The control plane ends a job with its state, final metrics, log and end in one
+    transaction: delivered one event at a time, the run is never FINISHED without its log."""
+    from aitb.services.tracking_events import TrackingEvents
+
+    processor, _, created = harness
+    events = TrackingEvents(tracking=True)
+    job = make_job(partner="ordered")
+    log_path = tmp_path / "ordered.log"
+    log_path.write_text("the driver's last words\n")
+    with sessions.begin() as s:
+        events.created(s, job)
+        running = job.model_copy(update={"state": JobState.RUNNING, "started_at": T0})
+        events.changed(s, running, T0)
+    assert processor.run_once() == 2
+    run_id = created[-1][2]
+    done = running.model_copy(update={"state": JobState.SUCCEEDED, "finished_at": T0 + timedelta(seconds=30)})
+    with sessions.begin() as s:
+        events.changed(s, done, done.finished_at, ends_run=False)
+        events.finished(s, done, str(log_path))
+    seen = []
+    while processor.run_once(limit=1):
+        run = _run(server, run_id)
+        has_log = bool(call_as(ADMIN, server.url, lambda c: c.list_artifacts(run_id)))
+        seen.append((run.info.status, run.data.tags.get("aitb.state"), has_log))
+    assert seen[0] == ("RUNNING", "SUCCEEDED", False)  # the state's tags, the run still open
+    assert seen[-1] == ("FINISHED", "SUCCEEDED", True)
+    assert all(has_log for status, _, has_log in seen if status == "FINISHED")
+    assert "the driver's last words" in driver_log(server.url, run_id, tmp_path / "dl")
