@@ -18,9 +18,11 @@ from aitb.domain.testbed import Federation
 from aitb.scheduler import Policy
 from aitb.scheduler.policy import POLICIES
 from aitb.services.authz import Principal
+from aitb.services.errors import ServiceError
 from aitb.services.tracking_events import TrackingEvents
 from aitb.settings import Settings
 from aitb.store.db import Database
+from aitb.store.group_commit import GroupCommit
 
 if TYPE_CHECKING:
     from aitb.api.metrics import Metrics
@@ -51,6 +53,8 @@ class AppState:
     metrics: Metrics | None = None
     #: authentication, with failed attempts limited per client and audited
     auth: AuthGuard = field(init=False)
+    #: submissions that arrive together are written in one transaction
+    submissions: GroupCommit = field(init=False)
 
     def __post_init__(self) -> None:
         self.events = TrackingEvents(tracking=bool(self.settings.tracking.tracking_uri))
@@ -60,6 +64,7 @@ class AppState:
         self.auth = AuthGuard(self.db, FailedLogins(max_failures=server.auth_max_failures,
                                                     window_s=server.auth_window_s),
                               cache_s=server.auth_cache_s)
+        self.submissions = GroupCommit(self.db.session, refusals=(ServiceError,))
 
 
 def get_state(request: Request) -> AppState:

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import URL, bindparam, event, or_, select
 from sqlalchemy.orm import Session
@@ -96,6 +98,23 @@ def reread(session: Session) -> tuple[int, str]:
 
 def advanced(session: Session, seq: int, digest: str) -> None:
     session.info[_HEAD] = (seq, digest)
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """A SAVEPOINT whose rollback also takes back the head its appends advanced."""
+    before = session.info.get(_HEAD)
+    nested = session.begin_nested()
+    try:
+        yield
+    except BaseException:
+        nested.rollback()
+        if before is None:
+            session.info.pop(_HEAD, None)
+        else:
+            session.info[_HEAD] = before
+        raise
+    nested.commit()
 
 
 def mark_changed(session: Session | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import URL, bindparam, select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import MemberRole, Membership, Project
@@ -23,15 +23,30 @@ def _membership(row: MembershipRow) -> Membership:
     return Membership(project=row.project, user=row.user, role=MemberRole(row.role))
 
 
+_ADDED = "aitb.project.added"  # session.info: this transaction created a project
+_known: dict[tuple[URL, str], Project] = {}
+
+
 def get_project(session: Session, name: str) -> Project | None:
-    # two columns, not the ORM object: every submission reads its project
-    row = session.execute(_PROJECT_BY_NAME, {"name": name}).first()
-    return _project(row) if row else None
+    """Every submission reads its project. A project is never renamed, moved to another
+    partner or deleted, so one found committed is remembered for the process's life."""
+    key = (session.get_bind().url, name)
+    found = _known.get(key)
+    if found is not None:
+        return found
+    row = session.execute(_PROJECT_BY_NAME, {"name": name}).first()  # two columns, not the ORM
+    if row is None:
+        return None
+    found = _project(row)
+    if not session.info.get(_ADDED):  # a project this transaction made may yet roll back
+        _known[key] = found
+    return found
 
 
 def add_project(session: Session, project: Project) -> Project:
     session.add(ProjectRow(name=project.name, partner=project.partner))
     session.flush()
+    session.info[_ADDED] = True
     return project
 
 

@@ -74,10 +74,8 @@ def submit(body: JobIn, response: Response, caller: CallerDep, state: StateDep,
     except ValueError as exc:
         raise Invalid(first_error(exc)) from None
 
-    created: list[Job] = []
-    # The transaction is opened here, in the route's own thread, not by a dependency (one
-    # hop between threads less per submission); it commits before the answer is sent.
-    with state.db.session() as session:
+    def work(session) -> Job:
+        created: list[Job] = []
 
         def create() -> dict:
             created.append(jobs.submit(session, caller, state.federation, spec, state.events))
@@ -85,7 +83,11 @@ def submit(body: JobIn, response: Response, caller: CallerDep, state: StateDep,
             return {"jobs": [created[0].id]}
 
         result, replayed = idempotent(session, caller, idempotency_key, "POST /v1/jobs", body, response, create)
-        job = jobs.visible_job(session, caller, result["jobs"][0]) if replayed else created[0]
+        return jobs.visible_job(session, caller, result["jobs"][0]) if replayed else created[0]
+
+    # Opened in the route's own thread, not by a dependency (one hop between threads less),
+    # and shared with submissions arriving meanwhile; it commits before the answer is sent.
+    job = state.submissions.run(work)
     # answered as ready JSON: FastAPI would validate the JobOut again before dumping it
     answer = rejected(job) if job.state == JobState.REJECTED else Response(
         JobOut.of(job).model_dump_json(), status_code=201, media_type="application/json")
