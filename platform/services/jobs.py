@@ -13,10 +13,10 @@ from aitb.domain.testbed import Federation
 from aitb.services import governance
 from aitb.services.accounts import readable_projects, require_project
 from aitb.services.authz import Principal
-from aitb.services.datasets import require_dataset
 from aitb.services.errors import Conflict, Forbidden, Invalid, NotFound
 from aitb.services.tracking_events import TrackingEvents
 from aitb.store import attempts as attempt_store
+from aitb.store import datasets as dataset_store
 from aitb.store import jobs as store
 from aitb.store import packages as package_store
 
@@ -48,8 +48,10 @@ def _why_nothing_fits(federation: Federation, replica: ReplicaSpec, nodes: set[s
 
 
 def validate_submission(session: Session, federation: Federation, spec: JobSpec) -> None:
+    known_datasets = dataset_store.existing(session, spec.datasets)
     for dataset in spec.datasets:
-        require_dataset(session, dataset)
+        if dataset not in known_datasets:
+            raise NotFound(f"unknown dataset {dataset!r}")
     known = {n.name for n in federation.nodes}
     unknown = [n for n in spec.nodes if n not in known]
     if unknown:

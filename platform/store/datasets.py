@@ -11,6 +11,8 @@ from aitb.domain.models import Dataset, Grant
 from aitb.store.base import delete, upsert
 from aitb.store.tables import DatasetRow, GrantRow
 
+_datasets = DatasetRow.__table__.c
+
 
 def _dataset(row: DatasetRow) -> Dataset:
     return Dataset(name=row.name, partner=row.partner, classification=row.classification,
@@ -26,6 +28,14 @@ def _grant(row: GrantRow) -> Grant:
 def get_dataset(session: Session, name: str) -> Dataset | None:
     row = session.get(DatasetRow, name)
     return _dataset(row) if row else None
+
+
+def existing(session: Session, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are datasets (one indexed read; every submission naming data asks)."""
+    names = list(names)
+    if not names:
+        return set()
+    return set(session.execute(select(_datasets.name).where(_datasets.name.in_(names))).scalars())
 
 
 def add_dataset(session: Session, dataset: Dataset) -> Dataset:
