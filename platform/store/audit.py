@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, select, text
+from sqlalchemy import event, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import AuditEntry
@@ -75,21 +75,14 @@ def append(
     result: str = "ok",
     input_digest: str | None = None,
     policy_version: str | None = None,
-) -> int:
-    """Append one entry; its seq. Its detail always carries `input_digest` (of the action's input, by
-    default the detail given), `result` and the `policy_version` in force, inside the hash."""
-    if session.get_bind().dialect.name == "postgresql":
-        if not session.info.get(audit_head.LOCKED):
-            # Serialises appends across API replicas and threads: the chain never forks.
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-            session.info[audit_head.LOCKED] = True
-            last_seq, prev = audit_head.reread(session)  # under the lock: the true head
-        else:
-            last_seq, prev = audit_head.head(session)
-    else:  # SQLite: this transaction holds the write lock since BEGIN; the head it read stands
-        last_seq, prev = audit_head.head(session)
-    seq = last_seq + 1
-    at = utcnow()
+) -> None:
+    """Append one entry. Its detail always carries `input_digest` (of the action's input, by
+    default the detail given), `result` and the `policy_version` in force, inside the hash.
+
+    On SQLite the entry is chained and written at once (this transaction holds the write
+    lock since BEGIN, so the head it read stands). On PostgreSQL it is chained and written
+    at commit, under the append lock (`write_deferred`): the lock that serialises every
+    writer of the chain is held for one INSERT, not for the rest of the transaction."""
     detail = json.loads(json.dumps(detail or {}, default=str))
     if policy_version is None:
         from aitb.store.policies import current_version
@@ -101,20 +94,54 @@ def append(
         "result": result,
         "policy_version": policy_version,
     }
-    values = {
+    raw = audit_head.sqlite_cursor(session)
+    if raw is None:
+        audit_head.defer(session, (actor, action, target, detail, node, partner))
+        return
+    last_seq, prev = audit_head.head(session)
+    values = _chained(last_seq + 1, prev, utcnow(), (actor, action, target, detail, node, partner))
+    # Not the ORM (its bulk path or a unit-of-work flush cost more than the rest of the append):
+    # the driver itself, with the columns' bind processors.
+    raw.execute(_SQLITE_INSERT, [p(values[c]) if p else values[c] for c, p in _sqlite_binds(session)])
+    audit_head.advanced(session, values["seq"], values["hash"])
+
+
+def _chained(seq: int, prev: str, at: datetime, entry: tuple) -> dict[str, Any]:
+    actor, action, target, detail, node, partner = entry
+    return {
         "seq": seq, "at": at, "actor": actor, "action": action, "target": target, "detail": detail,
         "node": node, "partner": partner, "prev_hash": prev,
         "hash": entry_hash(prev, seq, at, actor, action, target, detail),
     }
-    # Not the ORM (its bulk path or a unit-of-work flush cost more than the rest of the append):
-    # on SQLite the driver itself, with the columns' bind processors; elsewhere a Core INSERT.
-    raw = audit_head.sqlite_cursor(session)
-    if raw is not None:
-        raw.execute(_SQLITE_INSERT, [p(values[c]) if p else values[c] for c, p in _sqlite_binds(session)])
+
+
+def write_deferred(session: Session) -> None:
+    """PostgreSQL: chain this transaction's entries onto the head and insert them, under the
+    advisory lock that serialises appends across API replicas and threads (the chain never
+    forks). Runs at commit; readers of the chain call it first in a transaction that appended."""
+    entries = audit_head.take_deferred(session)
+    if not entries:
+        return
+    if not session.info.get(audit_head.LOCKED):
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+        session.info[audit_head.LOCKED] = True
+        seq, prev = audit_head.reread(session)  # under the lock: the true head
     else:
-        session.connection().execute(_INSERT, values)
-    audit_head.advanced(session, seq, values["hash"])
-    return seq
+        seq, prev = audit_head.head(session)
+    at = utcnow()
+    rows = []
+    for entry in entries:
+        seq += 1
+        rows.append(_chained(seq, prev, at, entry))
+        prev = rows[-1]["hash"]
+    session.connection().execute(_INSERT, rows)
+    audit_head.advanced(session, seq, prev)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_at_commit(session: Session) -> None:
+    if not session.in_nested_transaction():  # a savepoint's commit is not the transaction's
+        write_deferred(session)
 
 
 @dataclass(frozen=True)
@@ -126,6 +153,7 @@ class Verification:
 
 
 def verify(session: Session) -> Verification:
+    write_deferred(session)
     prev = GENESIS
     expected_seq = 1
     count = 0
@@ -192,6 +220,7 @@ def list_entries(
     partners: list[str] | None = None,
     where: AuditFilter | None = None,
 ) -> list[AuditEntry]:
+    write_deferred(session)
     query = _scoped(select(AuditRow), nodes, partners)
     if query is None:
         return []
@@ -211,6 +240,7 @@ def export_lines(
     batch: int = 1000,
 ) -> Iterator[str]:
     """The chain as JSON lines, oldest first: every field the hash covers, as hashed."""
+    write_deferred(session)
     after = 0
     while True:
         query = _scoped(select(AuditRow), nodes, partners)

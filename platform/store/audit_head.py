@@ -19,8 +19,9 @@ commit starts a new epoch. A row changed behind the platform's back (SQL by hand
 entry) is seen at the next audited change or restart.
 
 The head itself is re-read in every transaction (never trusted from memory): on SQLite the
-writer holds the database's write lock from BEGIN (BEGIN IMMEDIATE), on PostgreSQL
-`audit.append` takes an advisory lock and reads it again, so concurrent writers never fork.
+writer holds the database's write lock from BEGIN (BEGIN IMMEDIATE), on PostgreSQL the
+commit takes an advisory lock and reads it again before it chains the transaction's
+entries (`audit.write_deferred`), so concurrent writers never fork.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _EPOCH = "aitb.audit.epoch"  # the facts epoch this transaction decided with
 _DIRTY = "aitb.governance.changed"  # a policy, dataset or grant was written in this transaction
 LOCKED = "aitb.audit.locked"  # PostgreSQL: the append lock is held (audit.py)
 _CURSOR = "aitb.audit.cursor"  # SQLite: a cursor of this transaction's driver connection
+_DEFERRED = "aitb.audit.deferred"  # PostgreSQL: this transaction's entries, chained at commit
 
 _LAST = select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
 _LAST_SQL = f"SELECT seq, hash FROM {AuditRow.__tablename__} ORDER BY seq DESC LIMIT 1"
@@ -90,10 +92,23 @@ def head(session: Session) -> tuple[int, str]:
 
 
 def reread(session: Session) -> tuple[int, str]:
-    """Read the head again (PostgreSQL, once the append lock is held)."""
+    """Read the head again (PostgreSQL, once the append lock is held). If others appended
+    since this transaction first read it, their entries are not this transaction's: the
+    facts epoch must not be carried over them at commit (see `_committed`)."""
     found = session.info[_HEAD] = read_head(session)
-    session.info.setdefault(_START, found[0])
+    start = session.info.setdefault(_START, found[0])
+    if start != found[0]:
+        session.info[_START] = None
     return found
+
+
+def defer(session: Session, entry: tuple) -> None:
+    """Keep an entry to chain at commit (PostgreSQL: see `audit.write_deferred`)."""
+    session.info.setdefault(_DEFERRED, []).append(entry)
+
+
+def take_deferred(session: Session) -> list[tuple]:
+    return session.info.pop(_DEFERRED, None) or []
 
 
 def advanced(session: Session, seq: int, digest: str) -> None:
@@ -102,8 +117,10 @@ def advanced(session: Session, seq: int, digest: str) -> None:
 
 @contextmanager
 def savepoint(session: Session) -> Iterator[None]:
-    """A SAVEPOINT whose rollback also takes back the head its appends advanced."""
+    """A SAVEPOINT whose rollback also takes back its appends (the head they advanced, the
+    entries deferred to the commit)."""
     before = session.info.get(_HEAD)
+    deferred = len(session.info.get(_DEFERRED) or ())
     nested = session.begin_nested()
     try:
         yield
@@ -113,6 +130,8 @@ def savepoint(session: Session) -> Iterator[None]:
             session.info.pop(_HEAD, None)
         else:
             session.info[_HEAD] = before
+        if _DEFERRED in session.info:
+            del session.info[_DEFERRED][deferred:]
         raise
     nested.commit()
 
@@ -186,7 +205,7 @@ def _committed(session: Session) -> None:
 @event.listens_for(Session, "after_transaction_end")
 def _ended(session: Session, transaction) -> None:
     if transaction.parent is None:
-        for key in (_HEAD, _START, _EPOCH, _DIRTY, LOCKED, _CURSOR):
+        for key in (_HEAD, _START, _EPOCH, _DIRTY, LOCKED, _CURSOR, _DEFERRED):
             session.info.pop(key, None)
 
 

@@ -182,3 +182,22 @@ def test_the_scheduling_gate_answers_the_same_with_the_shapes_the_loader_stored(
     allowed, refused = answers[1]
     assert set(allowed) == {ids[0], ids[2], ids[3]} and refused == sorted([ids[1], ids[4]])
     assert allowed[ids[2]][0] == ["lulea"] and len(allowed[ids[0]][0]) > 1
+
+
+def test_a_grant_committed_while_a_transaction_was_open_is_not_skipped(db):
+    """PostgreSQL: a transaction reads the facts epoch, another replica grants, then the
+    transaction appends (chained at commit, after the grant). The grant's entry lies before
+    this process's entry: the next decision must still look at it."""
+    if not db.is_postgres:
+        pytest.skip("SQLite's writer holds the write lock from BEGIN: nobody appends meanwhile")
+    from aitb.store import audit_head
+
+    assert submit(db) == JobState.REJECTED  # no grant; the facts are cached
+    with db.session() as s:
+        audit_head.epoch(s)
+        in_another_process(db.url, """
+            dataset_service.set_grant(s, ADMIN, Grant(dataset="notes", project="p1", purpose="research",
+                                                      expires_at=utcnow() + timedelta(days=9)))
+        """)
+        audit.append(s, "admin", "test.write", "thing/1")
+    assert submit(db) == JobState.QUEUED
