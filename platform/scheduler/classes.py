@@ -84,7 +84,8 @@ class ClassCache:
         self.eligible: dict[tuple, list[tuple[str, list[str]]]] = {}
         self.offered: dict[tuple, list[str]] = {}
         self.text: dict[object, str] = {}
-        self.fullness: dict[tuple, float] = {}
+        self.fullness: dict[tuple, float] = {}  # (cluster, labels key) -> free GPUs
+        self.fullness_labels: set[tuple] = set()  # the labels keys ``fullness`` holds
         # id(gang) -> (shape, token): jobs often share a GangSpec (see intern)
         self.shapes: dict[int, tuple[Shape, int]] = {}
         self._tokens: dict[Shape, int] = {}
@@ -156,5 +157,11 @@ class ClassCache:
             self.reopened[self._exported(key)] = waiting
         self._tried.clear()
 
-    def admitted(self) -> None:
-        self.fullness.clear()
+    def admitted(self, cluster: str | None = None) -> None:
+        """An admission took capacity in ``cluster``: only that cluster's fullness is stale
+        (None: anywhere, as after a preemption, whose victims free other clusters too)."""
+        if cluster is None:
+            self.fullness.clear()
+        else:
+            for lk in self.fullness_labels:
+                self.fullness.pop((cluster, lk), None)

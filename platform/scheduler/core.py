@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 from aitb.scheduler.capacity import Capacity, Slot
-from aitb.scheduler.classes import ClassCache, class_key, labels_key, runtime_bucket
+from aitb.scheduler.classes import ClassCache, labels_key, runtime_bucket
 from aitb.scheduler.decisions import Admission, Decisions, Preemption, Waiting
 from aitb.scheduler.ordering import FairShare, QueueOrder
 from aitb.scheduler.placement import HostPicker, PackingPicker, Placed, place_gang, unplace
@@ -188,18 +188,22 @@ class _Cycle:
         """Every pending job once, in queue order.
 
         Most jobs of a large queue wait with the cached reason of their class, so the
-        per-job path is kept flat (locals, memos read directly, a reservation attempted only
-        where ``_maybe_reserve`` could make one): it is most of a cycle's time.
+        per-job path is kept flat (locals, memos read directly, the class key built and the
+        ``Waiting`` made inline, a reservation attempted only where ``_maybe_reserve`` could
+        make one): it is most of a cycle's time.
         """
         cache, shapes = self.cache, self.cache.shapes
         prio_key = self.policy.within_project_preemption
         backfill, window, now = self.policy.backfill, self.cap.window, self.now
         thrash = self.policy.thrash_limit
+        thrash_on = bool(thrash)
+        head_of_line = self.policy.head_of_line
         aging, threshold = self.policy.aging, self.policy.aging_threshold_s
         max_held = self.policy.max_reservations  # reservations, and searches for one, per cycle
         max_tries = 2 * max_held
         reserved, order = self.reserved, self.order
         failed = cache.failures()  # the cached reasons by class (cache.lookup, without the call)
+        waiting, lines = self.decisions.waiting, self.lines  # what _wait does, inline
         inf = float("inf")
         for job in order:
             if self.blocker is not None:
@@ -209,26 +213,31 @@ class _Cycle:
             if known is None:
                 known = shapes[id(job.gang)] = cache.intern(job.shape)
             shape, token = known
-            lk = labels_key(job.pool_labels) if job.pool_labels else ()
+            labels, project = job.pool_labels, job.project
+            lk = labels_key(labels) if labels else ()
             rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
             where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
-            key = class_key(token, where, lk, job.project, prio_key and job.priority, rb,
-                            bool(thrash) and job.preemptions >= thrash)
-            cause = failed.get(key) if job.id not in reserved else None
+            key = (token, where, lk, project, prio_key and job.priority, rb,  # class_key(...)
+                   thrash_on and job.preemptions >= thrash)
+            job_id = job.id
+            cause = failed.get(key) if not reserved or job_id not in reserved else None
             if cause is None:
                 window.ends_by = now + 2.0 ** rb if rb is not None else inf  # read by placement
                 cause = self._consider(job, shape, lk, key)
                 if cause is None:
                     continue  # admitted
-            if self.policy.head_of_line:
-                self.blocker = job.id
+            if head_of_line:
+                self.blocker = job_id
             if aging and now - job.submitted_at >= threshold and (  # self._aged(job), and
-                    job.id in reserved or (len(reserved) < max_held  # _maybe_reserve would
+                    job_id in reserved or (len(reserved) < max_held  # _maybe_reserve would
                                            and self.reserve_tries < max_tries)):  # try
                 cause, held = self._maybe_reserve(job, cause, key, shape)
             else:
                 held = ()
-            self._wait(job, cause, held)
+            line = lines[project] = lines.get(project, 0) + 1
+            shares = order.current
+            waiting[job_id] = Waiting(job_id, project, job.partner, job.priority, len(waiting) + 1,
+                                      line, shares[0], shares[1], cause, held)
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:
@@ -362,11 +371,13 @@ class _Cycle:
     def _fullness(self, cluster: str, lk: tuple, job: PendingJob) -> float:
         """Free GPUs of the cluster's eligible pools: fuller clusters are packed first.
 
-        Cached until the next admission or preemption (a failed try puts everything back).
+        Cached until the next admission there, or the next preemption (a failed try puts
+        everything back; float noise it leaves is far below the rounding).
         """
         key = (cluster, lk)
         free = self.cache.fullness.get(key)
         if free is None:
+            self.cache.fullness_labels.add(lk)
             free = self.cache.fullness[key] = round(
                 sum([p.free_gpu for p in self.cap.eligible_pools(cluster, job.pool_labels, lk)]), 6)
         return free
@@ -396,7 +407,7 @@ class _Cycle:
         return False
 
     def _admit(self, job: PendingJob, placed: Placed, borrowing: bool, shape: Shape) -> None:
-        self.cache.admitted()
+        self.cache.admitted(placed.cluster)
         usage = shape.usage(placed.gpu_type)
         self.ledger.add(job.project, placed.node, usage)
         self.order.admitted(job, usage)
@@ -426,6 +437,7 @@ class _Cycle:
             self.order.released(v.partner, v.project, v.usage)
         final = self.ledger.check(job.project, room.node, shape.usage(room.placed.gpu_type))
         self._admit(job, room.placed, final.borrowing, shape)
+        self.cache.admitted()  # the victims freed capacity at other clusters too
         self.cache.capacity_grew(len(self.decisions.waiting))  # earlier failures may fit now
 
     def _thrashing(self, job: PendingJob, node: str) -> bool:

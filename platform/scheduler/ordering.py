@@ -102,6 +102,7 @@ class QueueOrder:
         self._share: dict[str, tuple[int, tuple[float, float]]] = {}  # project -> (version, shares)
         self._heap: list[tuple] = []
         self._rebuilt = False
+        self.changes = 0  # admissions and preemptions that moved shares: they end a run
         self._rebuild()
 
     def _entry(self, project: str) -> tuple:
@@ -124,56 +125,79 @@ class QueueOrder:
         heapq.heapify(self._heap)
 
     def __iter__(self) -> Iterator[PendingJob]:
-        """Pop the smallest project head, yield its job, push the project's next job.
+        """Pop the smallest project head and yield its project's jobs for as long as they
+        stay below every other head (a *run*), then push the project's next job.
 
-        The head stays on the heap while its job is decided and is then replaced in one
-        step (``heapreplace``); keys are unique (they end with the project), so the order
-        of yields does not depend on how the heap is laid out.
+        Keys are unique (they end with the project), so the order of yields does not depend
+        on how the heap is laid out. During a run only the top entry moves, so each next
+        job is compared with one fixed bound (the smallest other head), not sifted. An
+        admission or a preemption (``changes``) ends the run: shares moved, keys are rebuilt.
         """
-        heap = self._heap
         fair = self.fair
-        version = self.version
-        partner_of = self.partner_of
+        version, partner_of = self.version, self.partner_of
         queues, head = self.queues, self.head
         by_priority = self.by_priority
-        replace, pop = heapq.heapreplace, heapq.heappop
-        while heap:
+        while self._heap:
+            heap = self._heap
             entry = heap[0]
             project = entry[6]
             if fair is not None and entry[5] != version.get(partner_of[project], 0):
-                replace(heap, self._entry(project))  # its partner's share moved: re-key
+                heapq.heapreplace(heap, self._entry(project))  # its partner's share moved: re-key
                 continue
             queue = queues[project]
-            at = head[project]
             self.current = (entry[1], entry[2])
-            head[project] = at + 1
-            self._rebuilt = False
-            yield queue[at]
-            if self._rebuilt:  # a preemption rebuilt the heap, next head included
-                heap = self._heap
-                continue
-            if at + 1 == len(queue):
-                pop(heap)
-                continue
-            if fair is None or entry[5] == version.get(partner_of[project], 0):
-                # shares unchanged since ``entry`` (the common case: the job waited):
-                # ``_entry`` would rebuild the same key, only the job's own fields differ
-                nxt = queue[at + 1]
+            bound = min(heap[1:3]) if len(heap) > 1 else None
+            changes = self.changes
+            at = head[project]
+            while True:
+                head[project] = at + 1
+                yield queue[at]
+                if self.changes != changes:
+                    self._after_change(entry, queue, at)
+                    break
+                at += 1
+                if at == len(queue):
+                    heapq.heappop(heap)
+                    break
+                nxt = queue[at]
                 new = (-nxt.priority if by_priority else 0, entry[1], entry[2],
                        nxt.submitted_at, nxt.id, entry[5], project)
-            else:
-                new = self._entry(project)
-            n = len(heap)
-            if (n < 2 or new < heap[1]) and (n < 3 or new < heap[2]):
-                heap[0] = new  # still below both children: the same project goes on (common)
-            else:
-                replace(heap, new)
+                if bound is not None and not new < bound:
+                    heapq.heapreplace(heap, new)
+                    break
+                heap[0] = new
+
+    def _next_key(self, entry: tuple, job: PendingJob) -> tuple:
+        """The heap key of ``job``, the next of ``entry``'s project, its shares unchanged."""
+        return (-job.priority if self.by_priority else 0, entry[1], entry[2],
+                job.submitted_at, job.id, entry[5], entry[6])
+
+    def _after_change(self, entry: tuple, queue: list[PendingJob], at: int) -> None:
+        """Put the project's next head back after its job at ``at`` changed shares."""
+        if self._rebuilt:  # a preemption rebuilt the heap, next head included
+            self._rebuilt = False
+            return
+        heap = self._heap
+        if at + 1 == len(queue):
+            heapq.heappop(heap)
+            return
+        project = entry[6]
+        if self.fair is None or entry[5] == self.version.get(self.partner_of[project], 0):
+            new = self._next_key(entry, queue[at + 1])
+        else:
+            new = self._entry(project)
+        n = len(heap)
+        if (n < 2 or new < heap[1]) and (n < 3 or new < heap[2]):
+            heap[0] = new  # still below both children: no sift needed
+        else:
+            heapq.heapreplace(heap, new)
 
     def admitted(self, job: PendingJob, usage: Mapping[str, float]) -> None:
         """Shares only grow here, so stale heap keys are fixed lazily when popped."""
         if self.fair is not None:
             self.fair.add(job.partner, job.project, usage)
             self.version[job.partner] = self.version.get(job.partner, 0) + 1
+            self.changes += 1
 
     def released(self, partner: str, project: str, usage: Mapping[str, float]) -> None:
         """A preemption lowers a share: keys may shrink, so rebuild the heap."""
@@ -182,3 +206,4 @@ class QueueOrder:
             self.version[partner] = self.version.get(partner, 0) + 1
             self._rebuild()
             self._rebuilt = True
+            self.changes += 1
