@@ -213,7 +213,7 @@ class _Cycle:
             if known is None:
                 known = shapes[id(job.gang)] = cache.intern(job.shape)
             shape, token = known
-            labels, project = job.pool_labels, job.project
+            labels, project = job.pool_labels, order.project  # equal to job.project
             lk = labels_key(labels) if labels else ()
             rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
             where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
@@ -228,7 +228,8 @@ class _Cycle:
                     continue  # admitted
             if head_of_line:
                 self.blocker = job_id
-            if aging and now - job.submitted_at >= threshold and (  # self._aged(job), and
+            if aging and (reserved or self.reserve_tries < max_tries) and (  # cheap tests first
+                    now - job.submitted_at >= threshold) and (  # self._aged(job), and
                     job_id in reserved or (len(reserved) < max_held  # _maybe_reserve would
                                            and self.reserve_tries < max_tries)):  # try
                 cause, held = self._maybe_reserve(job, cause, key, shape)

@@ -16,6 +16,7 @@ from operator import attrgetter
 from aitb.scheduler.snapshot import PendingJob, RunningJob
 
 BASE = ("cpu", "memory_gib", "gpu")
+INF = float("inf")
 _age = attrgetter("submitted_at", "id")
 _submitted = attrgetter("submitted_at")
 _priority = attrgetter("priority")
@@ -99,6 +100,7 @@ class QueueOrder:
         self.head = {p: 0 for p in self.queues}
         self.version: dict[str, int] = {}
         self.current: tuple[float, float] = (0.0, 0.0)  # shares of the job just yielded
+        self.project = ""  # and its project
         self._share: dict[str, tuple[int, tuple[float, float]]] = {}  # project -> (version, shares)
         self._heap: list[tuple] = []
         self._rebuilt = False
@@ -145,8 +147,14 @@ class QueueOrder:
                 heapq.heapreplace(heap, self._entry(project))  # its partner's share moved: re-key
                 continue
             queue = queues[project]
-            self.current = (entry[1], entry[2])
-            bound = min(heap[1:3]) if len(heap) > 1 else None
+            self.current = shares = (entry[1], entry[2])
+            self.project = project  # the queue's own string, equal to the job's: read hot
+            bound = min(heap[1:3]) if len(heap) > 1 else (INF,)
+            # a next job comes before every other head when its key is below ``bound``: keys of
+            # a run differ from the top's only in the job's fields, priority first, so compare
+            # that first (the shares decide a tie of priorities; full keys, a tie of both)
+            limit, ties = bound[0], (bound[1], bound[2]) if len(bound) > 1 else shares
+            tie_below, tie_even = shares < ties, shares == ties
             changes = self.changes
             at = head[project]
             while True:
@@ -160,12 +168,12 @@ class QueueOrder:
                     heapq.heappop(heap)
                     break
                 nxt = queue[at]
-                new = (-nxt.priority if by_priority else 0, entry[1], entry[2],
-                       nxt.submitted_at, nxt.id, entry[5], project)
-                if bound is not None and not new < bound:
-                    heapq.heapreplace(heap, new)
-                    break
-                heap[0] = new
+                prio = -nxt.priority if by_priority else 0
+                if prio < limit or (prio == limit and (tie_below or tie_even and (
+                        self._next_key(entry, nxt) < bound))):
+                    continue  # the top entry is not rewritten during a run: nothing reads it
+                heapq.heapreplace(heap, self._next_key(entry, nxt))
+                break
 
     def _next_key(self, entry: tuple, job: PendingJob) -> tuple:
         """The heap key of ``job``, the next of ``entry``'s project, its shares unchanged."""
