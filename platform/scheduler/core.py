@@ -41,6 +41,7 @@ from aitb.scheduler.shape import Demand, Shape, describe
 from aitb.scheduler.snapshot import PendingJob, RunningJob, Snapshot
 
 Clock = Callable[[], float]
+_NONE: Mapping = {}  # an empty memo (never written)
 _gang = attrgetter("gang")
 #: a node a job may go to: (node, its eligible clusters, accepted GPU types, quota check)
 Option = tuple[str, list[str], "list[str] | None", QuotaCheck]
@@ -301,12 +302,15 @@ class _Cycle:
         usage0 = shape.usage(None)
         needs_gpu = "gpu" in usage0
         check, project, fullness = self.ledger.check, job.project, self.cache.fullness
+        memos, demand_id = self.ledger.memos, id(usage0)  # check's memo, read without the call
         offered, limits_types = self.cache.offered, self.ledger.limits_types
+        typed = self.ledger.any_typed  # else limits_types is False everywhere
         for node, clusters in eligible:
             if not clusters:
                 problems.append(f"{node} has no {self._labels_text(lk, job)} pool")
                 continue
-            q = check(project, node, usage0)
+            hit = memos.get((project, node), _NONE).get(demand_id)
+            q = hit[1] if hit is not None and hit[0] is usage0 else check(project, node, usage0)
             if not q.ok:
                 problems.append(q.problem)
                 if self.policy.within_project_preemption and self.ledger.has_quota(job.project, node):
@@ -315,7 +319,7 @@ class _Cycle:
             types: list[str] | None = None
             if needs_gpu:
                 types = offered.get((token, lk, node))  # _gpu_types' answer without the call
-                if not types or limits_types(project, node):
+                if not types or typed and limits_types(project, node):
                     types, problem = self._gpu_types(job, shape, lk, node, clusters, token)
                     if not types:
                         problems.append(problem)

@@ -43,6 +43,7 @@ class FairShare:
         weights: Mapping[str, float],
     ) -> None:
         self.totals = {r: totals.get(r, 0.0) for r in BASE}
+        self._positive = [(r, t) for r, t in self.totals.items() if t > 0]  # what shares divide by
         self.weights = weights
         self.partner_usage: dict[str, dict[str, float]] = {}
         self.project_usage: dict[str, dict[str, float]] = {}
@@ -62,7 +63,7 @@ class FairShare:
     def _dominant(self, held: Mapping[str, float] | None) -> float:
         if not held:
             return 0.0
-        return max((held.get(r, 0.0) / t for r, t in self.totals.items() if t > 0), default=0.0)
+        return max([held.get(r, 0.0) / t for r, t in self._positive], default=0.0)
 
     def partner_share(self, partner: str) -> float:
         """Dominant share divided by the partner's weight (default 1)."""

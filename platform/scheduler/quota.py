@@ -57,16 +57,19 @@ class QuotaLedger:
             for r, v in nominal.items():
                 pool[r] = pool.get(r, 0.0) + v
         self._typed: dict[tuple[str, str], bool] = {}
+        #: whether any quota has a ``gpu:<type>`` entry (else ``limits_types`` is always False)
+        self.any_typed = any(r.startswith("gpu:") for limit in self.limit.values() for r in limit)
         # check() results per (project, node), by demand mapping (kept, and compared by
         # identity): a cycle asks the same question for every job of a shape, and the
-        # answer changes only when add() changes that project's usage at that node
-        self._checks: dict[tuple[str, str], dict[int, tuple[Mapping[str, float], QuotaCheck]]] = {}
+        # answer changes only when add() changes that project's usage at that node; a hot caller
+        # may read it before calling check (a hit is ``memos[key][id(demand)][0] is demand``)
+        self.memos: dict[tuple[str, str], dict[int, tuple[Mapping[str, float], QuotaCheck]]] = {}
         self.usage: dict[tuple[str, str], dict[str, float]] = {}
         for job in running:
             self.add(job.project, job.node, job.usage)
 
     def add(self, project: str, node: str, usage: Mapping[str, float], sign: float = 1.0) -> None:
-        self._checks.pop((project, node), None)
+        self.memos.pop((project, node), None)
         held = self.usage.setdefault((project, node), {})
         for r, v in usage.items():
             held[r] = held.get(r, 0.0) + sign * v
@@ -78,9 +81,9 @@ class QuotaLedger:
         """Whether ``demand`` fits the project's quota at ``node`` now (memoised until the
         next ``add`` there; callers do not mutate the demand mappings they pass)."""
         key = (project, node)
-        memo = self._checks.get(key)
+        memo = self.memos.get(key)
         if memo is None:
-            memo = self._checks[key] = {}
+            memo = self.memos[key] = {}
         else:
             hit = memo.get(id(demand))
             if hit is not None and hit[0] is demand:
