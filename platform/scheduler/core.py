@@ -206,40 +206,41 @@ class _Cycle:
         failed = cache.failures()  # the cached reasons by class (cache.lookup, without the call)
         waiting, lines = self.decisions.waiting, self.lines  # what _wait does, inline
         inf = float("inf")
-        for job in order:
-            if self.blocker is not None:
-                self._wait(job, f"behind head-of-line job {self.blocker}")
-                continue
-            known = shapes.get(id(job.gang))
-            if known is None:
-                known = shapes[id(job.gang)] = cache.intern(job.shape)
-            shape, token = known
-            labels, project = job.pool_labels, order.project  # equal to job.project
-            lk = labels_key(labels) if labels else ()
-            rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
-            where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
-            key = (token, where, lk, project, prio_key and job.priority, rb,  # class_key(...)
-                   thrash_on and job.preemptions >= thrash)
-            job_id = job.id
-            cause = failed.get(key) if not reserved or job_id not in reserved else None
-            if cause is None:
-                window.ends_by = now + 2.0 ** rb if rb is not None else inf  # read by placement
-                cause = self._consider(job, shape, lk, key)
+        for run in order.runs():  # jobs of one project, in order, until one is admitted
+            project, (partner_share, project_share) = order.project, order.current
+            for job in run:
+                if self.blocker is not None:
+                    self._wait(job, f"behind head-of-line job {self.blocker}")
+                    continue
+                known = shapes.get(id(job.gang))
+                if known is None:
+                    known = shapes[id(job.gang)] = cache.intern(job.shape)
+                shape, token = known
+                labels = job.pool_labels
+                lk = labels_key(labels) if labels else ()
+                rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
+                where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
+                key = (token, where, lk, project, prio_key and job.priority, rb,  # class_key(...)
+                       thrash_on and job.preemptions >= thrash)
+                job_id = job.id
+                cause = failed.get(key) if not reserved or job_id not in reserved else None
                 if cause is None:
-                    continue  # admitted
-            if head_of_line:
-                self.blocker = job_id
-            if aging and (reserved or self.reserve_tries < max_tries) and (  # cheap tests first
-                    now - job.submitted_at >= threshold) and (  # self._aged(job), and
-                    job_id in reserved or (len(reserved) < max_held  # _maybe_reserve would
-                                           and self.reserve_tries < max_tries)):  # try
-                cause, held = self._maybe_reserve(job, cause, key, shape)
-            else:
-                held = ()
-            line = lines[project] = lines.get(project, 0) + 1
-            shares = order.current
-            waiting[job_id] = Waiting(job_id, project, job.partner, job.priority, len(waiting) + 1,
-                                      line, shares[0], shares[1], cause, held)
+                    window.ends_by = now + 2.0 ** rb if rb is not None else inf  # read by placement
+                    cause = self._consider(job, shape, lk, key)
+                    if cause is None:
+                        break  # admitted: shares moved, the order starts a new run after it
+                if head_of_line:
+                    self.blocker = job_id
+                if aging and (reserved or self.reserve_tries < max_tries) and (  # cheap tests first
+                        now - job.submitted_at >= threshold) and (  # self._aged(job), and
+                        job_id in reserved or (len(reserved) < max_held  # _maybe_reserve would
+                                               and self.reserve_tries < max_tries)):  # try
+                    cause, held = self._maybe_reserve(job, cause, key, shape)
+                else:
+                    held = ()
+                line = lines[project] = lines.get(project, 0) + 1
+                waiting[job_id] = Waiting(job_id, project, job.partner, job.priority, len(waiting) + 1,
+                                          line, partner_share, project_share, cause, held)
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:
@@ -298,16 +299,15 @@ class _Cycle:
         options: list[tuple[bool, float, int, str, str, tuple[str, ...] | None]] = []
         nominal_nodes: list[Option] = []
         blocked: list[Option] = []
-        eligible = self._eligible(job, lk)
         usage0 = shape.usage(None)
         needs_gpu = "gpu" in usage0
         check, project, fullness = self.ledger.check, job.project, self.cache.fullness
         memos, demand_id = self.ledger.memos, id(usage0)  # check's memo, read without the call
-        offered, limits_types = self.cache.offered, self.ledger.limits_types
-        typed = self.ledger.any_typed  # else limits_types is False everywhere
-        for node, clusters in eligible:
-            if not clusters:
-                problems.append(f"{node} has no {self._labels_text(lk, job)} pool")
+        typed, limits_types = self.ledger.any_typed, self.ledger.limits_types
+        sites = self._sites(job, shape, lk, token)
+        for node, clusters, no_pool, types, allowed, full_keys in sites:
+            if no_pool:
+                problems.append(no_pool)
                 continue
             hit = memos.get((project, node), _NONE).get(demand_id)
             q = hit[1] if hit is not None and hit[0] is usage0 else check(project, node, usage0)
@@ -316,31 +316,50 @@ class _Cycle:
                 if self.policy.within_project_preemption and self.ledger.has_quota(job.project, node):
                     blocked.append((node, clusters, None, q))  # own lower-priority jobs may yield
                 continue
-            types: list[str] | None = None
-            if needs_gpu:
-                types = offered.get((token, lk, node))  # _gpu_types' answer without the call
-                if not types or typed and limits_types(project, node):
-                    types, problem = self._gpu_types(job, shape, lk, node, clusters, token)
-                    if not types:
-                        problems.append(problem)
-                        continue
+            if needs_gpu and (not types or typed and limits_types(project, node)):
+                types, problem = self._gpu_types(job, shape, lk, node, clusters, token)
+                if not types:
+                    problems.append(problem)
+                    continue
+                allowed = tuple(types)
             nominal_nodes.append((node, clusters, types, q))
             if q.borrowing and self._thrashing(job, node):
                 problems.append(f"preempted {job.preemptions} times: not re-admitted on borrowed "
                                 f"capacity at {node}, which is about to be reclaimed")
                 continue
-            allowed = tuple(types) if types else None  # once per node, not per cluster
-            for cluster in clusters:
+            borrowing = q.borrowing
+            for cluster, full_key in full_keys:
                 free = 0.0
                 if needs_gpu:
-                    free = fullness.get((cluster, lk))
+                    free = fullness.get(full_key)
                     if free is None:
                         free = self._fullness(cluster, lk, job)
-                options.append((q.borrowing, free, len(options), node, cluster, allowed))
-        if not eligible:
+                options.append((borrowing, free, len(options), node, cluster, allowed))
+        if not sites:
             problems.append("no node of the federation is allowed")
         options.sort()  # within nominal first, then fuller clusters; ties keep node order
         return options, nominal_nodes, blocked, problems
+
+    def _sites(self, job: PendingJob, shape: Shape, lk: tuple, token: int) -> list[tuple]:
+        """Per allowed node, what narrowing needs that no quota or capacity changes, for the
+        class (shape, nodes and clusters, labels): its clusters; why none may take the job
+        (no pool with its labels); the GPU types its pools offer the shape (quota may still
+        narrow them, and none is a problem: ``_gpu_types``); those types as a tuple (None:
+        any); per cluster, its ``fullness`` key."""
+        key = (token, job.nodes, job.clusters, lk)
+        found = self.cache.sites.get(key)
+        if found is None:
+            found = self.cache.sites[key] = []
+            needs_gpu = "gpu" in shape.usage(None)
+            for node, clusters in self._eligible(job, lk):
+                if not clusters:
+                    no_pool = f"{node} has no {self._labels_text(lk, job)} pool"
+                    found.append((node, clusters, no_pool, None, None, ()))
+                    continue
+                types = self._offered(job, shape, lk, node, clusters, token)[0] if needs_gpu else None
+                found.append((node, clusters, "", types, tuple(types) if types else None,
+                              [(c, (c, lk)) for c in clusters]))
+        return found
 
     def _labels_text(self, lk: tuple, job: PendingJob) -> str:
         text = self.cache.text.get(lk)
@@ -348,8 +367,9 @@ class _Cycle:
             text = self.cache.text[lk] = _labels_text(job.pool_labels)
         return text
 
-    def _gpu_types(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
-                   clusters: list[str], token: int) -> tuple[list[str], str]:
+    def _offered(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
+                 clusters: list[str], token: int) -> tuple[list[str], str]:
+        """The GPU types the node's eligible pools offer the shape, or why there are none."""
         key = (token, lk, node)
         offered = self.cache.offered.get(key)
         if offered is None:
@@ -361,6 +381,13 @@ class _Cycle:
             wanted = "|".join(sorted(shape.gpu_types)) or "any"
             return [], f"{node} has no gpu:{wanted} pool" + (
                 f" ({_labels_text(job.pool_labels)})" if job.pool_labels else "")
+        return offered, ""
+
+    def _gpu_types(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
+                   clusters: list[str], token: int) -> tuple[list[str], str]:
+        offered, problem = self._offered(job, shape, lk, node, clusters, token)
+        if not offered:
+            return offered, problem
         if not self.ledger.limits_types(job.project, node):
             return offered, ""
         allowed, problem = [], ""

@@ -10,13 +10,15 @@ heads that is re-keyed lazily when a partner's usage changes.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from operator import attrgetter
+from bisect import bisect_left, bisect_right
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from functools import partial
+from itertools import compress, count, repeat
+from operator import attrgetter, is_
 
 from aitb.scheduler.snapshot import PendingJob, RunningJob
 
 BASE = ("cpu", "memory_gib", "gpu")
-INF = float("inf")
 _age = attrgetter("submitted_at", "id")
 _submitted = attrgetter("submitted_at")
 _priority = attrgetter("priority")
@@ -95,8 +97,11 @@ class QueueOrder:
         self.queues: dict[str, list[PendingJob]] = {}
         for job in pending:
             self.queues.setdefault(job.project, []).append(job)
-        for jobs in self.queues.values():
+        #: per project, the negated priority of each queued job (ascending): where runs end
+        self.levels: dict[str, list[int]] = {}
+        for project, jobs in self.queues.items():
             _in_order(jobs, by_priority)
+            self.levels[project] = [-p for p in map(_priority, jobs)] if by_priority else [0] * len(jobs)
         self.partner_of = {p: jobs[0].partner for p, jobs in self.queues.items()}
         self.head = {p: 0 for p in self.queues}
         self.version: dict[str, int] = {}
@@ -104,8 +109,8 @@ class QueueOrder:
         self.project = ""  # and its project
         self._share: dict[str, tuple[int, tuple[float, float]]] = {}  # project -> (version, shares)
         self._heap: list[tuple] = []
-        self._rebuilt = False
-        self.changes = 0  # admissions and preemptions that moved shares: they end a run
+        self._taken: PendingJob | None = None  # the job of the current run admitted
+        self._stale = False  # a preemption lowered shares: rebuild the heap
         self._rebuild()
 
     def _entry(self, project: str) -> tuple:
@@ -128,18 +133,26 @@ class QueueOrder:
         heapq.heapify(self._heap)
 
     def __iter__(self) -> Iterator[PendingJob]:
-        """Pop the smallest project head and yield its project's jobs for as long as they
-        stay below every other head (a *run*), then push the project's next job.
+        """Pending jobs one by one in scheduling order (``runs``, stopping after admissions)."""
+        for run in self.runs():
+            for job in run:
+                yield job
+                if self._taken is not None:
+                    break
+
+    def runs(self) -> Iterator[list[PendingJob]]:
+        """Pending jobs in scheduling order, as runs: consecutive jobs of the top project that
+        come before every other project's head (``current``, ``project``: their shares and
+        project). Take a run's jobs in order and stop after one that is admitted (its
+        ``admitted`` call marks it): shares moved, the next run starts after it.
 
         Keys are unique (they end with the project), so the order of yields does not depend
-        on how the heap is laid out. During a run only the top entry moves, so each next
-        job is compared with one fixed bound (the smallest other head), not sifted. An
-        admission or a preemption (``changes``) ends the run: shares moved, keys are rebuilt.
+        on how the heap is laid out. During a run only the top entry would move, so where it
+        ends is found once (``_run_end``) rather than by a heap step per job.
         """
         fair = self.fair
         version, partner_of = self.version, self.partner_of
         queues, head = self.queues, self.head
-        by_priority = self.by_priority
         while self._heap:
             heap = self._heap
             entry = heap[0]
@@ -148,33 +161,57 @@ class QueueOrder:
                 heapq.heapreplace(heap, self._entry(project))  # its partner's share moved: re-key
                 continue
             queue = queues[project]
-            self.current = shares = (entry[1], entry[2])
-            self.project = project  # the queue's own string, equal to the job's: read hot
-            bound = min(heap[1:3]) if len(heap) > 1 else (INF,)
-            # a next job comes before every other head when its key is below ``bound``: keys of
-            # a run differ from the top's only in the job's fields, priority first, so compare
-            # that first (the shares decide a tie of priorities; full keys, a tie of both)
-            limit, ties = bound[0], (bound[1], bound[2]) if len(bound) > 1 else shares
-            tie_below, tie_even = shares < ties, shares == ties
-            changes = self.changes
             at = head[project]
-            while True:
-                head[project] = at + 1
-                yield queue[at]
-                if self.changes != changes:
-                    self._after_change(entry, queue, at)
-                    break
-                at += 1
-                if at == len(queue):
+            stop = self._run_end(entry, queue, at)
+            self.current, self.project = (entry[1], entry[2]), project
+            taken = yield from self._chunks(queue, at, stop, project)
+            if taken is None:  # every job of the run was decided and waits
+                if stop == len(queue):
                     heapq.heappop(heap)
-                    break
-                nxt = queue[at]
-                prio = -nxt.priority if by_priority else 0
-                if prio < limit or (prio == limit and (tie_below or tie_even and (
-                        self._next_key(entry, nxt) < bound))):
-                    continue  # the top entry is not rewritten during a run: nothing reads it
-                heapq.heapreplace(heap, self._next_key(entry, nxt))
-                break
+                else:  # it is not below the bound: the top moves down
+                    heapq.heapreplace(heap, self._next_key(entry, queue[stop]))
+            else:
+                self._after_change(entry, queue, taken)
+
+    def _chunks(self, queue: list[PendingJob], at: int, stop: int, project: str
+                ) -> Generator[list[PendingJob], None, int | None]:
+        """A run as lists of 8, 16, 32, ... jobs (a run is often cut short by an admission:
+        copying it whole would copy thousands of jobs never taken). Returns the index of the
+        job admitted, None if there was none; leaves ``head`` after the last job taken."""
+        size = 8
+        while at < stop:
+            end = min(stop, at + size)
+            chunk = queue[at:end]
+            self._taken = None
+            yield chunk
+            if self._taken is not None:
+                at += next(compress(count(), map(is_, chunk, repeat(self._taken))))
+                self.head[project] = at + 1
+                return at
+            at, size = end, 2 * size
+            self.head[project] = at
+        return None
+
+    def _run_end(self, entry: tuple, queue: list[PendingJob], at: int) -> int:
+        """Where the run from ``at`` (the top project's head) ends: the first job not below
+        the smallest other head (the bound). Keys along a queue ascend and differ from the
+        top's only in the job's fields, negated priority first (``levels``): jobs of a lower
+        level are below the bound; those of its level, if the top's shares are lower; with
+        equal shares too, the full keys decide (a bisection over that level)."""
+        heap = self._heap
+        n = len(queue)
+        if len(heap) == 1:
+            return n
+        bound = min(heap[1:3])
+        levels, limit = self.levels[entry[6]], bound[0]
+        shares, ties = (entry[1], entry[2]), (bound[1], bound[2])
+        if shares < ties:
+            return bisect_right(levels, limit, at + 1)
+        stop = bisect_left(levels, limit, at + 1)
+        if shares == ties:
+            end = bisect_right(levels, limit, stop)
+            stop = bisect_left(queue, bound, stop, end, key=partial(self._next_key, entry))
+        return stop
 
     def _next_key(self, entry: tuple, job: PendingJob) -> tuple:
         """The heap key of ``job``, the next of ``entry``'s project, its shares unchanged."""
@@ -182,9 +219,10 @@ class QueueOrder:
                 job.submitted_at, job.id, entry[5], entry[6])
 
     def _after_change(self, entry: tuple, queue: list[PendingJob], at: int) -> None:
-        """Put the project's next head back after its job at ``at`` changed shares."""
-        if self._rebuilt:  # a preemption rebuilt the heap, next head included
-            self._rebuilt = False
+        """Put the project's next head back after its job at ``at`` was admitted."""
+        if self._stale:  # a preemption lowered shares: every key is rebuilt
+            self._stale = False
+            self._rebuild()
             return
         heap = self._heap
         if at + 1 == len(queue):
@@ -202,17 +240,18 @@ class QueueOrder:
             heapq.heapreplace(heap, new)
 
     def admitted(self, job: PendingJob, usage: Mapping[str, float]) -> None:
-        """Shares only grow here, so stale heap keys are fixed lazily when popped."""
+        """Ends the current run after ``job``. Shares only grow here, so stale heap keys are
+        fixed lazily when popped."""
+        self._taken = job
         if self.fair is not None:
             self.fair.add(job.partner, job.project, usage)
             self.version[job.partner] = self.version.get(job.partner, 0) + 1
-            self.changes += 1
 
     def released(self, partner: str, project: str, usage: Mapping[str, float]) -> None:
-        """A preemption lowers a share: keys may shrink, so rebuild the heap."""
+        """A preemption lowers a share: keys may shrink, so the heap is rebuilt (when the run
+        ends, with the beneficiary's admission: the order is the same as rebuilt at once,
+        since keys that admissions made stale are fixed when popped)."""
         if self.fair is not None:
             self.fair.add(partner, project, usage, sign=-1.0)
             self.version[partner] = self.version.get(partner, 0) + 1
-            self._rebuild()
-            self._rebuilt = True
-            self.changes += 1
+            self._stale = True
