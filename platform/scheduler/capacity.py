@@ -189,7 +189,7 @@ class Capacity:
         pool = slot.pool
         slot.cpu = round(slot.cpu - demand.cpu, 9)  # _q, without the call (hot)
         slot.mem = round(slot.mem - demand.memory_gib, 9)
-        amount = demand.gpu if demand.fractional else 1.0
+        amount = demand.gpu if 0 < demand.gpu < 1 else 1.0  # demand.fractional, inline (hot)
         for d in devices:
             pool.set_device(slot, d, slot.dev[d] - amount)
         pool.rebucket(slot)
@@ -198,7 +198,7 @@ class Capacity:
         pool = slot.pool
         slot.cpu = round(slot.cpu + demand.cpu, 9)  # _q, without the call (hot)
         slot.mem = round(slot.mem + demand.memory_gib, 9)
-        amount = demand.gpu if demand.fractional else 1.0
+        amount = demand.gpu if 0 < demand.gpu < 1 else 1.0  # demand.fractional, inline (hot)
         for d in devices:
             pool.set_device(slot, d, slot.dev[d] + amount)
         pool.rebucket(slot)

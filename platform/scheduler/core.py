@@ -443,9 +443,9 @@ class _Cycle:
         usage = shape.usage(placed.gpu_type)
         self.ledger.add(job.project, placed.node, usage)
         self.order.admitted(job, usage)
-        released = self.reserved.pop(job.id, [])
-        release(released)
+        released = self.reserved.pop(job.id, None) if self.reserved else None
         if released:  # hosts held for this job are open to all again: failures may fit now
+            release(released)
             self.cache.capacity_grew(len(self.decisions.waiting))
         if borrowing:
             self.cache.borrowed(len(self.decisions.waiting))

@@ -65,7 +65,12 @@ class FairShare:
     def _dominant(self, held: Mapping[str, float] | None) -> float:
         if not held:
             return 0.0
-        return max([held.get(r, 0.0) / t for r, t in self._positive], default=0.0)
+        top = None  # max(..., default=0.0), unrolled: the first largest, as max keeps
+        for r, t in self._positive:
+            share = held.get(r, 0.0) / t
+            if top is None or share > top:
+                top = share
+        return 0.0 if top is None else top
 
     def partner_share(self, partner: str) -> float:
         """Dominant share divided by the partner's weight (default 1)."""

@@ -145,9 +145,10 @@ class PackingPicker:
         return found
 
     def pick(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None:
-        if demand.fractional:
+        gpu = demand.gpu
+        if 0 < gpu < 1:  # demand.fractional
             return self._fraction(pools, demand, job_id) or self._whole(pools, demand, 1, job_id)
-        if demand.gpu:
+        if gpu:
             return self._whole(pools, demand, demand.whole, job_id)
         return self._cpu_only(pools, demand, job_id)
 
@@ -202,10 +203,11 @@ class PackingPicker:
         for pool in pools:  # CPU pools: best fit on free CPUs
             if pool.gpus:
                 continue
-            levels = pool.levels
-            for b in levels[bisect_left(levels, int(cpu - EPS)):]:
-                for slot in pool.buckets[b]:
-                    if slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and _usable(slot, job_id):
+            levels, buckets = pool.levels, pool.buckets
+            for i in range(bisect_left(levels, int(cpu - EPS)), len(levels)):  # no tail copy
+                for slot in buckets[levels[i]]:
+                    if slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and (
+                            slot.reserved_for is None or _usable(slot, job_id)):
                         return slot, []
         best: tuple[float, int, float, int] | None = None
         hit: Slot | None = None
@@ -321,7 +323,8 @@ def place_gang(
         placed = _try(cap, picker, gpu_pools, cpu_first, demands, job_id)
         if placed is not None:
             gpu_type = next((s.pool.gpu_type for _, s, d, _ in placed if d.gpu), None)
-            ordered = tuple((s, d, devs) for _, s, d, devs in sorted(placed, key=lambda x: x[0]))
+            placed.sort()  # by replica index (unique: nothing else is compared), head first
+            ordered = tuple([(s, d, devs) for _, s, d, devs in placed])
             return Placed(cluster, cap.cluster_node[cluster], gpu_type, ordered)
     return None
 
