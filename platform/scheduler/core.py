@@ -304,6 +304,7 @@ class _Cycle:
         check, project, fullness = self.ledger.check, job.project, self.cache.fullness
         memos, demand_id = self.ledger.memos, id(usage0)  # check's memo, read without the call
         typed, limits_types = self.ledger.any_typed, self.ledger.limits_types
+        thrash = self.policy.thrash_limit  # _thrashing's own first test, before the call
         sites = self._sites(job, shape, lk, token)
         for node, clusters, no_pool, types, allowed, full_keys in sites:
             if no_pool:
@@ -323,7 +324,7 @@ class _Cycle:
                     continue
                 allowed = tuple(types)
             nominal_nodes.append((node, clusters, types, q))
-            if q.borrowing and self._thrashing(job, node):
+            if q.borrowing and thrash and job.preemptions >= thrash and self._thrashing(job, node):
                 problems.append(f"preempted {job.preemptions} times: not re-admitted on borrowed "
                                 f"capacity at {node}, which is about to be reclaimed")
                 continue

@@ -110,14 +110,18 @@ def _pressure(pools: Sequence[PoolState], named: Mapping[str, float]) -> dict[st
     over its share of the free GPUs. A request that accepts several types takes the one the
     coming type-constrained work needs least (FGD's workload-aware view of fragmentation),
     then the least used one."""
+    if not named:
+        return _scarcity(pools)
     free: dict[str | None, float] = {}
-    for pool in pools:
+    total: dict[str | None, float] = {}
+    for pool in pools:  # _scarcity's sums, in the same loop
         free[pool.gpu_type] = free.get(pool.gpu_type, 0.0) + pool.free_gpu
+        total[pool.gpu_type] = total.get(pool.gpu_type, 0.0) + pool.gpus * len(pool.slots)
     total_free = sum(free.values()) or 1.0
     total_named = sum(named.values()) or 1.0
-    used = _scarcity(pools)
+    used = {t: round(1 - free[t] / total[t], 2) if total[t] else 1.0 for t in total}
     return {t: round((named.get(t, 0.0) / total_named) / max(f / total_free, 1e-9), 2) + used[t]
-            for t, f in free.items()} if named else used
+            for t, f in free.items()}
 
 
 class PackingPicker:

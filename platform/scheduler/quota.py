@@ -15,6 +15,7 @@ from aitb.scheduler.snapshot import RunningJob
 
 EPS = 1e-9
 INF = float("inf")
+_EMPTY: Mapping[str, float] = {}  # no usage yet (never written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,9 @@ class QuotaLedger:
                 r: q.nominal.get(r, 0.0) + (q.borrowing_limit.get(r, 0.0) if borrowing else 0.0)
                 for r in keys
             }
+        # per (project, node): resource -> (limit + EPS, nominal + EPS), what _check compares
+        self._bounds = {key: {r: (cap + EPS, self.nominal[key][r] + EPS) for r, cap in limit.items()}
+                        for key, limit in self.limit.items()}
         self.require_quota = require_quota
         self.lendable: dict[str, dict[str, float]] = {}  # node -> sum of nominal quotas
         for (_, node), nominal in self.nominal.items():
@@ -99,23 +103,24 @@ class QuotaLedger:
             if self.require_quota:
                 return QuotaCheck(False, problem=f"project {project} has no quota at {node}")
             return WITHIN
-        nominal = self.nominal[key]
-        held = self.usage.get(key, {})
+        bounds = self._bounds[key]
+        held = self.usage.get(key, _EMPTY)
         borrowing = False
         for r, v in demand.items():
-            cap = limit.get(r)
-            if cap is None:
+            bound = bounds.get(r)
+            if bound is None:
                 continue
             after = held.get(r, 0.0) + v
-            if after > cap + EPS:
-                over = "nominal quota" if cap <= nominal[r] + EPS else "borrowing limit"
+            if after > bound[0]:
+                cap = limit[r]
+                over = "nominal quota" if cap <= bound[1] else "borrowing limit"
                 return QuotaCheck(
                     False,
                     within_nominal=False,
                     problem=f"over {over} at {node} ({r}: {held.get(r, 0.0):g} used"
                     f" + {v:g} asked > {cap:g})",
                 )
-            if after > nominal[r] + EPS:
+            if after > bound[1]:
                 borrowing = True
         return BORROWS if borrowing else WITHIN
 
