@@ -175,6 +175,7 @@ class Capacity:
             pool.add(slot)
         self._eligible: dict[tuple, list[PoolState]] = {}
         self.plans: dict[tuple, tuple | None] = {}  # placement plans (see placement._plan)
+        self.orders: dict[object, list] = {}  # per shape, its replicas largest first (_plan)
         self.node_clusters: dict[str, list[str]] = {}
         for cluster, node in self.cluster_node.items():
             self.node_clusters.setdefault(node, []).append(cluster)

@@ -163,6 +163,7 @@ class PackingPicker:
         several = len({p.gpu_type for p in pools}) > 1
         scarcity = _pressure(pools, self.named) if several else {p.gpu_type: 0.0 for p in pools}
         named = several and bool(self.named)
+        cpu, mem = demand.cpu, demand.memory_gib  # Slot.fits and _usable's first test, inline
         for pool in pools:
             if pool.gpus < k or pool.free_whole < k:
                 continue
@@ -170,7 +171,8 @@ class PackingPicker:
                 if best is not None and best[0] == 0 and b - k > best[3]:
                     break
                 for slot in pool.buckets[b]:
-                    if _usable(slot, job_id, k) and slot.fits(demand):
+                    if (slot.reserved_for is None or _usable(slot, job_id, k)) and (
+                            slot.cpu + EPS >= cpu and slot.mem + EPS >= mem):
                         useless = frac and self._useless(pool)  # stranding it costs nothing
                         key = (0.0 if useless else _loss(slot, demand),
                                scarcity[pool.gpu_type] if named else 0.0, -int(useless), b - k,
@@ -193,7 +195,7 @@ class PackingPicker:
                 if best is not None and best[0] == 0 and free > best[1]:
                     break
                 for index, d, slot in pool.partial[free]:
-                    if _usable(slot, job_id) and slot.fits(demand):
+                    if (slot.reserved_for is None or _usable(slot, job_id)) and slot.fits(demand):
                         key = (_loss(slot, demand), free, index, d)
                         if best is None or key < best:
                             best, hit = key, slot
@@ -342,7 +344,9 @@ def _plan(cap: Capacity, cluster: str, shape: Shape, labels: Mapping[str, object
     pools = cap.eligible_pools(cluster, labels)
     if not pools:
         return None
-    demands = _order(shape)
+    demands = cap.orders.get(shape)  # the same for every cluster: sorted once per cycle
+    if demands is None:
+        demands = cap.orders[shape] = _order(shape)
     types = sorted({p.gpu_type for p in pools if p.gpu_type})
     if gpu_types is not None:
         types = [t for t in types if t in gpu_types]
