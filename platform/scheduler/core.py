@@ -43,6 +43,7 @@ from aitb.scheduler.snapshot import PendingJob, RunningJob, Snapshot
 Clock = Callable[[], float]
 _NONE: Mapping = {}  # an empty memo (never written)
 _gang = attrgetter("gang")
+_reservation = attrgetter("reservation")
 #: a node a job may go to: (node, its eligible clusters, accepted GPU types, quota check)
 Option = tuple[str, list[str], "list[str] | None", QuotaCheck]
 
@@ -151,8 +152,8 @@ class _Cycle:
         self.reserve_tries = 0  # reservation searches this cycle (each scans the hosts)
         self.frees_at = self._frees_at if policy.reserve_soonest else None
         if policy.aging:
-            for job in snapshot.pending:
-                if job.reservation and self._aged(job):
+            for job in filter(_reservation, snapshot.pending):  # few hold one: no loop step each
+                if self._aged(job):
                     slots = honour(self.cap, job.id, job.reservation, job.shape, self.frees_at)
                     if slots:
                         self.reserved[job.id] = slots
