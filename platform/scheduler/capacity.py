@@ -191,8 +191,15 @@ class Capacity:
         slot.cpu = round(slot.cpu - demand.cpu, 9)  # _q, without the call (hot)
         slot.mem = round(slot.mem - demand.memory_gib, 9)
         amount = demand.gpu if 0 < demand.gpu < 1 else 1.0  # demand.fractional, inline (hot)
+        dev = slot.dev
         for d in devices:
-            pool.set_device(slot, d, slot.dev[d] - amount)
+            if amount == 1.0 and dev[d] == 1.0:  # an idle device taken whole (most): what
+                slot.whole -= 1                  # set_device does from 1.0 to 0.0, inline
+                pool.free_whole -= 1
+                pool.free_gpu += 0.0 - 1.0
+                dev[d] = 0.0
+            else:
+                pool.set_device(slot, d, dev[d] - amount)
         pool.rebucket(slot)
 
     def give(self, slot: Slot, demand: Demand, devices: Sequence[int]) -> None:
