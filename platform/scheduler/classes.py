@@ -83,7 +83,7 @@ class ClassCache:
         # memo: derived values, valid for the whole cycle (fullness: until an admission)
         self.eligible: dict[tuple, list[tuple[str, list[str]]]] = {}
         self.offered: dict[tuple, list[str]] = {}
-        self.sites: dict[tuple, list[tuple]] = {}  # per (token, nodes, clusters, labels): core._sites
+        self.sites: dict[tuple, list[tuple]] = {}  # (token, nodes, clusters, labels): core._sites
         self.text: dict[object, str] = {}
         self.fullness: dict[tuple, float] = {}  # (cluster, labels key) -> free GPUs
         self.fullness_labels: set[tuple] = set()  # the labels keys ``fullness`` holds

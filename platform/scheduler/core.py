@@ -219,7 +219,8 @@ class _Cycle:
                 shape, token = known
                 labels = job.pool_labels
                 lk = labels_key(labels) if labels else ()
-                rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
+                runtime = job.runtime_s
+                rb = runtime_bucket(runtime) if backfill and runtime is not None else None
                 where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
                 key = (token, where, lk, project, prio_key and job.priority, rb,  # class_key(...)
                        thrash_on and job.preemptions >= thrash)
@@ -240,8 +241,9 @@ class _Cycle:
                 else:
                     held = ()
                 line = lines[project] = lines.get(project, 0) + 1
-                waiting[job_id] = Waiting(job_id, project, job.partner, job.priority, len(waiting) + 1,
-                                          line, partner_share, project_share, cause, held)
+                waiting[job_id] = Waiting(job_id, project, job.partner, job.priority,
+                                          len(waiting) + 1, line, partner_share, project_share,
+                                          cause, held)
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:
@@ -358,7 +360,8 @@ class _Cycle:
                     no_pool = f"{node} has no {self._labels_text(lk, job)} pool"
                     found.append((node, clusters, no_pool, None, None, ()))
                     continue
-                types = self._offered(job, shape, lk, node, clusters, token)[0] if needs_gpu else None
+                types = (self._offered(job, shape, lk, node, clusters, token)[0] if needs_gpu
+                         else None)
                 found.append((node, clusters, "", types, tuple(types) if types else None,
                               [(c, (c, lk)) for c in clusters]))
         return found

@@ -106,7 +106,8 @@ class QueueOrder:
         self.levels: dict[str, list[int]] = {}
         for project, jobs in self.queues.items():
             _in_order(jobs, by_priority)
-            self.levels[project] = [-p for p in map(_priority, jobs)] if by_priority else [0] * len(jobs)
+            self.levels[project] = ([-p for p in map(_priority, jobs)] if by_priority
+                                    else [0] * len(jobs))
         self.partner_of = {p: jobs[0].partner for p, jobs in self.queues.items()}
         self.head = {p: 0 for p in self.queues}
         self.version: dict[str, int] = {}

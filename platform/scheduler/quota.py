@@ -52,8 +52,10 @@ class QuotaLedger:
                 for r in keys
             }
         # per (project, node): resource -> (limit + EPS, nominal + EPS), what _check compares
-        self._bounds = {key: {r: (cap + EPS, self.nominal[key][r] + EPS) for r, cap in limit.items()}
-                        for key, limit in self.limit.items()}
+        self._bounds = {
+            key: {r: (cap + EPS, self.nominal[key][r] + EPS) for r, cap in limit.items()}
+            for key, limit in self.limit.items()
+        }
         self.require_quota = require_quota
         self.lendable: dict[str, dict[str, float]] = {}  # node -> sum of nominal quotas
         for (_, node), nominal in self.nominal.items():
