@@ -176,6 +176,9 @@ class Capacity:
         self._eligible: dict[tuple, list[PoolState]] = {}
         self.plans: dict[tuple, tuple | None] = {}  # placement plans (see placement._plan)
         self.orders: dict[object, list] = {}  # per shape, its replicas largest first (_plan)
+        # per id of an eligible-pools list (kept here, so the id is not reused): its GPU types
+        # and its pools CPU-only first (_plan)
+        self.pool_order: dict[int, tuple[list[str], list[PoolState]]] = {}
         self.node_clusters: dict[str, list[str]] = {}
         for cluster, node in self.cluster_node.items():
             self.node_clusters.setdefault(node, []).append(cluster)

@@ -296,6 +296,10 @@ class Placed:
     replicas: tuple[tuple[Slot, Demand, tuple[int, ...]], ...]  # in gang order, head first
 
 
+def _has_gpus(pool: PoolState) -> bool:
+    return pool.gpus > 0
+
+
 def _order(shape: Shape) -> list[tuple[int, Demand]]:
     """Largest replicas first; the index keeps the gang order (head first) for the result."""
     return sorted(
@@ -347,7 +351,11 @@ def _plan(cap: Capacity, cluster: str, shape: Shape, labels: Mapping[str, object
     demands = cap.orders.get(shape)  # the same for every cluster: sorted once per cycle
     if demands is None:
         demands = cap.orders[shape] = _order(shape)
-    types = sorted({p.gpu_type for p in pools if p.gpu_type})
+    known = cap.pool_order.get(id(pools))  # the pools list lives as long as ``cap``
+    if known is None:
+        known = cap.pool_order[id(pools)] = (
+            sorted({p.gpu_type for p in pools if p.gpu_type}), sorted(pools, key=_has_gpus))
+    types, cpu_first = known
     if gpu_types is not None:
         types = [t for t in types if t in gpu_types]
     needs_gpu = any(d.gpu for _, d in demands)
@@ -355,7 +363,6 @@ def _plan(cap: Capacity, cluster: str, shape: Shape, labels: Mapping[str, object
     if needs_gpu and not types:
         return None
     attempts = [types] if len(types) <= 1 else [types, *[[t] for t in types]]
-    cpu_first = sorted(pools, key=lambda p: p.gpus > 0)
     return demands, cpu_first, [[p for p in pools if p.gpu_type and p.gpu_type in allowed]
                                 for allowed in attempts]
 
