@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right
+from collections import defaultdict
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from itertools import compress, count, repeat
@@ -29,8 +30,7 @@ def _in_order(jobs: list[PendingJob], by_priority: bool) -> None:
 
     When no two jobs share a submission time the id never decides, and sorting on the time
     alone gives the same order several times faster (homogeneous float keys)."""
-    times = list(map(_submitted, jobs))
-    jobs.sort(key=_submitted if len(set(times)) == len(times) else _age)
+    jobs.sort(key=_submitted if len(set(map(_submitted, jobs))) == len(jobs) else _age)
     if by_priority:
         jobs.sort(key=_priority, reverse=True)
 
@@ -99,9 +99,10 @@ class QueueOrder:
     ) -> None:
         self.fair = fair
         self.by_priority = by_priority
-        self.queues: dict[str, list[PendingJob]] = {}
-        for job in pending:
-            self.queues.setdefault(job.project, []).append(job)
+        queues: defaultdict[str, list[PendingJob]] = defaultdict(list)
+        for job in pending:  # no empty list made per job, as setdefault would
+            queues[job.project].append(job)
+        self.queues: dict[str, list[PendingJob]] = dict(queues)
         #: per project, the negated priority of each queued job (ascending): where runs end
         self.levels: dict[str, list[int]] = {}
         for project, jobs in self.queues.items():
