@@ -16,8 +16,8 @@ pair per kind and the two events that ``invalidate`` them:
 * a failed class that tried preemption: also forgotten when a later admission
   borrows (``borrowed``), since the lender's older jobs may now be victims.
 
-The memo dicts (allowed pools per constraint, offered GPU types, texts, cluster
-fullness) hold derived values that do not change the outcome.
+The memo dicts (allowed pools per constraint, offered GPU types, narrowing sites, texts,
+cluster fullness) hold derived values that do not change the outcome.
 
 Inside a cycle the key's shape is a small int (``ClassCache.intern``: one token per
 distinct shape), so the per-job lookup hashes no Python-level ``Shape.__hash__``; keys
