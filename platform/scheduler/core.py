@@ -210,7 +210,7 @@ class _Cycle:
         for run in order.runs():  # jobs of one project, in order, until one is admitted
             project, (partner_share, project_share) = order.project, order.current
             for job in run:
-                if self.blocker is not None:
+                if head_of_line and self.blocker is not None:  # set only with head_of_line
                     self._wait(job, f"behind head-of-line job {self.blocker}")
                     continue
                 known = shapes.get(id(job.gang))
@@ -305,15 +305,17 @@ class _Cycle:
         usage0 = shape.usage(None)
         needs_gpu = "gpu" in usage0
         check, project, fullness = self.ledger.check, job.project, self.cache.fullness
-        memos, demand_id = self.ledger.memos, id(usage0)  # check's memo, read without the call
+        memos, demand_id = self.ledger.memos.get(project, _NONE), id(usage0)  # check's memo
         typed, limits_types = self.ledger.any_typed, self.ledger.limits_types
         thrash = self.policy.thrash_limit  # _thrashing's own first test, before the call
-        sites = self._sites(job, shape, lk, token)
+        sites = self.cache.sites.get((token, job.nodes, job.clusters, lk))  # _sites, if known
+        if sites is None:
+            sites = self._sites(job, shape, lk, token)
         for node, clusters, no_pool, types, allowed, full_keys in sites:
             if no_pool:
                 problems.append(no_pool)
                 continue
-            hit = memos.get((project, node), _NONE).get(demand_id)
+            hit = memos.get(node, _NONE).get(demand_id)  # read without the call
             q = hit[1] if hit is not None and hit[0] is usage0 else check(project, node, usage0)
             if not q.ok:
                 problems.append(q.problem)

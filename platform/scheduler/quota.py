@@ -65,17 +65,19 @@ class QuotaLedger:
         self._typed: dict[tuple[str, str], bool] = {}
         #: whether any quota has a ``gpu:<type>`` entry (else ``limits_types`` is always False)
         self.any_typed = any(r.startswith("gpu:") for limit in self.limit.values() for r in limit)
-        # check() results per (project, node), by demand mapping (kept, and compared by
-        # identity): a cycle asks the same question for every job of a shape, and the
-        # answer changes only when add() changes that project's usage at that node; a hot caller
-        # may read it before calling check (a hit is ``memos[key][id(demand)][0] is demand``)
-        self.memos: dict[tuple[str, str], dict[int, tuple[Mapping[str, float], QuotaCheck]]] = {}
+        # check() results per project, per node, by demand mapping (kept, and compared by
+        # identity): a cycle asks the same question for every job of a shape, and the answer
+        # changes only when add() changes that project's usage at that node; a hot caller may
+        # read it before calling check (a hit: ``memos[project][node][id(demand)][0] is demand``)
+        self.memos: dict[str, dict[str, dict[int, tuple[Mapping[str, float], QuotaCheck]]]] = {}
         self.usage: dict[tuple[str, str], dict[str, float]] = {}
         for job in running:
             self.add(job.project, job.node, job.usage)
 
     def add(self, project: str, node: str, usage: Mapping[str, float], sign: float = 1.0) -> None:
-        self.memos.pop((project, node), None)
+        at = self.memos.get(project)
+        if at is not None:
+            at.pop(node, None)
         held = self.usage.setdefault((project, node), {})
         for r, v in usage.items():
             held[r] = held.get(r, 0.0) + sign * v
@@ -87,9 +89,12 @@ class QuotaLedger:
         """Whether ``demand`` fits the project's quota at ``node`` now (memoised until the
         next ``add`` there; callers do not mutate the demand mappings they pass)."""
         key = (project, node)
-        memo = self.memos.get(key)
+        at = self.memos.get(project)
+        if at is None:
+            at = self.memos[project] = {}
+        memo = at.get(node)
         if memo is None:
-            memo = self.memos[key] = {}
+            memo = at[node] = {}
         else:
             hit = memo.get(id(demand))
             if hit is not None and hit[0] is demand:
