@@ -224,7 +224,8 @@ class PackingPicker:
                 if best is not None and best[0] == 0 and b > best[1]:
                     break
                 for slot in pool.buckets[b]:
-                    if not (slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and _usable(slot, job_id)):
+                    if not (slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and (
+                            slot.reserved_for is None or _usable(slot, job_id))):
                         continue
                     key = (_loss(slot, demand), b, slot.cpu - cpu, slot.index)
                     if best is None or key < best:
