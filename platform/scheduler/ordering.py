@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from itertools import compress, count, repeat
 from operator import attrgetter, is_
@@ -155,7 +155,8 @@ class QueueOrder:
 
         Keys are unique (they end with the project), so the order of yields does not depend
         on how the heap is laid out. During a run only the top entry would move, so where it
-        ends is found once (``_run_end``) rather than by a heap step per job.
+        ends is found once (``_run_end``) rather than by a heap step per job; ``head`` and
+        the heap are brought up to date when the run ends (a preemption's rebuild waits).
         """
         fair = self.fair
         version, partner_of = self.version, self.partner_of
@@ -171,33 +172,26 @@ class QueueOrder:
             at = head[project]
             stop = self._run_end(entry, queue, at)
             self.current, self.project = (entry[1], entry[2]), project
-            taken = yield from self._chunks(queue, at, stop, project)
+            taken = None
+            size = 8  # the run goes out in lists of 8, 16, 32, ... jobs: an admission often
+            while at < stop:  # cuts it short, and copying it whole would copy jobs never taken
+                end = min(stop, at + size)
+                chunk = queue[at:end]
+                self._taken = None
+                yield chunk
+                if self._taken is not None:  # where the admitted job is in the queue
+                    taken = at + next(compress(count(), map(is_, chunk, repeat(self._taken))))
+                    break
+                at, size = end, 2 * size
             if taken is None:  # every job of the run was decided and waits
+                head[project] = stop
                 if stop == len(queue):
                     heapq.heappop(heap)
                 else:  # it is not below the bound: the top moves down
                     heapq.heapreplace(heap, self._next_key(entry, queue[stop]))
             else:
+                head[project] = taken + 1
                 self._after_change(entry, queue, taken)
-
-    def _chunks(self, queue: list[PendingJob], at: int, stop: int, project: str
-                ) -> Generator[list[PendingJob], None, int | None]:
-        """A run as lists of 8, 16, 32, ... jobs (a run is often cut short by an admission:
-        copying it whole would copy thousands of jobs never taken). Returns the index of the
-        job admitted, None if there was none; leaves ``head`` after the last job taken."""
-        size = 8
-        while at < stop:
-            end = min(stop, at + size)
-            chunk = queue[at:end]
-            self._taken = None
-            yield chunk
-            if self._taken is not None:
-                at += next(compress(count(), map(is_, chunk, repeat(self._taken))))
-                self.head[project] = at + 1
-                return at
-            at, size = end, 2 * size
-            self.head[project] = at
-        return None
 
     def _run_end(self, entry: tuple, queue: list[PendingJob], at: int) -> int:
         """Where the run from ``at`` (the top project's head) ends: the first job not below
