@@ -175,6 +175,10 @@ class Capacity:
             pool.add(slot)
         self._eligible: dict[tuple, list[PoolState]] = {}
         self.plans: dict[tuple, tuple | None] = {}  # placement plans (see placement._plan)
+        self.orders: dict[object, list] = {}  # per shape, its replicas largest first (_plan)
+        # per id of an eligible-pools list (kept here, so the id is not reused): its GPU types
+        # and its pools CPU-only first (_plan)
+        self.pool_order: dict[int, tuple[list[str], list[PoolState]]] = {}
         self.node_clusters: dict[str, list[str]] = {}
         for cluster, node in self.cluster_node.items():
             self.node_clusters.setdefault(node, []).append(cluster)
@@ -189,16 +193,23 @@ class Capacity:
         pool = slot.pool
         slot.cpu = round(slot.cpu - demand.cpu, 9)  # _q, without the call (hot)
         slot.mem = round(slot.mem - demand.memory_gib, 9)
-        amount = demand.gpu if demand.fractional else 1.0
+        amount = demand.gpu if 0 < demand.gpu < 1 else 1.0  # demand.fractional, inline (hot)
+        dev = slot.dev
         for d in devices:
-            pool.set_device(slot, d, slot.dev[d] - amount)
+            if amount == 1.0 and dev[d] == 1.0:  # an idle device taken whole (most): what
+                slot.whole -= 1                  # set_device does from 1.0 to 0.0, inline
+                pool.free_whole -= 1
+                pool.free_gpu += 0.0 - 1.0
+                dev[d] = 0.0
+            else:
+                pool.set_device(slot, d, dev[d] - amount)
         pool.rebucket(slot)
 
     def give(self, slot: Slot, demand: Demand, devices: Sequence[int]) -> None:
         pool = slot.pool
         slot.cpu = round(slot.cpu + demand.cpu, 9)  # _q, without the call (hot)
         slot.mem = round(slot.mem + demand.memory_gib, 9)
-        amount = demand.gpu if demand.fractional else 1.0
+        amount = demand.gpu if 0 < demand.gpu < 1 else 1.0  # demand.fractional, inline (hot)
         for d in devices:
             pool.set_device(slot, d, slot.dev[d] + amount)
         pool.rebucket(slot)

@@ -16,8 +16,8 @@ pair per kind and the two events that ``invalidate`` them:
 * a failed class that tried preemption: also forgotten when a later admission
   borrows (``borrowed``), since the lender's older jobs may now be victims.
 
-The memo dicts (allowed pools per constraint, offered GPU types, texts, cluster
-fullness) hold derived values that do not change the outcome.
+The memo dicts (allowed pools per constraint, offered GPU types, narrowing sites, texts,
+cluster fullness) hold derived values that do not change the outcome.
 
 Inside a cycle the key's shape is a small int (``ClassCache.intern``: one token per
 distinct shape), so the per-job lookup hashes no Python-level ``Shape.__hash__``; keys
@@ -83,8 +83,10 @@ class ClassCache:
         # memo: derived values, valid for the whole cycle (fullness: until an admission)
         self.eligible: dict[tuple, list[tuple[str, list[str]]]] = {}
         self.offered: dict[tuple, list[str]] = {}
+        self.sites: dict[tuple, list[tuple]] = {}  # (token, nodes, clusters, labels): core._sites
         self.text: dict[object, str] = {}
-        self.fullness: dict[tuple, float] = {}
+        self.fullness: dict[tuple, float] = {}  # (cluster, labels key) -> free GPUs
+        self.fullness_labels: set[tuple] = set()  # the labels keys ``fullness`` holds
         # id(gang) -> (shape, token): jobs often share a GangSpec (see intern)
         self.shapes: dict[int, tuple[Shape, int]] = {}
         self._tokens: dict[Shape, int] = {}
@@ -156,5 +158,11 @@ class ClassCache:
             self.reopened[self._exported(key)] = waiting
         self._tried.clear()
 
-    def admitted(self) -> None:
-        self.fullness.clear()
+    def admitted(self, cluster: str | None = None) -> None:
+        """An admission took capacity in ``cluster``: only that cluster's fullness is stale
+        (None: anywhere, as after a preemption, whose victims free other clusters too)."""
+        if cluster is None:
+            self.fullness.clear()
+        else:
+            for lk in self.fullness_labels:
+                self.fullness.pop((cluster, lk), None)

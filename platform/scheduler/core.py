@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 from aitb.scheduler.capacity import Capacity, Slot
-from aitb.scheduler.classes import ClassCache, class_key, labels_key, runtime_bucket
+from aitb.scheduler.classes import ClassCache, labels_key, runtime_bucket
 from aitb.scheduler.decisions import Admission, Decisions, Preemption, Waiting
 from aitb.scheduler.ordering import FairShare, QueueOrder
 from aitb.scheduler.placement import HostPicker, PackingPicker, Placed, place_gang, unplace
@@ -41,7 +41,9 @@ from aitb.scheduler.shape import Demand, Shape, describe
 from aitb.scheduler.snapshot import PendingJob, RunningJob, Snapshot
 
 Clock = Callable[[], float]
+_NONE: Mapping = {}  # an empty memo (never written)
 _gang = attrgetter("gang")
+_reservation = attrgetter("reservation")
 #: a node a job may go to: (node, its eligible clusters, accepted GPU types, quota check)
 Option = tuple[str, list[str], "list[str] | None", QuotaCheck]
 
@@ -150,8 +152,8 @@ class _Cycle:
         self.reserve_tries = 0  # reservation searches this cycle (each scans the hosts)
         self.frees_at = self._frees_at if policy.reserve_soonest else None
         if policy.aging:
-            for job in snapshot.pending:
-                if job.reservation and self._aged(job):
+            for job in filter(_reservation, snapshot.pending):  # few hold one: no loop step each
+                if self._aged(job):
                     slots = honour(self.cap, job.id, job.reservation, job.shape, self.frees_at)
                     if slots:
                         self.reserved[job.id] = slots
@@ -188,47 +190,60 @@ class _Cycle:
         """Every pending job once, in queue order.
 
         Most jobs of a large queue wait with the cached reason of their class, so the
-        per-job path is kept flat (locals, memos read directly, a reservation attempted only
-        where ``_maybe_reserve`` could make one): it is most of a cycle's time.
+        per-job path is kept flat (locals, memos read directly, the class key built and the
+        ``Waiting`` made inline, a reservation attempted only where ``_maybe_reserve`` could
+        make one): it is most of a cycle's time.
         """
         cache, shapes = self.cache, self.cache.shapes
         prio_key = self.policy.within_project_preemption
         backfill, window, now = self.policy.backfill, self.cap.window, self.now
         thrash = self.policy.thrash_limit
+        thrash_on = bool(thrash)
+        head_of_line = self.policy.head_of_line
         aging, threshold = self.policy.aging, self.policy.aging_threshold_s
         max_held = self.policy.max_reservations  # reservations, and searches for one, per cycle
         max_tries = 2 * max_held
         reserved, order = self.reserved, self.order
         failed = cache.failures()  # the cached reasons by class (cache.lookup, without the call)
+        waiting, lines = self.decisions.waiting, self.lines  # what _wait does, inline
         inf = float("inf")
-        for job in order:
-            if self.blocker is not None:
-                self._wait(job, f"behind head-of-line job {self.blocker}")
-                continue
-            known = shapes.get(id(job.gang))
-            if known is None:
-                known = shapes[id(job.gang)] = cache.intern(job.shape)
-            shape, token = known
-            lk = labels_key(job.pool_labels) if job.pool_labels else ()
-            rb = runtime_bucket(job.runtime_s) if backfill and job.runtime_s is not None else None
-            where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
-            key = class_key(token, where, lk, job.project, prio_key and job.priority, rb,
-                            bool(thrash) and job.preemptions >= thrash)
-            cause = failed.get(key) if job.id not in reserved else None
-            if cause is None:
-                window.ends_by = now + 2.0 ** rb if rb is not None else inf  # read by placement
-                cause = self._consider(job, shape, lk, key)
+        for run in order.runs():  # jobs of one project, in order, until one is admitted
+            project, (partner_share, project_share) = order.project, order.current
+            for job in run:
+                if head_of_line and self.blocker is not None:  # set only with head_of_line
+                    self._wait(job, f"behind head-of-line job {self.blocker}")
+                    continue
+                known = shapes.get(id(job.gang))
+                if known is None:
+                    known = shapes[id(job.gang)] = cache.intern(job.shape)
+                shape, token = known
+                labels = job.pool_labels
+                lk = labels_key(labels) if labels else ()
+                runtime = job.runtime_s
+                rb = runtime_bucket(runtime) if backfill and runtime is not None else None
+                where = job.nodes if job.clusters is None else (job.nodes, job.clusters)
+                key = (token, where, lk, project, prio_key and job.priority, rb,  # class_key(...)
+                       thrash_on and job.preemptions >= thrash)
+                job_id = job.id
+                cause = failed.get(key) if not reserved or job_id not in reserved else None
                 if cause is None:
-                    continue  # admitted
-            if self.policy.head_of_line:
-                self.blocker = job.id
-            if aging and now - job.submitted_at >= threshold and (  # self._aged(job), and
-                    job.id in reserved or (len(reserved) < max_held  # _maybe_reserve would
-                                           and self.reserve_tries < max_tries)):  # try
-                cause, held = self._maybe_reserve(job, cause, key, shape)
-            else:
-                held = ()
-            self._wait(job, cause, held)
+                    window.ends_by = now + 2.0 ** rb if rb is not None else inf  # read by placement
+                    cause = self._consider(job, shape, lk, key)
+                    if cause is None:
+                        break  # admitted: shares moved, the order starts a new run after it
+                if head_of_line:
+                    self.blocker = job_id
+                if aging and (reserved or self.reserve_tries < max_tries) and (  # cheap tests first
+                        now - job.submitted_at >= threshold) and (  # self._aged(job), and
+                        job_id in reserved or (len(reserved) < max_held  # _maybe_reserve would
+                                               and self.reserve_tries < max_tries)):  # try
+                    cause, held = self._maybe_reserve(job, cause, key, shape)
+                else:
+                    held = ()
+                line = lines[project] = lines.get(project, 0) + 1
+                waiting[job_id] = Waiting(job_id, project, job.partner, job.priority,
+                                          len(waiting) + 1, line, partner_share, project_share,
+                                          cause, held)
         return self.decisions
 
     def _wait(self, job: PendingJob, cause: str, reservation: tuple[str, ...] = ()) -> None:
@@ -287,46 +302,71 @@ class _Cycle:
         options: list[tuple[bool, float, int, str, str, tuple[str, ...] | None]] = []
         nominal_nodes: list[Option] = []
         blocked: list[Option] = []
-        eligible = self._eligible(job, lk)
         usage0 = shape.usage(None)
         needs_gpu = "gpu" in usage0
         check, project, fullness = self.ledger.check, job.project, self.cache.fullness
-        offered, limits_types = self.cache.offered, self.ledger.limits_types
-        for node, clusters in eligible:
-            if not clusters:
-                problems.append(f"{node} has no {self._labels_text(lk, job)} pool")
+        memos, demand_id = self.ledger.memos.get(project, _NONE), id(usage0)  # check's memo
+        typed, limits_types = self.ledger.any_typed, self.ledger.limits_types
+        thrash = self.policy.thrash_limit  # _thrashing's own first test, before the call
+        sites = self.cache.sites.get((token, job.nodes, job.clusters, lk))  # _sites, if known
+        if sites is None:
+            sites = self._sites(job, shape, lk, token)
+        for node, clusters, no_pool, types, allowed, full_keys in sites:
+            if no_pool:
+                problems.append(no_pool)
                 continue
-            q = check(project, node, usage0)
+            hit = memos.get(node, _NONE).get(demand_id)  # read without the call
+            q = hit[1] if hit is not None and hit[0] is usage0 else check(project, node, usage0)
             if not q.ok:
                 problems.append(q.problem)
                 if self.policy.within_project_preemption and self.ledger.has_quota(job.project, node):
                     blocked.append((node, clusters, None, q))  # own lower-priority jobs may yield
                 continue
-            types: list[str] | None = None
-            if needs_gpu:
-                types = offered.get((token, lk, node))  # _gpu_types' answer without the call
-                if not types or limits_types(project, node):
-                    types, problem = self._gpu_types(job, shape, lk, node, clusters, token)
-                    if not types:
-                        problems.append(problem)
-                        continue
+            if needs_gpu and (not types or typed and limits_types(project, node)):
+                types, problem = self._gpu_types(job, shape, lk, node, clusters, token)
+                if not types:
+                    problems.append(problem)
+                    continue
+                allowed = tuple(types)
             nominal_nodes.append((node, clusters, types, q))
-            if q.borrowing and self._thrashing(job, node):
+            if q.borrowing and thrash and job.preemptions >= thrash and self._thrashing(job, node):
                 problems.append(f"preempted {job.preemptions} times: not re-admitted on borrowed "
                                 f"capacity at {node}, which is about to be reclaimed")
                 continue
-            allowed = tuple(types) if types else None  # once per node, not per cluster
-            for cluster in clusters:
+            borrowing = q.borrowing
+            for cluster, full_key in full_keys:
                 free = 0.0
                 if needs_gpu:
-                    free = fullness.get((cluster, lk))
+                    free = fullness.get(full_key)
                     if free is None:
                         free = self._fullness(cluster, lk, job)
-                options.append((q.borrowing, free, len(options), node, cluster, allowed))
-        if not eligible:
+                options.append((borrowing, free, len(options), node, cluster, allowed))
+        if not sites:
             problems.append("no node of the federation is allowed")
         options.sort()  # within nominal first, then fuller clusters; ties keep node order
         return options, nominal_nodes, blocked, problems
+
+    def _sites(self, job: PendingJob, shape: Shape, lk: tuple, token: int) -> list[tuple]:
+        """Per allowed node, what narrowing needs that no quota or capacity changes, for the
+        class (shape, nodes and clusters, labels): its clusters; why none may take the job
+        (no pool with its labels); the GPU types its pools offer the shape (quota may still
+        narrow them, and none is a problem: ``_gpu_types``); those types as a tuple (None:
+        any); per cluster, its ``fullness`` key."""
+        key = (token, job.nodes, job.clusters, lk)
+        found = self.cache.sites.get(key)
+        if found is None:
+            found = self.cache.sites[key] = []
+            needs_gpu = "gpu" in shape.usage(None)
+            for node, clusters in self._eligible(job, lk):
+                if not clusters:
+                    no_pool = f"{node} has no {self._labels_text(lk, job)} pool"
+                    found.append((node, clusters, no_pool, None, None, ()))
+                    continue
+                types = (self._offered(job, shape, lk, node, clusters, token)[0] if needs_gpu
+                         else None)
+                found.append((node, clusters, "", types, tuple(types) if types else None,
+                              [(c, (c, lk)) for c in clusters]))
+        return found
 
     def _labels_text(self, lk: tuple, job: PendingJob) -> str:
         text = self.cache.text.get(lk)
@@ -334,8 +374,9 @@ class _Cycle:
             text = self.cache.text[lk] = _labels_text(job.pool_labels)
         return text
 
-    def _gpu_types(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
-                   clusters: list[str], token: int) -> tuple[list[str], str]:
+    def _offered(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
+                 clusters: list[str], token: int) -> tuple[list[str], str]:
+        """The GPU types the node's eligible pools offer the shape, or why there are none."""
         key = (token, lk, node)
         offered = self.cache.offered.get(key)
         if offered is None:
@@ -347,6 +388,13 @@ class _Cycle:
             wanted = "|".join(sorted(shape.gpu_types)) or "any"
             return [], f"{node} has no gpu:{wanted} pool" + (
                 f" ({_labels_text(job.pool_labels)})" if job.pool_labels else "")
+        return offered, ""
+
+    def _gpu_types(self, job: PendingJob, shape: Shape, lk: tuple, node: str,
+                   clusters: list[str], token: int) -> tuple[list[str], str]:
+        offered, problem = self._offered(job, shape, lk, node, clusters, token)
+        if not offered:
+            return offered, problem
         if not self.ledger.limits_types(job.project, node):
             return offered, ""
         allowed, problem = [], ""
@@ -362,11 +410,13 @@ class _Cycle:
     def _fullness(self, cluster: str, lk: tuple, job: PendingJob) -> float:
         """Free GPUs of the cluster's eligible pools: fuller clusters are packed first.
 
-        Cached until the next admission or preemption (a failed try puts everything back).
+        Cached until the next admission there, or the next preemption (a failed try puts
+        everything back; float noise it leaves is far below the rounding).
         """
         key = (cluster, lk)
         free = self.cache.fullness.get(key)
         if free is None:
+            self.cache.fullness_labels.add(lk)
             free = self.cache.fullness[key] = round(
                 sum([p.free_gpu for p in self.cap.eligible_pools(cluster, job.pool_labels, lk)]), 6)
         return free
@@ -396,13 +446,13 @@ class _Cycle:
         return False
 
     def _admit(self, job: PendingJob, placed: Placed, borrowing: bool, shape: Shape) -> None:
-        self.cache.admitted()
+        self.cache.admitted(placed.cluster)
         usage = shape.usage(placed.gpu_type)
         self.ledger.add(job.project, placed.node, usage)
         self.order.admitted(job, usage)
-        released = self.reserved.pop(job.id, [])
-        release(released)
+        released = self.reserved.pop(job.id, None) if self.reserved else None
         if released:  # hosts held for this job are open to all again: failures may fit now
+            release(released)
             self.cache.capacity_grew(len(self.decisions.waiting))
         if borrowing:
             self.cache.borrowed(len(self.decisions.waiting))
@@ -426,6 +476,7 @@ class _Cycle:
             self.order.released(v.partner, v.project, v.usage)
         final = self.ledger.check(job.project, room.node, shape.usage(room.placed.gpu_type))
         self._admit(job, room.placed, final.borrowing, shape)
+        self.cache.admitted()  # the victims freed capacity at other clusters too
         self.cache.capacity_grew(len(self.decisions.waiting))  # earlier failures may fit now
 
     def _thrashing(self, job: PendingJob, node: str) -> bool:

@@ -110,14 +110,18 @@ def _pressure(pools: Sequence[PoolState], named: Mapping[str, float]) -> dict[st
     over its share of the free GPUs. A request that accepts several types takes the one the
     coming type-constrained work needs least (FGD's workload-aware view of fragmentation),
     then the least used one."""
+    if not named:
+        return _scarcity(pools)
     free: dict[str | None, float] = {}
-    for pool in pools:
+    total: dict[str | None, float] = {}
+    for pool in pools:  # _scarcity's sums, in the same loop
         free[pool.gpu_type] = free.get(pool.gpu_type, 0.0) + pool.free_gpu
+        total[pool.gpu_type] = total.get(pool.gpu_type, 0.0) + pool.gpus * len(pool.slots)
     total_free = sum(free.values()) or 1.0
     total_named = sum(named.values()) or 1.0
-    used = _scarcity(pools)
+    used = {t: round(1 - free[t] / total[t], 2) if total[t] else 1.0 for t in total}
     return {t: round((named.get(t, 0.0) / total_named) / max(f / total_free, 1e-9), 2) + used[t]
-            for t, f in free.items()} if named else used
+            for t, f in free.items()}
 
 
 class PackingPicker:
@@ -145,9 +149,10 @@ class PackingPicker:
         return found
 
     def pick(self, pools: Sequence[PoolState], demand: Demand, job_id: str) -> Pick | None:
-        if demand.fractional:
+        gpu = demand.gpu
+        if 0 < gpu < 1:  # demand.fractional
             return self._fraction(pools, demand, job_id) or self._whole(pools, demand, 1, job_id)
-        if demand.gpu:
+        if gpu:
             return self._whole(pools, demand, demand.whole, job_id)
         return self._cpu_only(pools, demand, job_id)
 
@@ -158,6 +163,7 @@ class PackingPicker:
         several = len({p.gpu_type for p in pools}) > 1
         scarcity = _pressure(pools, self.named) if several else {p.gpu_type: 0.0 for p in pools}
         named = several and bool(self.named)
+        cpu, mem = demand.cpu, demand.memory_gib  # Slot.fits and _usable's first test, inline
         for pool in pools:
             if pool.gpus < k or pool.free_whole < k:
                 continue
@@ -165,7 +171,8 @@ class PackingPicker:
                 if best is not None and best[0] == 0 and b - k > best[3]:
                     break
                 for slot in pool.buckets[b]:
-                    if _usable(slot, job_id, k) and slot.fits(demand):
+                    if (slot.reserved_for is None or _usable(slot, job_id, k)) and (
+                            slot.cpu + EPS >= cpu and slot.mem + EPS >= mem):
                         useless = frac and self._useless(pool)  # stranding it costs nothing
                         key = (0.0 if useless else _loss(slot, demand),
                                scarcity[pool.gpu_type] if named else 0.0, -int(useless), b - k,
@@ -188,7 +195,7 @@ class PackingPicker:
                 if best is not None and best[0] == 0 and free > best[1]:
                     break
                 for index, d, slot in pool.partial[free]:
-                    if _usable(slot, job_id) and slot.fits(demand):
+                    if (slot.reserved_for is None or _usable(slot, job_id)) and slot.fits(demand):
                         key = (_loss(slot, demand), free, index, d)
                         if best is None or key < best:
                             best, hit = key, slot
@@ -202,10 +209,11 @@ class PackingPicker:
         for pool in pools:  # CPU pools: best fit on free CPUs
             if pool.gpus:
                 continue
-            levels = pool.levels
-            for b in levels[bisect_left(levels, int(cpu - EPS)):]:
-                for slot in pool.buckets[b]:
-                    if slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and _usable(slot, job_id):
+            levels, buckets = pool.levels, pool.buckets
+            for i in range(bisect_left(levels, int(cpu - EPS)), len(levels)):  # no tail copy
+                for slot in buckets[levels[i]]:
+                    if slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and (
+                            slot.reserved_for is None or _usable(slot, job_id)):
                         return slot, []
         best: tuple[float, int, float, int] | None = None
         hit: Slot | None = None
@@ -216,7 +224,8 @@ class PackingPicker:
                 if best is not None and best[0] == 0 and b > best[1]:
                     break
                 for slot in pool.buckets[b]:
-                    if not (slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and _usable(slot, job_id)):
+                    if not (slot.cpu + EPS >= cpu and slot.mem + EPS >= mem and (
+                            slot.reserved_for is None or _usable(slot, job_id))):
                         continue
                     key = (_loss(slot, demand), b, slot.cpu - cpu, slot.index)
                     if best is None or key < best:
@@ -288,6 +297,10 @@ class Placed:
     replicas: tuple[tuple[Slot, Demand, tuple[int, ...]], ...]  # in gang order, head first
 
 
+def _has_gpus(pool: PoolState) -> bool:
+    return pool.gpus > 0
+
+
 def _order(shape: Shape) -> list[tuple[int, Demand]]:
     """Largest replicas first; the index keeps the gang order (head first) for the result."""
     return sorted(
@@ -321,7 +334,8 @@ def place_gang(
         placed = _try(cap, picker, gpu_pools, cpu_first, demands, job_id)
         if placed is not None:
             gpu_type = next((s.pool.gpu_type for _, s, d, _ in placed if d.gpu), None)
-            ordered = tuple((s, d, devs) for _, s, d, devs in sorted(placed, key=lambda x: x[0]))
+            placed.sort()  # by replica index (unique: nothing else is compared), head first
+            ordered = tuple([(s, d, devs) for _, s, d, devs in placed])
             return Placed(cluster, cap.cluster_node[cluster], gpu_type, ordered)
     return None
 
@@ -335,8 +349,14 @@ def _plan(cap: Capacity, cluster: str, shape: Shape, labels: Mapping[str, object
     pools = cap.eligible_pools(cluster, labels)
     if not pools:
         return None
-    demands = _order(shape)
-    types = sorted({p.gpu_type for p in pools if p.gpu_type})
+    demands = cap.orders.get(shape)  # the same for every cluster: sorted once per cycle
+    if demands is None:
+        demands = cap.orders[shape] = _order(shape)
+    known = cap.pool_order.get(id(pools))  # the pools list lives as long as ``cap``
+    if known is None:
+        known = cap.pool_order[id(pools)] = (
+            sorted({p.gpu_type for p in pools if p.gpu_type}), sorted(pools, key=_has_gpus))
+    types, cpu_first = known
     if gpu_types is not None:
         types = [t for t in types if t in gpu_types]
     needs_gpu = any(d.gpu for _, d in demands)
@@ -344,7 +364,6 @@ def _plan(cap: Capacity, cluster: str, shape: Shape, labels: Mapping[str, object
     if needs_gpu and not types:
         return None
     attempts = [types] if len(types) <= 1 else [types, *[[t] for t in types]]
-    cpu_first = sorted(pools, key=lambda p: p.gpus > 0)
     return demands, cpu_first, [[p for p in pools if p.gpu_type and p.gpu_type in allowed]
                                 for allowed in attempts]
 

@@ -15,6 +15,7 @@ from aitb.scheduler.snapshot import RunningJob
 
 EPS = 1e-9
 INF = float("inf")
+_EMPTY: Mapping[str, float] = {}  # no usage yet (never written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,11 @@ class QuotaLedger:
                 r: q.nominal.get(r, 0.0) + (q.borrowing_limit.get(r, 0.0) if borrowing else 0.0)
                 for r in keys
             }
+        # per (project, node): resource -> (limit + EPS, nominal + EPS), what _check compares
+        self._bounds = {
+            key: {r: (cap + EPS, self.nominal[key][r] + EPS) for r, cap in limit.items()}
+            for key, limit in self.limit.items()
+        }
         self.require_quota = require_quota
         self.lendable: dict[str, dict[str, float]] = {}  # node -> sum of nominal quotas
         for (_, node), nominal in self.nominal.items():
@@ -57,16 +63,21 @@ class QuotaLedger:
             for r, v in nominal.items():
                 pool[r] = pool.get(r, 0.0) + v
         self._typed: dict[tuple[str, str], bool] = {}
-        # check() results per (project, node), by demand mapping (kept, and compared by
-        # identity): a cycle asks the same question for every job of a shape, and the
-        # answer changes only when add() changes that project's usage at that node
-        self._checks: dict[tuple[str, str], dict[int, tuple[Mapping[str, float], QuotaCheck]]] = {}
+        #: whether any quota has a ``gpu:<type>`` entry (else ``limits_types`` is always False)
+        self.any_typed = any(r.startswith("gpu:") for limit in self.limit.values() for r in limit)
+        # check() results per project, per node, by demand mapping (kept, and compared by
+        # identity): a cycle asks the same question for every job of a shape, and the answer
+        # changes only when add() changes that project's usage at that node; a hot caller may
+        # read it before calling check (a hit: ``memos[project][node][id(demand)][0] is demand``)
+        self.memos: dict[str, dict[str, dict[int, tuple[Mapping[str, float], QuotaCheck]]]] = {}
         self.usage: dict[tuple[str, str], dict[str, float]] = {}
         for job in running:
             self.add(job.project, job.node, job.usage)
 
     def add(self, project: str, node: str, usage: Mapping[str, float], sign: float = 1.0) -> None:
-        self._checks.pop((project, node), None)
+        at = self.memos.get(project)
+        if at is not None:
+            at.pop(node, None)
         held = self.usage.setdefault((project, node), {})
         for r, v in usage.items():
             held[r] = held.get(r, 0.0) + sign * v
@@ -78,9 +89,12 @@ class QuotaLedger:
         """Whether ``demand`` fits the project's quota at ``node`` now (memoised until the
         next ``add`` there; callers do not mutate the demand mappings they pass)."""
         key = (project, node)
-        memo = self._checks.get(key)
+        at = self.memos.get(project)
+        if at is None:
+            at = self.memos[project] = {}
+        memo = at.get(node)
         if memo is None:
-            memo = self._checks[key] = {}
+            memo = at[node] = {}
         else:
             hit = memo.get(id(demand))
             if hit is not None and hit[0] is demand:
@@ -96,23 +110,24 @@ class QuotaLedger:
             if self.require_quota:
                 return QuotaCheck(False, problem=f"project {project} has no quota at {node}")
             return WITHIN
-        nominal = self.nominal[key]
-        held = self.usage.get(key, {})
+        bounds = self._bounds[key]
+        held = self.usage.get(key, _EMPTY)
         borrowing = False
         for r, v in demand.items():
-            cap = limit.get(r)
-            if cap is None:
+            bound = bounds.get(r)
+            if bound is None:
                 continue
             after = held.get(r, 0.0) + v
-            if after > cap + EPS:
-                over = "nominal quota" if cap <= nominal[r] + EPS else "borrowing limit"
+            if after > bound[0]:
+                cap = limit[r]
+                over = "nominal quota" if cap <= bound[1] else "borrowing limit"
                 return QuotaCheck(
                     False,
                     within_nominal=False,
                     problem=f"over {over} at {node} ({r}: {held.get(r, 0.0):g} used"
                     f" + {v:g} asked > {cap:g})",
                 )
-            if after > nominal[r] + EPS:
+            if after > bound[1]:
                 borrowing = True
         return BORROWS if borrowing else WITHIN
 
