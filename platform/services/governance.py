@@ -69,7 +69,7 @@ def engine(session: Session) -> PolicyEngine:
         return current[1]
     rev = policy_store.revision(session)
     url = audit_head.database_key(session)
-    key = (str(url), rev)
+    key = (url, rev)
     found = _engines.get(key)
     if found is None:
         docs = [policy_store.to_doc(r) for r in policy_store.active(session)]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import URL, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import MemberRole, Membership, Project
+from aitb.store.audit_head import database_key
 from aitb.store.base import delete, upsert
 from aitb.store.tables import MembershipRow, ProjectRow
 
@@ -24,13 +25,13 @@ def _membership(row: MembershipRow) -> Membership:
 
 
 _ADDED = "aitb.project.added"  # session.info: this transaction created a project
-_known: dict[tuple[URL, str], Project] = {}
+_known: dict[tuple[str, str], Project] = {}
 
 
 def get_project(session: Session, name: str) -> Project | None:
     """Every submission reads its project. A project is never renamed, moved to another
     partner or deleted, so one found committed is remembered for the process's life."""
-    key = (session.get_bind().url, name)
+    key = (database_key(session), name)
     found = _known.get(key)
     if found is not None:
         return found
