@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, insert, or_, select, text
+from sqlalchemy import String, bindparam, event, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import AuditEntry
@@ -24,7 +24,7 @@ from aitb.store.tables import AuditRow
 
 __all__ = ["GENESIS", "append", "verify", "export_lines", "list_entries"]
 _PG_AUDIT_LOCK = 0x41495442  # "AITB": serialises appends across API replicas
-_INSERT = insert(AuditRow.__table__)
+_INSERT = insert(AuditRow.__table__).values(detail=bindparam("detail", type_=String()))  # JSON text
 _COLUMNS = [c.name for c in AuditRow.__table__.columns]
 _SQLITE_INSERT = (f"INSERT INTO {AuditRow.__tablename__} ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
@@ -35,8 +35,8 @@ def _sqlite_binds(session: Session) -> list[tuple[str, Any]]:
     """(column, its SQLite bind processor or None), in _COLUMNS order: the values the ORM would write."""
     if not _binds:
         dialect = session.get_bind().dialect
-        _binds.extend((c.name, c.type.dialect_impl(dialect).bind_processor(dialect))
-                      for c in AuditRow.__table__.columns)
+        _binds.extend((c.name, None if c.name == "detail" else c.type.dialect_impl(dialect).bind_processor(dialect))
+                      for c in AuditRow.__table__.columns)  # the detail goes in as its JSON text
     return _binds
 
 
@@ -107,11 +107,16 @@ def append(
 
 
 def _chained(seq: int, prev: str, at: datetime, entry: tuple) -> dict[str, Any]:
+    """The row of an entry linked to ``prev``. Its detail (JSON values only) is written once,
+    canonically: that text is both the stored detail and the tail of the hashed body, which
+    is then byte for byte what `entry_hash` writes (a list's JSON is its items' JSON joined)."""
     actor, action, target, detail, node, partner = entry
+    text = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+    head = json.dumps([prev, seq, _canonical_time(at), actor, action, target], separators=(",", ":"))
     return {
-        "seq": seq, "at": at, "actor": actor, "action": action, "target": target, "detail": detail,
+        "seq": seq, "at": at, "actor": actor, "action": action, "target": target, "detail": text,
         "node": node, "partner": partner, "prev_hash": prev,
-        "hash": entry_hash(prev, seq, at, actor, action, target, detail),
+        "hash": hashlib.sha256(f"{head[:-1]},{text}]".encode()).hexdigest(),
     }
 
 
