@@ -43,13 +43,18 @@ def _sqlite_binds(session: Session) -> list[tuple[str, Any]]:
 def entry_hash(
     prev_hash: str, seq: int, at: datetime, actor: str, action: str, target: str, detail: dict
 ) -> str:
-    body = json.dumps(
-        [prev_hash, seq, _canonical_time(at), actor, action, target, detail],
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
-    return hashlib.sha256(body.encode()).hexdigest()
+    return _hash(prev_hash, seq, at, actor, action, target, _canonical_json(detail))
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str, target: str, detail_json: str) -> str:
+    """sha256 of the canonical JSON of [prev_hash, seq, at, actor, action, target, detail], given
+    the detail's canonical JSON (a list's JSON is its items' JSON joined by commas)."""
+    head = json.dumps([prev_hash, seq, _canonical_time(at), actor, action, target], separators=(",", ":"))
+    return hashlib.sha256(f"{head[:-1]},{detail_json}]".encode()).hexdigest()
 
 
 def _canonical_time(at: datetime) -> str:
@@ -59,8 +64,7 @@ def _canonical_time(at: datetime) -> str:
 
 def canonical_digest(value: Any) -> str:
     """sha256 of a value's canonical JSON (sorted keys, no spaces): the audit's input digest."""
-    body = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
+    return hashlib.sha256(_canonical_json(value).encode()).hexdigest()
 
 
 def append(
@@ -107,16 +111,14 @@ def append(
 
 
 def _chained(seq: int, prev: str, at: datetime, entry: tuple) -> dict[str, Any]:
-    """The row of an entry linked to ``prev``. Its detail (JSON values only) is written once,
-    canonically: that text is both the stored detail and the tail of the hashed body, which
-    is then byte for byte what `entry_hash` writes (a list's JSON is its items' JSON joined)."""
+    """The row of an entry linked to ``prev``. Its detail is written to JSON once, canonically:
+    that text is both the stored detail and what the hash covers."""
     actor, action, target, detail, node, partner = entry
-    text = json.dumps(detail, sort_keys=True, separators=(",", ":"))
-    head = json.dumps([prev, seq, _canonical_time(at), actor, action, target], separators=(",", ":"))
+    text = _canonical_json(detail)
     return {
         "seq": seq, "at": at, "actor": actor, "action": action, "target": target, "detail": text,
         "node": node, "partner": partner, "prev_hash": prev,
-        "hash": hashlib.sha256(f"{head[:-1]},{text}]".encode()).hexdigest(),
+        "hash": _hash(prev, seq, at, actor, action, target, text),
     }
 
 
