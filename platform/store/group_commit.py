@@ -78,9 +78,10 @@ class GroupCommit:
                 ticket.done = True
 
     def _alone(self, ticket: _Ticket) -> None:
+        """Its own transaction; what an earlier, rolled-back try left on the ticket goes."""
         try:
             with self.transaction() as session:
-                ticket.value = ticket.work(session)
+                ticket.value, ticket.error = ticket.work(session), None
         except BaseException as exc:  # noqa: BLE001 - handed to the ticket's own thread
             ticket.value, ticket.error = None, exc
 
@@ -89,11 +90,8 @@ class GroupCommit:
         on PostgreSQL); after a refusal, which may have written before it refused, the group
         again without it, each request in a savepoint."""
         refused = self._shared(group, savepoints=False)
-        if refused is not None:
-            rest = [t for t in group if t is not refused]
-            for ticket in rest:
-                ticket.value = None
-            self._shared(rest, savepoints=True)
+        if refused is not None:  # the others' values of the rolled-back try are overwritten
+            self._shared([t for t in group if t is not refused], savepoints=True)
 
     def _shared(self, group: list[_Ticket], savepoints: bool) -> _Ticket | None:
         """Write the group in one transaction; without savepoints, stop at the first refusal
@@ -115,7 +113,6 @@ class GroupCommit:
             return refusal.ticket
         except Exception:  # the shared transaction failed: each request on its own
             for ticket in group:
-                ticket.value, ticket.error = None, None
                 self._alone(ticket)
         return None
 
