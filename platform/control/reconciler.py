@@ -39,7 +39,6 @@ from aitb.domain.lifecycle import (
     JOB_STATE_ON_ATTEMPT_END,
     AttemptOutcome,
     JobState,
-    is_finished,
     requeue_rule,
 )
 from aitb.domain.models import Attempt, Classification, Job, Quota
@@ -349,15 +348,13 @@ class Reconciler:
                     attempt_store.owe_stop_of(session, attempt)
                 done = job_store.transition(session, job, target, reason=reason, at=at, pending_reason=None)
                 rule = requeue_rule(done.state, done.retries_left) if retry else None
-                closing = rule is None and is_finished(done.state, done.retries_left)
-                # closing: `finished` ends the MLflow run after its final metrics and log
-                self.events.changed(session, done, ends_run=not closing)
                 if rule is not None:
+                    self.events.changed(session, done)
                     again = job_store.requeue(session, done, rule,
                                               reason=f"retrying ({done.retries_left} left)")
                     self.events.changed(session, again)
                 else:
-                    self.events.finished(session, done, str(log_path) if log_path else None)
+                    self.events.ended(session, done, str(log_path) if log_path else None)
         except job_store.StaleTransition:
             return
         log.info("job %s %s: %s", job.id, target, reason)

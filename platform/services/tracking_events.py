@@ -63,8 +63,7 @@ class TrackingEvents:
         outbox_store.enqueue_many(session, events)
 
     def changed(self, session: Session, job: Job, at: datetime | None = None, *, ends_run: bool = True) -> None:
-        """``ends_run=False`` when `finished` follows in the same transaction: the run ends
-        after its final metrics and log, never before."""
+        """``ends_run=False``: the state's tags only (see `ended`)."""
         if not self.tracking:
             return
         from aitb.tracking import outbox
@@ -81,6 +80,12 @@ class TrackingEvents:
         if job.state == JobState.REJECTED:  # governance refused it: the run says why, and ends
             outbox.enqueue_tags(session, job.id, {"rejected_reasons": "\n".join(job.reasons)[:4900]})
             outbox.enqueue_end(session, job.id, MLFLOW_STATUS[job.state], at)
+
+    def ended(self, session: Session, job: Job, log_path: str | None) -> None:
+        """The job's attempt ended and no retry follows: its state, then, if it will not run
+        again, `finished`. The run ends after its final metrics and log, never before them."""
+        self.changed(session, job, ends_run=not is_finished(job.state, job.retries_left))
+        self.finished(session, job, log_path)
 
     def finished(self, session: Session, job: Job, log_path: str | None) -> None:
         """The job will not run again: final metrics, the driver log, and the end status."""

@@ -343,11 +343,10 @@ class Tracker:
             client.log_batch(
                 run_id, tags=[RunTag(k, v) for k, v in state_tags(state, at).items()]
             )
-            if status in TERMINAL_MLFLOW_STATUSES:
-                if ends_run:
-                    client.set_terminated(run_id, status=status, end_time=_ms(at))
-            else:
+            if status not in TERMINAL_MLFLOW_STATUSES:
                 client.update_run(run_id, status=status)
+            elif ends_run:
+                client.set_terminated(run_id, status=status, end_time=_ms(at))
 
         self._call(go)
 

@@ -198,8 +198,7 @@ def test_a_finished_run_already_has_its_driver_log(server, sessions, harness, tm
     run_id = created[-1][2]
     done = running.model_copy(update={"state": JobState.SUCCEEDED, "finished_at": T0 + timedelta(seconds=30)})
     with sessions.begin() as s:
-        events.changed(s, done, done.finished_at, ends_run=False)
-        events.finished(s, done, str(log_path))
+        events.ended(s, done, str(log_path))
     seen = []
     while processor.run_once(limit=1):
         run = _run(server, run_id)
