@@ -22,8 +22,8 @@ from aitb.store.tables import JobEventRow, JobRow
 PENDING = "waiting for the scheduler"
 # The spec goes in as the JSON text pydantic writes (in Rust): dumping it to Python values
 # and those to JSON again cost more than the rest of a batched job's insert.
-_INSERT_JOB = insert(JobRow.__table__).values(spec=bindparam("spec", type_=String()),
-                                              reasons=bindparam("reasons", type_=String()))
+_AS_TEXT = ("spec", "reasons")  # JSON columns bound as their JSON text
+_INSERT_JOB = insert(JobRow.__table__).values({name: bindparam(name, type_=String()) for name in _AS_TEXT})
 _INSERT_EVENT = insert(JobEventRow.__table__)
 _JOB_COLUMNS = ("id", "project", "partner", "submitter", "name", "spec", "state", "version", "priority",
                 "pending_reason", "reasons", "retries_left", "created_at", "updated_at")
@@ -34,7 +34,7 @@ def _one_job_with_its_event():
     round trip per submission instead of two."""
     jobs = JobRow.__table__
     new = (insert(jobs)
-           .values({name: bindparam(name, type_=String() if name in ("spec", "reasons") else jobs.c[name].type)
+           .values({name: bindparam(name, type_=String() if name in _AS_TEXT else jobs.c[name].type)
                     for name in _JOB_COLUMNS})
            .returning(jobs.c.id, jobs.c.created_at)
            .cte("new_job"))
