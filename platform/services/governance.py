@@ -38,7 +38,7 @@ from aitb.store import audit, audit_head
 from aitb.store import datasets as dataset_store
 from aitb.store import jobs as job_store
 from aitb.store import policies as policy_store
-from aitb.store.base import utcnow
+from aitb.store.base import database_key, utcnow
 from aitb.store.policies import PolicyRevision
 
 # --- the engine, one per policy revision ------------------------------------------------
@@ -57,7 +57,7 @@ def _cached(session: Session) -> tuple[int, PolicyEngine, dict] | None:
     ep = audit_head.epoch(session)
     if ep is None:
         return None
-    found = _current.get(audit_head.database_key(session))
+    found = _current.get(database_key(session))
     return found if found is not None and found[0] == ep else None
 
 
@@ -68,7 +68,7 @@ def engine(session: Session) -> PolicyEngine:
     if current is not None:
         return current[1]
     rev = policy_store.revision(session)
-    url = audit_head.database_key(session)
+    url = database_key(session)
     key = (url, rev)
     found = _engines.get(key)
     if found is None:

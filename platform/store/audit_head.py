@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import bindparam, event, or_, select
 from sqlalchemy.orm import Session
 
+from aitb.store.base import database_key
 from aitb.store.tables import AuditRow, DatasetRow, GrantRow, PolicyRow
 
 GENESIS = "0" * 64
@@ -51,18 +51,7 @@ _LAST = select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(
 _LAST_SQL = f"SELECT seq, hash FROM {AuditRow.__tablename__} ORDER BY seq DESC LIMIT 1"
 _lock = threading.Lock()
 _known: dict[str, tuple[int, int]] = {}  # database url -> (head seq, epoch)
-_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> its database_key
 _epochs = itertools.count(1)
-
-
-def database_key(session: Session) -> str:
-    """Which database a session talks to: its engine's URL as text, rendered once per engine
-    (a URL object hashes by rendering itself, which cost more than the cache hit it keys)."""
-    bind = session.get_bind()
-    found = _keys.get(bind)
-    if found is None:
-        found = _keys[bind] = bind.url.render_as_string(hide_password=False)
-    return found
 
 
 def read_head(session: Session) -> tuple[int, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
 from typing import TypeVar
 
@@ -10,7 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Session
 
 from aitb.timeutil import as_utc, utcnow
 
-__all__ = ["NAMING", "Base", "UTCDateTime", "delete", "upsert", "utcnow"]
+__all__ = ["NAMING", "Base", "UTCDateTime", "database_key", "delete", "upsert", "utcnow"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -26,6 +27,18 @@ class Base(DeclarativeBase):
 
 
 B = TypeVar("B", bound=Base)
+_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> its database_key
+
+
+def database_key(session: Session) -> str:
+    """Which database a session talks to, for per-database caches: its engine's URL as text,
+    rendered once per engine (a URL object hashes by rendering itself, which cost more than
+    the cache hit it keys)."""
+    bind = session.get_bind()
+    found = _keys.get(bind)
+    if found is None:
+        found = _keys[bind] = bind.url.render_as_string(hide_password=False)
+    return found
 
 
 def upsert(session: Session, row_type: type[B], key: tuple, **values: object) -> B:

@@ -8,8 +8,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from aitb.domain.models import MemberRole, Membership, Project
-from aitb.store.audit_head import database_key
-from aitb.store.base import delete, upsert
+from aitb.store.base import database_key, delete, upsert
 from aitb.store.tables import MembershipRow, ProjectRow
 
 _projects = ProjectRow.__table__.c
